@@ -1,0 +1,371 @@
+"""Every coin's L4 book, and applying whole blocks to them.
+
+Applying a block is all-or-nothing. It runs in two passes:
+
+1. *plan*: walk the block's diffs against the book plus an overlay of what
+   the block itself did so far, checking every diff (unknown oid, duplicate
+   ``new``, price/coin/side disagreement, ``origSz`` not equal to the resting
+   size) and building the orders that will rest;
+2. *commit*: perform the planned mutations, which cannot fail.
+
+A divergence found in pass 1 raises before anything changed, so the book is
+exactly as it was before the block. The diffs are the only truth about the
+book: hlbook never matches orders itself. Order details (user, tif, cloid, …)
+come from the ``open``/``triggered`` status of the same oid in the same block.
+"""
+
+from collections.abc import Callable, Iterable, Iterator
+from typing import Final
+
+import attrs
+from msgspec import UNSET
+from msgspec.structs import replace
+
+from hlbook.book.l4 import ASK, BID, CoinBook, Level
+from hlbook.errors import (
+    BlockOrderError,
+    DuplicateOrderError,
+    OrderMismatchError,
+    UnknownOrderError,
+)
+from hlbook.model import Block, CoinFilter
+from hlbook.node.formats import DiffEvent, NewDiff, Order, SnapshotSide, StatusEvent, time_ms
+from hlbook.numbers import canonical, fmt, parse
+
+__all__ = ["Applied", "Books"]
+
+_NEW: Final = 0
+_UPDATE: Final = 1
+_REMOVE: Final = 2
+
+_INTERN_LIMIT = 1 << 20
+_interned: dict[str, str] = {}
+
+
+def _intern(text: str) -> str:
+    """Share one string object per distinct value (users, tifs, …) to keep books small."""
+    found = _interned.get(text)
+    if found is not None:
+        return found
+    if len(_interned) >= _INTERN_LIMIT:
+        _interned.clear()
+    _interned[text] = text
+    return text
+
+
+def _compact(order: Order, user: str) -> None:
+    """Replace an order's strings by shared, canonical ones (in place)."""
+    order.user = _intern(user)
+    order.coin = _intern(order.coin)
+    order.limitPx = canonical(order.limitPx)
+    order.sz = canonical(order.sz)
+    order.origSz = canonical(order.origSz)
+    order.triggerCondition = _intern(order.triggerCondition)
+    order.triggerPx = _intern(order.triggerPx)
+    order.orderType = _intern(order.orderType)
+    if order.tif is not None:
+        order.tif = _intern(order.tif)
+
+
+@attrs.define(eq=False)
+class Applied:
+    """What applying one block changed.
+
+    ``touched`` maps each coin whose book changed to its :class:`CoinBook`;
+    views of other coins are unchanged and need not be recomputed.
+    """
+
+    block: Block
+    touched: dict[str, CoinBook]
+
+
+class Books:
+    """All coins' L4 books at one height, with an oid index across coins."""
+
+    def __init__(self, height: int = 0, *, coin_filter: CoinFilter | None = None) -> None:
+        self.height = height
+        self.coin_filter = coin_filter or CoinFilter()
+        self._coins: dict[str, CoinBook] = {}
+        self._orders: dict[int, Order] = {}
+        self._accepted: dict[str, bool] = {}
+
+    # -- reading ---------------------------------------------------------------
+
+    def __contains__(self, coin: object) -> bool:
+        return coin in self._coins
+
+    def __len__(self) -> int:
+        """Number of resting orders across all coins."""
+        return len(self._orders)
+
+    def coins(self) -> list[str]:
+        """Every coin with a book (including books that are currently empty)."""
+        return list(self._coins)
+
+    def book(self, coin: str) -> CoinBook | None:
+        """The book of ``coin``, or ``None`` if hlbook has none."""
+        return self._coins.get(coin)
+
+    def order(self, oid: int) -> Order | None:
+        """The resting order ``oid`` (any coin), or ``None``."""
+        return self._orders.get(oid)
+
+    def accepts(self, coin: str) -> bool:
+        """True if the coin filter keeps a book for ``coin``."""
+        ok = self._accepted.get(coin)
+        if ok is None:
+            ok = self._accepted[coin] = self.coin_filter.accepts(coin)
+        return ok
+
+    def snapshot(self) -> Iterator[tuple[str, SnapshotSide, SnapshotSide]]:
+        """Every book as ``(coin, bids, asks)`` of ``[user, order]`` pairs, node style."""
+        for coin in self._coins:
+            bids, asks = self.coin_orders(coin)
+            yield coin, [(o.user, o) for o in bids], [(o.user, o) for o in asks]  # type: ignore[misc]
+
+    def coin_orders(self, coin: str) -> tuple[list[Order], list[Order]]:
+        """Bids and asks of ``coin`` as order lists, best first, queue order."""
+        book = self._coins[coin]
+        return list(book.orders(BID)), list(book.orders(ASK))
+
+    # -- loading ---------------------------------------------------------------
+
+    @classmethod
+    def from_snapshot(
+        cls,
+        height: int,
+        coins: Iterable[tuple[str, SnapshotSide, SnapshotSide]],
+        *,
+        coin_filter: CoinFilter | None = None,
+        progress: Callable[[int, str], None] | None = None,
+    ) -> "Books":
+        """Build books from a node snapshot at ``height``.
+
+        ``coins`` yields ``(coin, bids, asks)``; ``progress`` is called with the
+        number of coins loaded so far and the latest coin.
+        """
+        books = cls(height, coin_filter=coin_filter)
+        for count, (coin, bids, asks) in enumerate(coins, 1):
+            if books.accepts(coin):
+                books.set_coin(coin, bids, asks)
+            if progress is not None:
+                progress(count, coin)
+        return books
+
+    def set_coin(self, coin: str, bids: SnapshotSide, asks: SnapshotSide) -> CoinBook:
+        """Replace ``coin``'s book by the given snapshot sides (used to load and to repair)."""
+        old = self._coins.get(coin)
+        if old is not None:
+            for side in (BID, ASK):
+                for order in old.orders(side):
+                    self._orders.pop(order.oid, None)
+        coin = _intern(coin)
+        book = CoinBook(coin)
+        index = self._orders
+        for entries, levels in ((bids, book.bids), (asks, book.asks)):
+            level: Level | None = None
+            for user, order in entries:
+                _compact(order, user)
+                order.coin = coin
+                px = parse(order.limitPx)
+                if level is None or level.px != px:
+                    level = levels.get(px)
+                    if level is None:
+                        level = levels[px] = Level(px, order.limitPx)
+                oid = order.oid
+                if oid in index:
+                    raise DuplicateOrderError(
+                        "oid rests twice in the snapshot", height=self.height, coin=coin, oid=oid
+                    )
+                level.append(oid, order, parse(order.sz))
+                index[oid] = order
+        self._coins[coin] = book
+        return book
+
+    # -- applying blocks ---------------------------------------------------------
+
+    def apply(self, block: Block) -> Applied:
+        """Apply one whole block, or raise a :class:`~hlbook.errors.DivergenceError`
+        and leave every book exactly as it was."""
+        height = block.height
+        if height <= self.height:
+            raise BlockOrderError(
+                f"block is not after the book's height {self.height}", height=height
+            )
+        ops = self._plan(block)
+        touched = self._commit(ops)
+        self.height = height
+        return Applied(block, touched)
+
+    def _plan(self, block: Block) -> list[tuple[int, Order, int, object]]:
+        height = block.height
+        index = self._orders
+        accepts = self.accepts
+        details: dict[int, StatusEvent] | None = None
+        ops: list[tuple[int, Order, int, object]] = []
+        # The block's own effect so far: oid -> (order, size) or None once removed.
+        overlay: dict[int, tuple[Order, int] | None] = {}
+        for event in block.diffs:
+            coin = event.coin
+            if not accepts(coin):
+                continue
+            oid = event.oid
+            if oid in overlay:
+                current = overlay[oid]
+            else:
+                resting = index.get(oid)
+                current = None if resting is None else (resting, parse(resting.sz))
+            px = parse(event.px)
+            raw = event.raw_book_diff
+            if raw.__class__ is str:  # "remove"
+                if current is None:
+                    raise UnknownOrderError(
+                        "remove of an order that is not resting", height=height, coin=coin, oid=oid
+                    )
+                _check_same(current[0], event, px, height)
+                ops.append((_REMOVE, current[0], px, None))
+                overlay[oid] = None
+                continue
+            new = raw.new  # type: ignore[union-attr]
+            if new is not UNSET:
+                if current is not None:
+                    raise DuplicateOrderError(
+                        "new of an order that is already resting",
+                        height=height,
+                        coin=coin,
+                        oid=oid,
+                    )
+                if details is None:
+                    details = _book_statuses(block.statuses)
+                order = _resting_order(event, new, details.get(oid), px, block)
+                ops.append((_NEW, order, px, new.insertBefore))
+                overlay[oid] = (order, parse(order.sz))
+                continue
+            update = raw.update  # type: ignore[union-attr]
+            if current is None:
+                raise UnknownOrderError(
+                    "update of an order that is not resting", height=height, coin=coin, oid=oid
+                )
+            order, size = current
+            _check_same(order, event, px, height)
+            if parse(update.origSz) != size:
+                raise OrderMismatchError(
+                    f"update origSz {update.origSz} but the order rests with {fmt(size)}",
+                    height=height,
+                    coin=coin,
+                    oid=oid,
+                )
+            new_size = parse(update.newSz)
+            ops.append((_UPDATE, order, px, new_size))
+            overlay[oid] = (order, new_size)
+        return ops
+
+    def _commit(self, ops: list[tuple[int, Order, int, object]]) -> dict[str, CoinBook]:
+        coins = self._coins
+        index = self._orders
+        touched: dict[str, CoinBook] = {}
+        for kind, order, px, arg in ops:
+            coin = order.coin
+            book = coins.get(coin)
+            if book is None:
+                book = coins[coin] = CoinBook(coin)
+            levels = book.bids if order.side == BID else book.asks
+            if kind == _NEW:
+                level = levels.get(px)
+                if level is None:
+                    level = levels[px] = Level(px, order.limitPx)
+                if arg is UNSET or arg is None:
+                    level.append(order.oid, order, parse(order.sz))
+                else:
+                    level.insert_before(arg, order.oid, order, parse(order.sz))  # type: ignore[arg-type]
+                index[order.oid] = order
+            elif kind == _UPDATE:
+                level = levels[px]
+                level.resize(arg - parse(order.sz))  # type: ignore[operator]
+                order.sz = fmt(arg)  # type: ignore[arg-type]
+            else:
+                level = levels[px]
+                level.remove(order.oid, parse(order.sz))
+                if not level.orders:
+                    del levels[px]
+                del index[order.oid]
+            touched[coin] = book
+        return touched
+
+
+def _check_same(order: Order, event: DiffEvent, px: int, height: int) -> None:
+    """The diff must name the resting order where it rests."""
+    if order.coin != event.coin:
+        reason = f"diff for coin {event.coin} but the order rests on {order.coin}"
+    elif parse(order.limitPx) != px:
+        reason = f"diff at px {event.px} but the order rests at {order.limitPx}"
+    elif event.side is not UNSET and event.side != order.side:
+        reason = f"diff on side {event.side} but the order rests on side {order.side}"
+    else:
+        return
+    raise OrderMismatchError(reason, height=height, coin=event.coin, oid=event.oid)
+
+
+def _book_statuses(statuses: list[StatusEvent]) -> dict[int, StatusEvent]:
+    """oid -> the status that put it on the book (``triggered`` wins over ``open``)."""
+    found: dict[int, StatusEvent] = {}
+    for event in statuses:
+        status = event.status
+        if status == "open":
+            found.setdefault(event.order.oid, event)
+        elif status == "triggered":
+            found[event.order.oid] = event
+    return found
+
+
+def _resting_order(
+    event: DiffEvent, new: NewDiff, status: StatusEvent | None, px: int, block: Block
+) -> Order:
+    """The order a ``new`` diff puts on the book, with details from its status."""
+    side = event.side
+    if side is UNSET:
+        if status is None:
+            raise OrderMismatchError(
+                "new diff has no side and no status to take it from",
+                height=block.height,
+                coin=event.coin,
+                oid=event.oid,
+            )
+        side = status.order.side
+    px_str = fmt(px)
+    sz = canonical(new.sz)
+    coin = _intern(event.coin)
+    if status is None:
+        # Orders without a status (some protocol addresses) rest from the diff alone.
+        return Order(
+            user=_intern(event.user),
+            coin=coin,
+            side=side,
+            limitPx=px_str,
+            sz=sz,
+            oid=event.oid,
+            timestamp=block.time,
+            origSz=sz,
+        )
+    source = status.order
+    order = replace(
+        source,
+        coin=coin,
+        side=side,
+        limitPx=px_str,
+        sz=sz,
+        oid=event.oid,
+        origSz=canonical(source.origSz),
+        triggerPx=_intern(source.triggerPx),
+        orderType=_intern(source.orderType),
+        tif=None if source.tif is None else _intern(source.tif),
+        triggerCondition=_intern(source.triggerCondition),
+        user=_intern(status.user),
+    )
+    if status.status == "triggered":
+        # A triggered order rests at the diff's px as a plain GTC limit order.
+        order.isTrigger = False
+        order.triggerCondition = "Triggered"
+        order.tif = "Gtc"
+        order.timestamp = time_ms(status.time)
+    return order

@@ -1,0 +1,337 @@
+"""The block joiner: node lines from three streams in, whole blocks out (sans-I/O).
+
+Feed it decoded lines of the status, diff and fill streams in any
+interleaving; it returns complete :class:`~hlbook.model.Block` objects in
+height order, each exactly once, and :class:`Gap` markers where blocks were
+lost. No I/O and no clock of its own: the caller passes ``now``.
+
+When a block is complete
+------------------------
+*by-block* (one line per block per stream, empty blocks included): when every
+stream has delivered its line for the height. A stream that delivers a later
+height without this one skipped it: that is a :class:`Gap`.
+
+*streaming* (lines of events; heights skip for empty blocks; no end marker):
+when every stream has moved past the height — or, for a stream that has not,
+when that stream has been **quiet** (no line at all) for ``quiet_after``
+seconds while another stream has moved past the height, or every stream has
+been quiet that long. A stream that is quiet therefore holds the others back
+by at most ``quiet_after``. A diff line that arrives for a block already
+emitted means that block was incomplete: a :class:`Gap`. Late status and fill
+lines are counted (``late_lines``); they cannot change the book.
+
+Starting and bootstrapping
+--------------------------
+Reading can start in the middle of the node's output, so the first blocks
+seen may be incomplete. In by-block layout blocks below the highest first
+line of any stream are dropped; in streaming layout blocks up to the highest
+first height of the status and diff streams (which may be partial).
+
+The joiner starts *holding*: complete blocks are kept until :meth:`release`
+is called with the height of the snapshot the books were loaded from; blocks
+at or below it are dropped. :meth:`hold` starts holding again (to
+re-bootstrap), taking back blocks the caller had not applied. While the held
+buffer is full, or a stream runs too far ahead of the others, :meth:`paused`
+tells the caller to stop reading that stream: the files are the buffer.
+"""
+
+import math
+from collections import deque
+from collections.abc import Iterable, Sequence
+
+import attrs
+
+from hlbook.model import Block
+from hlbook.node.formats import AnyLine, Layout, Stream, time_ms
+
+__all__ = ["BlockJoiner", "Gap", "JoinerStats"]
+
+
+@attrs.frozen
+class Gap:
+    """Blocks after ``after`` and before ``before`` are missing or incomplete."""
+
+    after: int
+    before: int
+    reason: str
+
+    def __str__(self) -> str:
+        return f"gap after block {self.after} (before {self.before}): {self.reason}"
+
+
+@attrs.frozen
+class JoinerStats:
+    """Counters for health and logs."""
+
+    emitted: int
+    pending: int
+    held: int
+    late_lines: int
+    dropped_lines: int
+    gaps: int
+    watermarks: dict[str, int]
+
+
+class _Partial:
+    __slots__ = ("delivered", "fills", "height", "statuses", "diffs", "time")
+
+    def __init__(self, height: int, block_time: str) -> None:
+        self.height = height
+        self.time = time_ms(block_time)
+        self.statuses: list = []  # type: ignore[type-arg]
+        self.diffs: list = []  # type: ignore[type-arg]
+        self.fills: list = []  # type: ignore[type-arg]
+        self.delivered: set[Stream] = set()
+
+    def block(self) -> Block:
+        return Block(self.height, self.time, self.statuses, self.diffs, self.fills)
+
+
+Output = Block | Gap
+
+
+class BlockJoiner:
+    """Joins the node's streams into whole blocks. See the module docstring."""
+
+    def __init__(
+        self,
+        layout: Layout,
+        streams: Iterable[Stream] = tuple(Stream),
+        *,
+        quiet_after: float = 0.3,
+        max_held: int = 1000,
+        max_pending: int = 2000,
+    ) -> None:
+        self.layout = layout
+        self.streams: tuple[Stream, ...] = tuple(streams)
+        if Stream.DIFFS not in self.streams:
+            raise ValueError("the diff stream is required")
+        self.quiet_after = quiet_after
+        self.max_held = max_held
+        self.max_pending = max_pending
+        self._pending: dict[int, _Partial] = {}
+        self._watermark: dict[Stream, int] = dict.fromkeys(self.streams, -1)
+        self._first: dict[Stream, int] = {}
+        self._last_line: dict[Stream, float] = {}
+        self._clock_start: float | None = None
+        self._started = False
+        self._floor = -1  # lines at or below: dropped silently
+        self._emitted = -1  # highest height handed out (or dropped as a gap)
+        self._holding = True
+        self._held: deque[Output] = deque()
+        self._retained_from = 0  # while holding: every block from here on is retained
+        self.late_lines = 0
+        self.dropped_lines = 0
+        self.gaps = 0
+
+    # -- input ------------------------------------------------------------------
+
+    def feed(self, stream: Stream, line: AnyLine, now: float = 0.0) -> list[Output]:
+        """Add one decoded line of ``stream``; return what became complete."""
+        if stream not in self._watermark:
+            raise ValueError(f"stream {stream.value} is not joined")
+        if self._clock_start is None:
+            self._clock_start = now
+        self._last_line[stream] = now
+        height = line.block_number
+        if height <= self._floor:
+            self.dropped_lines += 1
+            return []
+        if height <= self._emitted:
+            return self._late(stream, line)
+        if stream not in self._first:
+            self._first[stream] = height
+        if height > self._watermark[stream]:
+            self._watermark[stream] = height
+        elif self.layout is Layout.BY_BLOCK and height in self._pending and (
+            stream in self._pending[height].delivered
+        ):
+            self.late_lines += 1  # the same block twice on one stream: keep the first
+            return []
+        partial = self._pending.get(height)
+        if partial is None:
+            partial = self._pending[height] = _Partial(height, line.block_time)
+        if stream is Stream.STATUSES:
+            partial.statuses.extend(line.events)
+        elif stream is Stream.DIFFS:
+            partial.diffs.extend(line.events)
+        else:
+            partial.fills.extend(line.events)
+        partial.delivered.add(stream)
+        return self._collect(now)
+
+    def poll(self, now: float) -> list[Output]:
+        """Emit blocks that became complete by the passing of time (quiet streams)."""
+        if self._clock_start is None:
+            self._clock_start = now
+        return self._collect(now)
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`poll` may next emit something, or ``None`` if only new lines can help."""
+        if self.layout is Layout.BY_BLOCK or not self._pending:
+            return None
+        height = min(self._pending)
+        waiting = [self._quiet_at(s) for s in self.streams if self._watermark[s] <= height]
+        return max(waiting) if waiting else None
+
+    # -- bootstrap ----------------------------------------------------------------
+
+    @property
+    def holding(self) -> bool:
+        """True while complete blocks are kept back for a bootstrap."""
+        return self._holding
+
+    def hold(self, unapplied: Sequence[Block] = ()) -> None:
+        """Start keeping complete blocks back (to re-bootstrap).
+
+        ``unapplied`` are blocks this joiner handed out that the caller did not
+        apply; they are kept too, in front of anything newer.
+        """
+        self._holding = True
+        self._retained_from = unapplied[0].height if unapplied else self._emitted + 1
+        self._held.extendleft(reversed(unapplied))
+
+    def release(self, height: int) -> list[Output]:
+        """Books were loaded from a snapshot at ``height``: hand out the held blocks above it.
+
+        Returns ``[Gap]`` first if blocks between ``height`` and the held ones
+        were already handed out or never read (the snapshot is too old).
+        """
+        self._holding = False
+        out: list[Output] = []
+        if height + 1 < self._retained_from:
+            self.gaps += 1
+            out.append(
+                Gap(height, self._retained_from, "the snapshot is older than the blocks still held")
+            )
+        self._floor = max(self._floor, height)
+        self._emitted = max(self._emitted, height)
+        for stale in [h for h in self._pending if h <= height]:
+            del self._pending[stale]
+        while self._held:
+            item = self._held.popleft()
+            if isinstance(item, Gap):
+                if item.before > height + 1:
+                    out.append(item)
+            elif item.height > height:
+                out.append(item)
+        return out
+
+    def paused(self, stream: Stream) -> bool:
+        """True if the caller should stop reading ``stream`` for now.
+
+        While holding with a full buffer every stream pauses; when blocks cannot
+        complete, streams that are ahead of the slowest one pause.
+        """
+        if self._holding and len(self._held) >= self.max_held:
+            return True
+        if len(self._pending) <= self.max_pending:
+            return False
+        return self._watermark[stream] > min(self._watermark.values())
+
+    def stats(self) -> JoinerStats:
+        """Counters for health and logs."""
+        return JoinerStats(
+            emitted=self._emitted,
+            pending=len(self._pending),
+            held=len(self._held),
+            late_lines=self.late_lines,
+            dropped_lines=self.dropped_lines,
+            gaps=self.gaps,
+            watermarks={s.value: h for s, h in self._watermark.items()},
+        )
+
+    @property
+    def emitted(self) -> int:
+        """The highest height handed out (or skipped over by a gap)."""
+        return self._emitted
+
+    # -- internals ------------------------------------------------------------------
+
+    def _late(self, stream: Stream, line: AnyLine) -> list[Output]:
+        self.late_lines += 1
+        if self.layout is Layout.STREAMING and stream is Stream.DIFFS and line.events:
+            self.gaps += 1
+            gap = Gap(
+                line.block_number - 1,
+                line.block_number + 1,
+                "diffs arrived after the block was considered complete",
+            )
+            return self._out([gap])
+        return []
+
+    def _out(self, items: list[Output]) -> list[Output]:
+        if not self._holding:
+            return items
+        self._held.extend(items)
+        return []
+
+    def _start(self, now: float) -> bool:
+        if self._started:
+            return True
+        first = self._first
+        if self.layout is Layout.BY_BLOCK:
+            if len(first) < len(self.streams):
+                return False
+            # Lines are whole blocks; below the highest first line some stream's
+            # line was written before reading began.
+            floor = max(first.values()) - 1
+        else:
+            busy = [s for s in (Stream.STATUSES, Stream.DIFFS) if s in self.streams]
+            if not any(s in first for s in busy):
+                return False
+            if not all(s in first or self._quiet(s, now) for s in busy):
+                return False
+            # The first height of a busy stream may have begun before reading did.
+            floor = max(first[s] for s in busy if s in first)
+        self._started = True
+        self._floor = max(self._floor, floor)
+        self._emitted = max(self._emitted, floor)
+        self._retained_from = max(self._retained_from, floor + 1)
+        for stale in [h for h in self._pending if h <= floor]:
+            del self._pending[stale]
+        return True
+
+    def _quiet_at(self, stream: Stream) -> float:
+        """When ``stream`` counts as quiet if it delivers nothing more."""
+        last = self._last_line.get(stream, self._clock_start)
+        return (last if last is not None else -math.inf) + self.quiet_after
+
+    def _quiet(self, stream: Stream, now: float) -> bool:
+        return now >= self._quiet_at(stream)
+
+    def _collect(self, now: float) -> list[Output]:
+        if not self._pending or not self._start(now):
+            return []
+        out: list[Output] = []
+        pending = self._pending
+        while pending:
+            height = min(pending)
+            partial = pending[height]
+            if self.layout is Layout.BY_BLOCK:
+                if height > self._emitted + 1:
+                    self.gaps += 1
+                    out.append(Gap(self._emitted, height, "blocks missing on every stream"))
+                    self._emitted = height - 1
+                missing = [s for s in self.streams if s not in partial.delivered]
+                if missing:
+                    skipped = [s.value for s in missing if self._watermark[s] > height]
+                    if not skipped:
+                        break
+                    self.gaps += 1
+                    out.append(Gap(height - 1, height + 1, f"{', '.join(skipped)} skipped it"))
+                    del pending[height]
+                    self._emitted = height
+                    continue
+            elif not self._complete_streaming(height, now):
+                break
+            del pending[height]
+            self._emitted = height
+            out.append(partial.block())
+        return self._out(out)
+
+    def _complete_streaming(self, height: int, now: float) -> bool:
+        # Complete once no stream can still add to it: each has moved past it or is quiet.
+        return all(
+            self._watermark[stream] > height or self._quiet(stream, now) for stream in self.streams
+        )

@@ -1,0 +1,1 @@
+"""Reading the node: line formats, file tailing, snapshots."""

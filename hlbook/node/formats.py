@@ -1,0 +1,418 @@
+"""The node's line and event formats, and the one converter at the edge.
+
+Node lines are decoded straight into ``msgspec`` Structs declared with
+``gc=False``: the node writes ~1,100 events per block, and plain dicts would
+put millions of short-lived objects in front of the cyclic garbage collector
+(we measured full collections costing several ms per block; see
+``benchmarks/decode.py``). The Structs hold no reference cycles, so opting
+them out of GC tracking is safe.
+
+Everything the rest of hlbook needs from a line is validated here, once:
+numbers parse exactly, sides are normalised to ``"A"``/``"B"``, each diff is
+exactly one of new/update/remove. A line that fails raises
+:class:`~hlbook.errors.NodeFormatError` naming the stream, the block (when it
+could be read) and the reason. Unknown fields are ignored; unknown statuses
+are kept (they are forwarded to ``l4Book`` subscribers) but never interpreted.
+"""
+
+import enum
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime
+from typing import Any, Literal, TypeAlias
+
+import msgspec
+from msgspec import UNSET, UnsetType
+
+from hlbook.errors import NodeFormatError, SnapshotError
+from hlbook.numbers import NumberError, parse
+
+__all__ = [
+    "AnyLine",
+    "DiffEvent",
+    "DiffLine",
+    "Fill",
+    "FillEvent",
+    "FillLine",
+    "Layout",
+    "NewDiff",
+    "Order",
+    "RawDiff",
+    "StatusEvent",
+    "StatusLine",
+    "Stream",
+    "UpdateDiff",
+    "decode_line",
+    "decode_snapshot",
+    "encode",
+    "encode_snapshot",
+    "iter_snapshot",
+    "normalize_side",
+    "time_ms",
+]
+
+
+class Stream(enum.Enum):
+    """The node's three output streams; the value is the directory stem."""
+
+    STATUSES = "order_statuses"
+    DIFFS = "raw_book_diffs"
+    FILLS = "fills"
+
+    def dirname(self, layout: "Layout") -> str:
+        """The stream's directory under the node's data root for ``layout``."""
+        return f"node_{self.value}_{layout.value}"
+
+
+class Layout(enum.Enum):
+    """How the node groups events into lines."""
+
+    BY_BLOCK = "by_block"
+    """``--batch-by-block``: one line per block per stream, empty blocks included."""
+    STREAMING = "streaming"
+    """``--stream-with-block-info``: lines of events, heights skip for empty blocks."""
+
+
+# -- events ------------------------------------------------------------------
+
+
+class Order(msgspec.Struct, kw_only=True, gc=False):
+    """An order as the node writes it (in statuses and snapshots).
+
+    ``user`` is not part of the node's order object; it is set on orders that
+    rest in an hlbook book so that ``l4Book`` snapshots carry the owner, as the
+    reference server does. While it is ``UNSET`` it is not encoded.
+    """
+
+    user: str | UnsetType = UNSET
+    coin: str
+    side: str
+    limitPx: str
+    sz: str
+    oid: int
+    timestamp: int
+    triggerCondition: str = "N/A"
+    isTrigger: bool = False
+    triggerPx: str = "0.0"
+    children: tuple[Any, ...] = ()
+    isPositionTpsl: bool = False
+    reduceOnly: bool = False
+    orderType: str = "Limit"
+    origSz: str = "0.0"
+    tif: str | None = None
+    cloid: str | None = None
+
+
+class StatusEvent(msgspec.Struct, kw_only=True, gc=False):
+    """One order-status event (``open``, ``filled``, ``badAloPxRejected``, …)."""
+
+    time: str
+    user: str
+    hash: str | None = None
+    builder: Any = None
+    status: str
+    order: Order
+
+
+class NewDiff(msgspec.Struct, kw_only=True, gc=False):
+    """``{"new": {...}}``: the order now rests with size ``sz``."""
+
+    sz: str
+    insertBefore: int | None | UnsetType = UNSET
+
+
+class UpdateDiff(msgspec.Struct, kw_only=True, gc=False):
+    """``{"update": {...}}``: the resting order's size went from ``origSz`` to ``newSz``."""
+
+    origSz: str
+    newSz: str
+
+
+class RawDiff(msgspec.Struct, kw_only=True, gc=False, omit_defaults=True):
+    """The object form of ``raw_book_diff``; exactly one field is set."""
+
+    new: NewDiff | UnsetType = UNSET
+    update: UpdateDiff | UnsetType = UNSET
+
+
+class DiffEvent(msgspec.Struct, kw_only=True, gc=False):
+    """One raw book diff. ``raw_book_diff`` is a :class:`RawDiff` or ``"remove"``."""
+
+    user: str
+    oid: int
+    coin: str
+    side: str | UnsetType = UNSET
+    px: str
+    raw_book_diff: Literal["remove"] | RawDiff
+
+
+class Fill(msgspec.Struct, kw_only=True, gc=False):
+    """One side of a trade, as in the node's fill stream."""
+
+    coin: str
+    px: str
+    sz: str
+    side: str
+    time: int
+    startPosition: str = "0.0"
+    dir: str = ""
+    closedPnl: str = "0.0"
+    hash: str = ""
+    oid: int
+    crossed: bool
+    fee: str = "0.0"
+    tid: int
+    cloid: str | UnsetType = UNSET
+    liquidation: Any = UNSET
+    builderFee: str | UnsetType = UNSET
+    deployerFee: str | UnsetType = UNSET
+    feeToken: str = "USDC"
+    twapId: int | None | UnsetType = UNSET
+
+
+FillEvent: TypeAlias = tuple[str, Fill]
+"""``[user, fill]`` as written by the node."""
+
+
+# -- lines -------------------------------------------------------------------
+
+
+class StatusLine(msgspec.Struct, kw_only=True, gc=False):
+    """A line of the order-status stream."""
+
+    local_time: str = ""
+    block_time: str
+    block_number: int
+    events: list[StatusEvent]
+
+
+class DiffLine(msgspec.Struct, kw_only=True, gc=False):
+    """A line of the raw-book-diff stream."""
+
+    local_time: str = ""
+    block_time: str
+    block_number: int
+    events: list[DiffEvent]
+
+
+class FillLine(msgspec.Struct, kw_only=True, gc=False):
+    """A line of the fill stream."""
+
+    local_time: str = ""
+    block_time: str
+    block_number: int
+    events: list[FillEvent]
+
+
+AnyLine: TypeAlias = StatusLine | DiffLine | FillLine
+
+
+class _Height(msgspec.Struct):
+    block_number: int
+
+
+_DECODERS: dict[Stream, msgspec.json.Decoder[Any]] = {
+    Stream.STATUSES: msgspec.json.Decoder(StatusLine),
+    Stream.DIFFS: msgspec.json.Decoder(DiffLine),
+    Stream.FILLS: msgspec.json.Decoder(FillLine),
+}
+_HEIGHT_DECODER = msgspec.json.Decoder(_Height)
+_ENCODER = msgspec.json.Encoder()
+
+_SIDES = {"A": "A", "B": "B", "Ask": "A", "Bid": "B"}
+_BOOK_STATUSES = frozenset({"open", "triggered"})
+
+
+def normalize_side(side: str | UnsetType | None) -> str | None:
+    """``"A"``/``"Ask"`` → ``"A"``, ``"B"``/``"Bid"`` → ``"B"``, absent → ``None``.
+
+    Raises ``ValueError`` for anything else.
+    """
+    if side is UNSET or side is None:
+        return None
+    try:
+        return _SIDES[side]  # type: ignore[index]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown side {side!r}") from None
+
+
+_second_cache: dict[str, int] = {}
+
+
+def time_ms(text: str) -> int:
+    """Node time (naive UTC, nanoseconds) → integer milliseconds since the epoch."""
+    head = text[:19]
+    base = _second_cache.get(head)
+    if base is None:
+        try:
+            stamp = datetime.fromisoformat(head).replace(tzinfo=UTC)
+        except ValueError:
+            raise ValueError(f"bad time {text!r}") from None
+        base = int(stamp.timestamp()) * 1000
+        if len(_second_cache) > 4096:
+            _second_cache.clear()
+        _second_cache[head] = base
+    if len(text) <= 20:
+        if len(text) == 19:
+            return base
+        raise ValueError(f"bad time {text!r}")
+    frac = text[20:23]
+    if text[19] != "." or not frac.isdigit():
+        raise ValueError(f"bad time {text!r}")
+    return base + int(frac.ljust(3, "0"))
+
+
+def _check_statuses(line: StatusLine) -> None:
+    for event in line.events:
+        if event.status in _BOOK_STATUSES:
+            order = event.order
+            side = normalize_side(order.side)
+            if side is None:
+                raise ValueError(f"order {order.oid} has no side")
+            order.side = side
+            parse(order.limitPx)
+            parse(order.sz)
+            time_ms(event.time)
+
+
+def _check_diffs(line: DiffLine) -> None:
+    for event in line.events:
+        side = normalize_side(event.side)
+        if side is not None:
+            event.side = side
+        parse(event.px)
+        raw = event.raw_book_diff
+        if raw == "remove":
+            continue
+        assert isinstance(raw, RawDiff)
+        if raw.new is not UNSET and raw.update is UNSET:
+            parse(raw.new.sz)
+        elif raw.update is not UNSET and raw.new is UNSET:
+            parse(raw.update.origSz)
+            parse(raw.update.newSz)
+        else:
+            raise ValueError(f"unknown diff kind for oid {event.oid}: {_ENCODER.encode(raw)!r}")
+
+
+def _check_fills(line: FillLine) -> None:
+    for _user, fill in line.events:
+        side = normalize_side(fill.side)
+        if side is None:
+            raise ValueError(f"fill tid {fill.tid} has no side")
+        fill.side = side
+        parse(fill.px)
+        parse(fill.sz)
+
+
+_CHECKS: dict[Stream, Any] = {
+    Stream.STATUSES: _check_statuses,
+    Stream.DIFFS: _check_diffs,
+    Stream.FILLS: _check_fills,
+}
+
+
+def decode_line(stream: Stream, data: bytes | str, *, where: str | None = None) -> AnyLine:
+    """Decode and validate one node line of ``stream``.
+
+    Returns a :class:`StatusLine`, :class:`DiffLine` or :class:`FillLine`.
+    Raises :class:`NodeFormatError` for anything malformed.
+    """
+    try:
+        line = _DECODERS[stream].decode(data)
+    except msgspec.DecodeError as exc:
+        raise NodeFormatError(
+            stream.value, str(exc), block=_height_of(data), where=where
+        ) from None
+    try:
+        _CHECKS[stream](line)
+        time_ms(line.block_time)
+    except (ValueError, AssertionError) as exc:  # NumberError is a ValueError
+        raise NodeFormatError(
+            stream.value, str(exc), block=line.block_number, where=where
+        ) from None
+    return line  # type: ignore[no-any-return]
+
+
+def _height_of(data: bytes | str) -> int | None:
+    try:
+        return _HEIGHT_DECODER.decode(data).block_number
+    except msgspec.DecodeError:
+        return None
+
+
+def encode(obj: Any) -> bytes:
+    """Encode node structs (lines, events, orders) as compact JSON."""
+    return _ENCODER.encode(obj)
+
+
+# -- snapshots ---------------------------------------------------------------
+
+SnapshotSide: TypeAlias = list[tuple[str, Order]]
+"""One side of a coin in a snapshot: ``[user, order]`` pairs, best first, queue order."""
+
+_COIN_DECODER = msgspec.json.Decoder(tuple[SnapshotSide, SnapshotSide])
+_WITH_HEIGHT = msgspec.json.Decoder(tuple[int, list[tuple[str, msgspec.Raw]]])
+_WITHOUT_HEIGHT = msgspec.json.Decoder(list[tuple[str, msgspec.Raw]])
+
+
+def iter_snapshot(
+    data: bytes, height: int | None = None
+) -> tuple[int, list[tuple[str, msgspec.Raw]]]:
+    """Split a ``fileSnapshot`` output into its height and per-coin raw parts.
+
+    Accepts ``[height, [[coin, [bids, asks]], …]]`` and, when ``height`` is
+    given, the height-less ``[[coin, [bids, asks]], …]``. Decoding each coin is
+    left to :func:`decode_snapshot_coin` so that callers can report progress.
+    """
+    try:
+        found, coins = _WITH_HEIGHT.decode(data)
+    except msgspec.DecodeError as first:
+        if height is None:
+            raise SnapshotError(f"not a snapshot with height: {first}") from None
+        try:
+            return height, _WITHOUT_HEIGHT.decode(data)
+        except msgspec.DecodeError as exc:
+            raise SnapshotError(f"not a snapshot: {exc}") from None
+    if height is not None and height != found:
+        raise SnapshotError(f"snapshot is at height {found}, expected {height}")
+    return found, coins
+
+
+def decode_snapshot_coin(coin: str, raw: msgspec.Raw) -> tuple[SnapshotSide, SnapshotSide]:
+    """Decode one coin's ``[bids, asks]`` from :func:`iter_snapshot`."""
+    try:
+        bids, asks = _COIN_DECODER.decode(raw)
+        for side, entries in (("B", bids), ("A", asks)):
+            for _user, order in entries:
+                got = normalize_side(order.side)
+                if got != side:
+                    raise ValueError(f"order {order.oid} with side {order.side!r} among {side}")
+                order.side = got
+                parse(order.limitPx)
+                parse(order.sz)
+    except (msgspec.DecodeError, ValueError, NumberError) as exc:
+        raise SnapshotError(f"coin {coin}: {exc}") from None
+    return bids, asks
+
+
+def decode_snapshot(
+    data: bytes, height: int | None = None
+) -> tuple[int, Iterator[tuple[str, SnapshotSide, SnapshotSide]]]:
+    """Decode a whole snapshot: its height and an iterator of ``(coin, bids, asks)``."""
+    found, coins = iter_snapshot(data, height)
+
+    def _coins() -> Iterator[tuple[str, SnapshotSide, SnapshotSide]]:
+        for coin, raw in coins:
+            bids, asks = decode_snapshot_coin(coin, raw)
+            yield coin, bids, asks
+
+    return found, _coins()
+
+
+def encode_snapshot(
+    height: int | None, coins: Iterable[tuple[str, SnapshotSide, SnapshotSide]]
+) -> bytes:
+    """Encode books in the node's ``fileSnapshot`` format (height included unless ``None``)."""
+    body = [(coin, (bids, asks)) for coin, bids, asks in coins]
+    if height is None:
+        return _ENCODER.encode(body)
+    return _ENCODER.encode((height, body))

@@ -1,0 +1,1 @@
+"""The WebSocket server: client protocol, fan-out, connections."""
