@@ -10,7 +10,7 @@ times cheaper than re-parsing (see ``benchmarks/``).
 """
 
 import re
-from decimal import Decimal
+from decimal import MAX_PREC, Context, Decimal
 
 __all__ = [
     "SCALE",
@@ -25,9 +25,12 @@ __all__ = [
 SCALE_DIGITS = 12
 """Fractional digits kept exactly. Hyperliquid uses at most 8 (spot prices)."""
 
-SCALE = 10**SCALE_DIGITS
+SCALE: int = 10**SCALE_DIGITS
 
-_NUMBER = re.compile(r"(-?)(\d+)(?:\.(\d+))?")
+# ASCII digits only: ``\d`` would also match other scripts' digits, which int() reads.
+_NUMBER = re.compile(r"(-?)([0-9]+)(?:\.([0-9]+))?")
+# Exact context for to_decimal: the default 28 digits would round large values.
+_EXACT = Context(prec=MAX_PREC)
 _CACHE_LIMIT = 1 << 18
 
 _parse_cache: dict[str, int] = {}
@@ -42,8 +45,9 @@ def _parse_uncached(text: str) -> int:
     match = _NUMBER.fullmatch(text) if isinstance(text, str) else None
     if match is None:
         raise NumberError(f"not a decimal number: {text!r}")
-    sign, whole, frac = match.groups()
-    frac = frac or ""
+    sign: str = match.group(1)
+    whole: str = match.group(2)
+    frac: str = match.group(3) or ""
     if len(frac) > SCALE_DIGITS:
         # Dropping digits would make the book inexact; refuse instead.
         stripped = frac.rstrip("0")
@@ -107,4 +111,4 @@ def canonical(text: str) -> str:
 
 def to_decimal(value: int) -> Decimal:
     """Convert a scaled integer to an exact :class:`decimal.Decimal`."""
-    return Decimal(value).scaleb(-SCALE_DIGITS).normalize()
+    return Decimal(value).scaleb(-SCALE_DIGITS, _EXACT).normalize(_EXACT)

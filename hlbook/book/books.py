@@ -15,7 +15,7 @@ come from the ``open``/``triggered`` status of the same oid in the same block.
 """
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Final
+from typing import Any, Final, TypeAlias
 
 import attrs
 from msgspec import UNSET
@@ -37,6 +37,9 @@ __all__ = ["Applied", "Books"]
 _NEW: Final = 0
 _UPDATE: Final = 1
 _REMOVE: Final = 2
+
+_Op: TypeAlias = tuple[int, Order, int, Any]
+"""(kind, order, scaled px, argument): a planned mutation."""
 
 _INTERN_LIMIT = 1 << 20
 _interned: dict[str, str] = {}
@@ -84,6 +87,8 @@ class Books:
 
     def __init__(self, height: int = 0, *, coin_filter: CoinFilter | None = None) -> None:
         self.height = height
+        self.time = 0
+        """Block time (ms) of the last applied block; 0 until one is applied."""
         self.coin_filter = coin_filter or CoinFilter()
         self._coins: dict[str, CoinBook] = {}
         self._orders: dict[int, Order] = {}
@@ -195,14 +200,15 @@ class Books:
         ops = self._plan(block)
         touched = self._commit(ops)
         self.height = height
+        self.time = block.time
         return Applied(block, touched)
 
-    def _plan(self, block: Block) -> list[tuple[int, Order, int, object]]:
+    def _plan(self, block: Block) -> list[_Op]:
         height = block.height
         index = self._orders
         accepts = self.accepts
         details: dict[int, StatusEvent] | None = None
-        ops: list[tuple[int, Order, int, object]] = []
+        ops: list[_Op] = []
         # The block's own effect so far: oid -> (order, size) or None once removed.
         overlay: dict[int, tuple[Order, int] | None] = {}
         for event in block.diffs:
@@ -242,6 +248,7 @@ class Books:
                 overlay[oid] = (order, parse(order.sz))
                 continue
             update = raw.update  # type: ignore[union-attr]
+            assert update is not UNSET  # decode_line checked: exactly one kind
             if current is None:
                 raise UnknownOrderError(
                     "update of an order that is not resting", height=height, coin=coin, oid=oid
@@ -260,7 +267,7 @@ class Books:
             overlay[oid] = (order, new_size)
         return ops
 
-    def _commit(self, ops: list[tuple[int, Order, int, object]]) -> dict[str, CoinBook]:
+    def _commit(self, ops: list[_Op]) -> dict[str, CoinBook]:
         coins = self._coins
         index = self._orders
         touched: dict[str, CoinBook] = {}
@@ -277,12 +284,12 @@ class Books:
                 if arg is UNSET or arg is None:
                     level.append(order.oid, order, parse(order.sz))
                 else:
-                    level.insert_before(arg, order.oid, order, parse(order.sz))  # type: ignore[arg-type]
+                    level.insert_before(arg, order.oid, order, parse(order.sz))
                 index[order.oid] = order
             elif kind == _UPDATE:
                 level = levels[px]
-                level.resize(arg - parse(order.sz))  # type: ignore[operator]
-                order.sz = fmt(arg)  # type: ignore[arg-type]
+                level.resize(arg - parse(order.sz))
+                order.sz = fmt(arg)
             else:
                 level = levels[px]
                 level.remove(order.oid, parse(order.sz))

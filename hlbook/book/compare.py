@@ -71,7 +71,9 @@ def _keys(orders: Iterable[Order]) -> list[_Key]:
     return [(o.oid, parse(o.limitPx), parse(o.sz)) for o in orders]
 
 
-def _side_differences(coin: str, side: str, ours: list[_Key], theirs: list[_Key]) -> list[Difference]:
+def _side_differences(
+    coin: str, side: str, ours: list[_Key], theirs: list[_Key]
+) -> list[Difference]:
     mine = {key[0]: key for key in ours}
     node = {key[0]: key for key in theirs}
     found: list[Difference] = []

@@ -73,7 +73,7 @@ class JoinerStats:
 
 
 class _Partial:
-    __slots__ = ("delivered", "fills", "height", "statuses", "diffs", "time")
+    __slots__ = ("delivered", "diffs", "fills", "height", "statuses", "time")
 
     def __init__(self, height: int, block_time: str) -> None:
         self.height = height
@@ -135,6 +135,8 @@ class BlockJoiner:
         self._last_line[stream] = now
         height = line.block_number
         if height <= self._floor:
+            # Still tells where reading began on this stream (see _start).
+            self._first.setdefault(stream, height)
             self.dropped_lines += 1
             return []
         if height <= self._emitted:
@@ -143,8 +145,10 @@ class BlockJoiner:
             self._first[stream] = height
         if height > self._watermark[stream]:
             self._watermark[stream] = height
-        elif self.layout is Layout.BY_BLOCK and height in self._pending and (
-            stream in self._pending[height].delivered
+        elif (
+            self.layout is Layout.BY_BLOCK
+            and height in self._pending
+            and (stream in self._pending[height].delivered)
         ):
             self.late_lines += 1  # the same block twice on one stream: keep the first
             return []
@@ -301,9 +305,17 @@ class BlockJoiner:
         return now >= self._quiet_at(stream)
 
     def _collect(self, now: float) -> list[Output]:
-        if not self._pending or not self._start(now):
+        if not self._pending:
+            return []
+        started, emitted = self._started, self._emitted
+        if not self._start(now):
             return []
         out: list[Output] = []
+        if not started and not self._holding and self._emitted > emitted:
+            # Released before reading began, and reading began above the snapshot:
+            # the blocks in between were never read.
+            self.gaps += 1
+            out.append(Gap(emitted, self._emitted + 1, "reading began after the snapshot height"))
         pending = self._pending
         while pending:
             height = min(pending)

@@ -24,7 +24,7 @@ __all__ = [
 DEFAULT_LEVELS = 20
 MAX_LEVELS = 100
 
-_POW10 = [10**i for i in range(80)]
+_POW10: list[int] = [10**i for i in range(80)]
 
 
 def bucket_price(px: int, side: str, n_sig_figs: int, mantissa: int = 1) -> int:
@@ -83,4 +83,3 @@ def bbo(book: CoinBook) -> tuple[LevelView | None, LevelView | None]:
     """Best bid and best ask levels (``None`` for an empty side)."""
     bid, ask = book.best(BID), book.best(ASK)
     return (bid.view() if bid else None, ask.view() if ask else None)
-

@@ -7,6 +7,7 @@ running size total, so L2 views never have to sum orders.
 """
 
 from collections.abc import Iterator
+from itertools import islice
 from typing import TypeAlias
 
 from sortedcontainers import SortedDict
@@ -14,7 +15,7 @@ from sortedcontainers import SortedDict
 from hlbook.node.formats import Order
 from hlbook.numbers import fmt
 
-__all__ = ["BID", "ASK", "CoinBook", "Level", "LevelView"]
+__all__ = ["ASK", "BID", "CoinBook", "Level", "LevelView"]
 
 BID = "B"
 ASK = "A"
@@ -102,17 +103,16 @@ class CoinBook:
 
     def levels(self, side: str) -> Iterator[Level]:
         """Levels of ``side`` best first (bids descending, asks ascending)."""
-        values = self.side(side).values()
-        return reversed(values) if side == BID else iter(values)
+        # Not reversed(levels.values()): that view reverses by index, O(log n) per
+        # level through Sequence.__reversed__ (~50x slower on a 10k-level side).
+        levels = self.side(side)
+        return map(levels.__getitem__, reversed(levels) if side == BID else levels)
 
     def top(self, side: str, n: int) -> list[Level]:
         """The best ``n`` levels of ``side``, best first."""
-        values = self.side(side).values()
-        if side == BID:
-            top: list[Level] = values[-n:]
-            top.reverse()
-            return top
-        return list(values[:n])
+        # Walking the keys lazily is ~30% cheaper than slicing the values view
+        # (benchmarks/synthetic.py), and n=0 gives no level (values[-0:] gave all).
+        return list(islice(self.levels(side), n))
 
     def orders(self, side: str) -> Iterator[Order]:
         """Every resting order of ``side``: best price first, queue order within a price."""
@@ -121,7 +121,9 @@ class CoinBook:
 
     def order_count(self) -> int:
         """How many orders rest in this book."""
-        return sum(len(level.orders) for levels in (self.bids, self.asks) for level in levels.values())
+        return sum(
+            len(level.orders) for levels in (self.bids, self.asks) for level in levels.values()
+        )
 
     def is_crossed(self) -> bool:
         """True if the best bid is at or above the best ask."""

@@ -16,6 +16,7 @@ are kept (they are forwarded to ``l4Book`` subscribers) but never interpreted.
 """
 
 import enum
+import re
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from typing import Any, Literal, TypeAlias
@@ -117,7 +118,7 @@ class NewDiff(msgspec.Struct, kw_only=True, gc=False):
     """``{"new": {...}}``: the order now rests with size ``sz``."""
 
     sz: str
-    insertBefore: int | None | UnsetType = UNSET
+    insertBefore: int | UnsetType | None = UNSET
 
 
 class UpdateDiff(msgspec.Struct, kw_only=True, gc=False):
@@ -166,7 +167,7 @@ class Fill(msgspec.Struct, kw_only=True, gc=False):
     builderFee: str | UnsetType = UNSET
     deployerFee: str | UnsetType = UNSET
     feeToken: str = "USDC"
-    twapId: int | None | UnsetType = UNSET
+    twapId: int | UnsetType | None = UNSET
 
 
 FillEvent: TypeAlias = tuple[str, Fill]
@@ -216,6 +217,7 @@ _DECODERS: dict[Stream, msgspec.json.Decoder[Any]] = {
     Stream.FILLS: msgspec.json.Decoder(FillLine),
 }
 _HEIGHT_DECODER = msgspec.json.Decoder(_Height)
+_HEIGHT_TEXT = re.compile(rb'"block_number"\s*:\s*([0-9]+)\s*[,}]')
 _ENCODER = msgspec.json.Encoder()
 
 _SIDES = {"A": "A", "B": "B", "Ask": "A", "Bid": "B"}
@@ -230,7 +232,7 @@ def normalize_side(side: str | UnsetType | None) -> str | None:
     if side is UNSET or side is None:
         return None
     try:
-        return _SIDES[side]  # type: ignore[index]
+        return _SIDES[side]
     except (KeyError, TypeError):
         raise ValueError(f"unknown side {side!r}") from None
 
@@ -255,10 +257,11 @@ def time_ms(text: str) -> int:
         if len(text) == 19:
             return base
         raise ValueError(f"bad time {text!r}")
-    frac = text[20:23]
-    if text[19] != "." or not frac.isdigit():
+    digits = text[20:]
+    # isdigit() alone would accept other scripts' digits; every digit must be ASCII.
+    if text[19] != "." or not (digits.isascii() and digits.isdigit()):
         raise ValueError(f"bad time {text!r}")
-    return base + int(frac.ljust(3, "0"))
+    return base + int(digits[:3].ljust(3, "0"))
 
 
 def _check_statuses(line: StatusLine) -> None:
@@ -319,9 +322,7 @@ def decode_line(stream: Stream, data: bytes | str, *, where: str | None = None) 
     try:
         line = _DECODERS[stream].decode(data)
     except msgspec.DecodeError as exc:
-        raise NodeFormatError(
-            stream.value, str(exc), block=_height_of(data), where=where
-        ) from None
+        raise NodeFormatError(stream.value, str(exc), block=_height_of(data), where=where) from None
     try:
         _CHECKS[stream](line)
         time_ms(line.block_time)
@@ -336,7 +337,11 @@ def _height_of(data: bytes | str) -> int | None:
     try:
         return _HEIGHT_DECODER.decode(data).block_number
     except msgspec.DecodeError:
-        return None
+        pass
+    # Not valid JSON (typically a truncated line): the height is near the start.
+    head = data[:512].encode() if isinstance(data, str) else data[:512]
+    match = _HEIGHT_TEXT.search(head)
+    return int(match.group(1)) if match else None
 
 
 def encode(obj: Any) -> bytes:

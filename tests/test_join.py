@@ -1,0 +1,465 @@
+"""The sans-I/O block joiner, in both layouts, with explicit ``now`` values."""
+
+import itertools
+from typing import Any
+
+import pytest
+from fixtures import BASE_MS, fill, line, new, status
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hlbook.book.join import BlockJoiner, Gap
+from hlbook.model import Block
+from hlbook.node.formats import AnyLine, Layout, Stream, decode_line
+
+S, D, F = Stream.STATUSES, Stream.DIFFS, Stream.FILLS
+Output = Block | Gap
+
+
+def event(stream: Stream, tag: int) -> Any:
+    """One event of ``stream`` identified by ``tag`` (oid or tid)."""
+    if stream is S:
+        return status(tag, "badAloPxRejected")
+    if stream is D:
+        return new(tag)
+    return fill("0xabc", tag, side="B", crossed=True)
+
+
+def ln(stream: Stream, height: int, *tags: int) -> AnyLine:
+    return decode_line(stream, line(height, [event(stream, t) for t in tags]))
+
+
+def tags(block: Output) -> tuple[list[int], list[int], list[int]]:
+    """The tags of a block's statuses, diffs and fills."""
+    assert isinstance(block, Block), block
+    return (
+        [e.order.oid for e in block.statuses],
+        [e.oid for e in block.diffs],
+        [f.tid for _, f in block.fills],
+    )
+
+
+def heights(out: list[Output]) -> list[int | str]:
+    return [o.height if isinstance(o, Block) else f"gap {o.after}-{o.before}" for o in out]
+
+
+def by_block_lines(height: int) -> list[tuple[Stream, AnyLine]]:
+    """One line per stream for ``height``, tagged ``height * 10 + k``."""
+    return [(s, ln(s, height, height * 10 + k)) for k, s in enumerate((S, D, F))]
+
+
+def feed_all(
+    joiner: BlockJoiner, lines: list[tuple[Stream, AnyLine]], now: float = 0.0
+) -> list[Output]:
+    out: list[Output] = []
+    for stream, item in lines:
+        out += joiner.feed(stream, item, now)
+    return out
+
+
+# -- by-block ------------------------------------------------------------------
+
+
+def test_by_block_emits_when_every_stream_delivered() -> None:
+    joiner = BlockJoiner(Layout.BY_BLOCK)
+    assert joiner.release(0) == []
+    assert joiner.feed(S, ln(S, 1, 10)) == []
+    assert joiner.feed(F, ln(F, 1)) == []  # empty blocks are lines too
+    (block,) = joiner.feed(D, ln(D, 1, 11, 12))
+    assert isinstance(block, Block)
+    assert block.height == 1
+    assert tags(block) == ([10], [11, 12], [])
+    assert block.time == BASE_MS + 70
+    assert joiner.emitted == 1
+    assert joiner.next_deadline() is None
+
+
+def test_by_block_empty_blocks_are_emitted() -> None:
+    joiner = BlockJoiner(Layout.BY_BLOCK)
+    joiner.release(0)
+    out = feed_all(joiner, [(s, ln(s, h)) for h in (1, 2) for s in Stream])
+    assert heights(out) == [1, 2]
+    assert all(isinstance(b, Block) and b.is_empty() for b in out)
+
+
+def test_by_block_stream_skipping_a_height_is_a_gap() -> None:
+    joiner = BlockJoiner(Layout.BY_BLOCK)
+    joiner.release(0)
+    out = feed_all(joiner, by_block_lines(1))
+    out += feed_all(joiner, [(D, ln(D, 2)), (F, ln(F, 2))])
+    out += feed_all(joiner, by_block_lines(3))  # statuses jump from 1 to 3
+    assert heights(out) == [1, "gap 1-3", 3]
+    gap = out[1]
+    assert isinstance(gap, Gap)
+    assert "order_statuses" in gap.reason
+    assert "gap after block 1 (before 3)" in str(gap)
+    assert joiner.stats().gaps == 1
+
+
+def test_by_block_height_missing_everywhere_is_a_gap() -> None:
+    joiner = BlockJoiner(Layout.BY_BLOCK)
+    joiner.release(0)
+    out = feed_all(joiner, by_block_lines(1) + by_block_lines(4))
+    assert heights(out) == [1, "gap 1-4", 4]
+
+
+def test_by_block_same_height_twice_keeps_the_first() -> None:
+    joiner = BlockJoiner(Layout.BY_BLOCK)
+    joiner.release(0)
+    out = joiner.feed(S, ln(S, 1, 10))
+    out += joiner.feed(S, ln(S, 1, 99))
+    out += joiner.feed(D, ln(D, 1)) + joiner.feed(F, ln(F, 1))
+    (block,) = out
+    assert isinstance(block, Block)
+    assert tags(block)[0] == [10]
+    assert joiner.stats().late_lines == 1
+    # a line for a block already out is late, not a second block
+    assert joiner.feed(D, ln(D, 1, 5)) == []
+    assert joiner.stats().late_lines == 2
+
+
+def test_by_block_start_in_the_middle() -> None:
+    # Each stream's first line is a whole block, but the others' lines for the
+    # blocks before the latest first line were written before reading began.
+    joiner = BlockJoiner(Layout.BY_BLOCK)
+    lines = [(S, ln(S, 5, 50)), (D, ln(D, 3, 31)), (D, ln(D, 4, 41)), (D, ln(D, 5, 51))]
+    lines += [(F, ln(F, 4)), (F, ln(F, 5)), *by_block_lines(6)]
+    out = feed_all(joiner, lines)
+    assert out == []  # holding until release
+    out = joiner.release(4)
+    assert heights(out) == [5, 6]
+    assert tags(out[0]) == ([50], [51], [])
+
+
+def test_by_block_stream_subset() -> None:
+    joiner = BlockJoiner(Layout.BY_BLOCK, (S, D))
+    joiner.release(0)
+    out = feed_all(joiner, [(S, ln(S, 1)), (D, ln(D, 1))])
+    assert heights(out) == [1]
+    with pytest.raises(ValueError, match="not joined"):
+        joiner.feed(F, ln(F, 2))
+    with pytest.raises(ValueError, match="diff stream is required"):
+        BlockJoiner(Layout.BY_BLOCK, (S, F))
+
+
+@st.composite
+def interleavings(
+    draw: st.DrawFn, per_stream: dict[Stream, list[AnyLine]]
+) -> list[tuple[Stream, AnyLine]]:
+    """A random merge of the streams' lines that keeps each stream's own order."""
+    queues = {s: list(lines) for s, lines in per_stream.items() if lines}
+    out: list[tuple[Stream, AnyLine]] = []
+    while queues:
+        stream = draw(st.sampled_from(sorted(queues, key=lambda s: s.value)))
+        out.append((stream, queues[stream].pop(0)))
+        if not queues[stream]:
+            del queues[stream]
+    return out
+
+
+@given(st.data(), st.integers(1, 8), st.integers(0, 3))
+def test_by_block_any_interleaving(data: st.DataObject, count: int, start: int) -> None:
+    per_stream: dict[Stream, list[AnyLine]] = {s: [] for s in Stream}
+    expected: list[tuple[int, tuple[list[int], list[int], list[int]]]] = []
+    for height in range(start + 1, start + count + 1):
+        sizes = [data.draw(st.integers(0, 2)) for _ in Stream]
+        s_tags, d_tags, f_tags = (
+            [height * 100 + k * 10 + i for i in range(n)] for k, n in enumerate(sizes)
+        )
+        for stream, stream_tags in zip(Stream, (s_tags, d_tags, f_tags), strict=True):
+            per_stream[stream].append(ln(stream, height, *stream_tags))
+        expected.append((height, (s_tags, d_tags, f_tags)))
+    order = data.draw(interleavings(per_stream))
+    release_at = data.draw(st.integers(0, len(order)))
+    joiner = BlockJoiner(Layout.BY_BLOCK)
+    out = feed_all(joiner, order[:release_at])
+    out += joiner.release(start)
+    out += feed_all(joiner, order[release_at:])
+    assert all(isinstance(o, Block) for o in out)
+    assert [(b.height, tags(b)) for b in out if isinstance(b, Block)] == expected
+    assert joiner.stats().pending == 0
+
+
+# -- streaming -----------------------------------------------------------------
+
+
+def test_streaming_heights_skip_for_empty_blocks() -> None:
+    joiner = BlockJoiner(Layout.STREAMING)
+    out = feed_all(joiner, [(D, ln(D, 190, 1)), (S, ln(S, 190, 2))])  # first block: maybe partial
+    joiner.release(190)
+    out += feed_all(joiner, [(D, ln(D, 192, 3)), (S, ln(S, 192, 4)), (S, ln(S, 192, 5))])
+    out += feed_all(joiner, [(D, ln(D, 194, 6)), (S, ln(S, 194, 7)), (F, ln(F, 194, 8))])
+    out += feed_all(joiner, [(D, ln(D, 195, 9)), (S, ln(S, 195, 10)), (F, ln(F, 195, 11))])
+    assert heights(out) == [192, 194]
+    assert tags(out[0]) == ([4, 5], [3], [])
+    assert tags(out[1]) == ([7], [6], [8])
+    assert joiner.stats().gaps == 0
+
+
+def test_streaming_quiet_stream_holds_others_back_at_most_quiet_after() -> None:
+    joiner = BlockJoiner(Layout.STREAMING, quiet_after=0.3)
+    feed_all(joiner, [(D, ln(D, 9)), (S, ln(S, 9))], now=0.0)
+    joiner.release(9)
+    assert feed_all(joiner, [(D, ln(D, 10, 1)), (S, ln(S, 10, 2))], now=0.0) == []
+    # both busy streams moved past 10; the fill stream has said nothing at all
+    assert feed_all(joiner, [(D, ln(D, 11, 3)), (S, ln(S, 11, 4))], now=0.1) == []
+    assert joiner.next_deadline() == pytest.approx(0.3)
+    assert joiner.poll(0.29) == []
+    assert heights(joiner.poll(0.3)) == [10]
+    # 11: nobody has moved past it; complete once every stream has been quiet
+    assert joiner.next_deadline() == pytest.approx(0.4)
+    assert joiner.poll(0.39) == []
+    (block,) = joiner.poll(0.4)
+    assert isinstance(block, Block)
+    assert (block.height, tags(block)) == (11, ([4], [3], []))
+    assert joiner.next_deadline() is None
+
+
+def test_streaming_quiet_fill_stream_that_spoke_recently() -> None:
+    joiner = BlockJoiner(Layout.STREAMING, quiet_after=0.3)
+    feed_all(joiner, [(D, ln(D, 1)), (S, ln(S, 1))], now=0.0)
+    joiner.release(1)
+    feed_all(joiner, [(D, ln(D, 2, 1)), (S, ln(S, 2, 2)), (F, ln(F, 2, 3))], now=1.0)
+    out = feed_all(joiner, [(D, ln(D, 3, 4)), (S, ln(S, 3, 5))], now=1.05)
+    # the fill stream spoke at 1.0 and may still add to 2: wait until 1.3 at most
+    assert out == []
+    assert joiner.next_deadline() == pytest.approx(1.3)
+    assert heights(joiner.poll(1.3)) == [2]
+    # the fill stream speaks about 3; statuses and diffs move past 3
+    assert joiner.feed(F, ln(F, 3, 6), now=1.31) == []
+    assert feed_all(joiner, [(D, ln(D, 4)), (S, ln(S, 4))], now=1.32) == []
+    # a fill line past 3 completes 3 at once
+    assert heights(joiner.feed(F, ln(F, 4, 7), now=1.33)) == [3]
+
+
+def test_streaming_late_diff_is_a_gap_late_status_is_counted() -> None:
+    joiner = BlockJoiner(Layout.STREAMING)
+    feed_all(joiner, [(D, ln(D, 1)), (S, ln(S, 1))])
+    joiner.release(1)
+    out = feed_all(joiner, [(D, ln(D, 2, 1)), (S, ln(S, 2, 2)), (D, ln(D, 3)), (S, ln(S, 3))])
+    out += joiner.poll(100.0)
+    assert heights(out) == [2, 3]
+    assert joiner.feed(S, ln(S, 2, 7), 100.0) == []
+    assert joiner.stats().late_lines == 1
+    assert joiner.feed(D, ln(D, 3), 100.0) == []  # an empty late line changes nothing
+    out = joiner.feed(D, ln(D, 2, 8), 100.0)
+    assert heights(out) == ["gap 1-3"]
+    assert isinstance(out[0], Gap)
+    assert "diffs arrived after" in out[0].reason
+    stats = joiner.stats()
+    assert (stats.gaps, stats.late_lines) == (1, 3)
+
+
+def test_streaming_start_in_the_middle() -> None:
+    # The first height of each busy stream may have started before reading did.
+    joiner = BlockJoiner(Layout.STREAMING)
+    lines = [(D, ln(D, 10, 1)), (D, ln(D, 11, 2)), (F, ln(F, 11, 3)), (D, ln(D, 12, 4))]
+    lines += [(S, ln(S, 11, 5)), (S, ln(S, 12, 6)), (D, ln(D, 13, 7)), (S, ln(S, 13, 8))]
+    lines += [(F, ln(F, 14, 9))]
+    feed_all(joiner, lines)
+    out = joiner.release(11)
+    assert heights(out) == [12]
+    assert tags(out[0]) == ([6], [4], [])
+    assert heights(joiner.poll(10.0)) == [13, 14]
+    assert joiner.feed(D, ln(D, 11, 2)) == []
+    assert joiner.stats().dropped_lines == 1
+
+
+def test_streaming_busy_stream_silent_at_start() -> None:
+    # No status line at all: the joiner starts once the status stream has been quiet.
+    joiner = BlockJoiner(Layout.STREAMING, (S, D))
+    joiner.release(0)
+    assert feed_all(joiner, [(D, ln(D, 5, 1)), (D, ln(D, 6, 2))], now=0.0) == []
+    out = joiner.poll(1.0)
+    assert heights(out) == ["gap 0-6", 6]
+
+
+@st.composite
+def streaming_case(
+    draw: st.DrawFn,
+) -> tuple[dict[Stream, list[AnyLine]], list[tuple[int, tuple[list[int], list[int], list[int]]]]]:
+    """Random streaming lines; the expected blocks after the (possibly partial) first one."""
+    per_stream: dict[Stream, list[AnyLine]] = {s: [] for s in Stream}
+    expected: list[tuple[int, tuple[list[int], list[int], list[int]]]] = []
+    height = 100
+    for index in range(draw(st.integers(2, 8))):
+        height += draw(st.integers(1, 3))
+        block_tags: list[list[int]] = []
+        for k, stream in enumerate(Stream):
+            n = draw(st.integers(1 if index == 0 and stream is not F else 0, 3))
+            stream_tags = [height * 100 + k * 10 + i for i in range(n)]
+            block_tags.append(stream_tags)
+            # split the block's events over one or more lines
+            cut = sorted(draw(st.lists(st.integers(0, n), max_size=2)))
+            bounds = [0, *cut, n]
+            for a, b in itertools.pairwise(bounds):
+                if b > a:
+                    per_stream[stream].append(ln(stream, height, *stream_tags[a:b]))
+        if index and any(block_tags):
+            expected.append((height, (block_tags[0], block_tags[1], block_tags[2])))
+    return per_stream, expected
+
+
+@given(st.data(), streaming_case())
+def test_streaming_any_interleaving(
+    data: st.DataObject,
+    case: tuple[
+        dict[Stream, list[AnyLine]], list[tuple[int, tuple[list[int], list[int], list[int]]]]
+    ],
+) -> None:
+    per_stream, expected = case
+    order = data.draw(interleavings(per_stream))
+    joiner = BlockJoiner(Layout.STREAMING)
+    out = feed_all(joiner, order)  # now stays 0: nothing is ever quiet
+    out += joiner.poll(10.0)
+    first = per_stream[D][0].block_number
+    out += joiner.release(first)
+    assert all(isinstance(o, Block) for o in out), heights(out)
+    assert [(b.height, tags(b)) for b in out if isinstance(b, Block)] == expected
+
+
+# -- hold / release ------------------------------------------------------------
+
+
+def test_holds_until_release_then_drops_blocks_at_or_below_the_snapshot() -> None:
+    joiner = BlockJoiner(Layout.BY_BLOCK)
+    assert joiner.holding
+    assert feed_all(joiner, [x for h in range(1, 6) for x in by_block_lines(h)]) == []
+    assert joiner.stats().held == 5
+    out = joiner.release(2)
+    assert heights(out) == [3, 4, 5]
+    assert not joiner.holding
+    assert heights(feed_all(joiner, by_block_lines(6))) == [6]
+
+
+def test_release_beyond_everything_read() -> None:
+    joiner = BlockJoiner(Layout.BY_BLOCK)
+    feed_all(joiner, by_block_lines(1) + by_block_lines(2) + [(S, ln(S, 3))])
+    assert joiner.release(7) == []
+    assert joiner.stats().pending == 0
+    # lines up to the snapshot are dropped, later ones flow
+    out = feed_all(joiner, [(D, ln(D, 3)), (F, ln(F, 3))])
+    out += feed_all(joiner, [x for h in range(4, 9) for x in by_block_lines(h)])
+    assert heights(out) == [8]
+    assert joiner.stats().dropped_lines > 0
+
+
+def test_snapshot_older_than_the_held_blocks_is_a_gap() -> None:
+    joiner = BlockJoiner(Layout.BY_BLOCK)
+    feed_all(joiner, [x for h in range(10, 13) for x in by_block_lines(h)])
+    out = joiner.release(5)
+    assert heights(out) == ["gap 5-10", 10, 11, 12]
+    assert isinstance(out[0], Gap)
+    assert "older" in out[0].reason
+
+
+def test_snapshot_exactly_one_before_the_held_blocks() -> None:
+    joiner = BlockJoiner(Layout.BY_BLOCK)
+    feed_all(joiner, [x for h in range(10, 13) for x in by_block_lines(h)])
+    assert heights(joiner.release(9)) == [10, 11, 12]
+
+
+def test_hold_again_takes_back_unapplied_blocks() -> None:
+    joiner = BlockJoiner(Layout.BY_BLOCK)
+    joiner.release(0)
+    out = feed_all(joiner, [x for h in range(1, 4) for x in by_block_lines(h)])
+    assert heights(out) == [1, 2, 3]
+    # the caller applied 1 and hit a divergence in 2: re-bootstrap
+    joiner.hold([b for b in out[1:] if isinstance(b, Block)])
+    assert joiner.holding
+    assert feed_all(joiner, by_block_lines(4)) == []
+    assert heights(joiner.release(2)) == [3, 4]
+    assert heights(feed_all(joiner, by_block_lines(5))) == [5]
+
+
+def test_hold_then_a_snapshot_that_is_too_old() -> None:
+    joiner = BlockJoiner(Layout.BY_BLOCK)
+    joiner.release(0)
+    feed_all(joiner, [x for h in range(1, 5) for x in by_block_lines(h)])
+    joiner.hold()  # everything handed out was applied
+    feed_all(joiner, by_block_lines(5))
+    assert heights(joiner.release(2)) == ["gap 2-5", 5]
+
+
+def test_hold_with_a_held_gap() -> None:
+    joiner = BlockJoiner(Layout.BY_BLOCK)
+    feed_all(joiner, by_block_lines(1) + by_block_lines(2) + by_block_lines(4))
+    assert heights(joiner.release(0)) == [1, 2, "gap 2-4", 4]
+    joiner2 = BlockJoiner(Layout.BY_BLOCK)
+    feed_all(joiner2, by_block_lines(1) + by_block_lines(2) + by_block_lines(4))
+    # a snapshot past the gap makes it harmless
+    assert heights(joiner2.release(3)) == [4]
+
+
+def test_released_before_reading_began_later_start_is_a_gap() -> None:
+    # Regression: release() before any line, then the streams start above the
+    # snapshot height. The blocks in between were never read: that must be a
+    # Gap, not a silent jump (the books would skip them).
+    joiner = BlockJoiner(Layout.BY_BLOCK)
+    assert joiner.release(100) == []
+    out = feed_all(joiner, [x for h in (104, 105) for x in by_block_lines(h)])
+    assert heights(out) == ["gap 100-104", 104, 105]
+
+
+def test_released_before_reading_began_streaming() -> None:
+    joiner = BlockJoiner(Layout.STREAMING)
+    joiner.release(100)
+    out = feed_all(
+        joiner, [(D, ln(D, 101, 1)), (S, ln(S, 101, 2)), (D, ln(D, 102, 3)), (S, ln(S, 102, 4))]
+    )
+    out += joiner.poll(10.0)
+    # 101 may have begun before reading did: it cannot be trusted
+    assert heights(out) == ["gap 100-102", 102]
+
+
+def test_released_before_reading_began_streaming_lines_at_the_snapshot() -> None:
+    # A line at or below the snapshot height proves the reader saw the start of 101.
+    joiner = BlockJoiner(Layout.STREAMING)
+    joiner.release(100)
+    lines = [(D, ln(D, 100, 9)), (S, ln(S, 100, 9)), (D, ln(D, 101, 1)), (S, ln(S, 101, 2))]
+    out = feed_all(joiner, lines) + joiner.poll(10.0)
+    assert heights(out) == [101]
+    assert joiner.stats().dropped_lines == 2
+
+
+def test_released_before_reading_began_no_gap_when_contiguous() -> None:
+    joiner = BlockJoiner(Layout.BY_BLOCK)
+    joiner.release(100)
+    out = feed_all(joiner, by_block_lines(101) + by_block_lines(102))
+    assert heights(out) == [101, 102]
+
+
+# -- backpressure --------------------------------------------------------------
+
+
+def test_paused_while_the_held_buffer_is_full() -> None:
+    joiner = BlockJoiner(Layout.BY_BLOCK, max_held=3)
+    for h in range(1, 4):
+        assert not any(joiner.paused(s) for s in Stream)
+        feed_all(joiner, by_block_lines(h))
+    assert all(joiner.paused(s) for s in Stream)
+    assert heights(joiner.release(1)) == [2, 3]
+    assert not any(joiner.paused(s) for s in Stream)
+
+
+def test_paused_when_one_stream_runs_ahead() -> None:
+    joiner = BlockJoiner(Layout.BY_BLOCK, max_pending=3)
+    joiner.release(0)
+    for h in range(1, 5):
+        joiner.feed(D, ln(D, h))
+        joiner.feed(F, ln(F, h))
+    assert joiner.stats().pending == 4
+    assert joiner.paused(D)
+    assert joiner.paused(F)
+    assert not joiner.paused(S)  # the slow stream must keep going
+    out = feed_all(joiner, [(S, ln(S, h)) for h in range(1, 5)])
+    assert heights(out) == [1, 2, 3, 4]
+    assert not any(joiner.paused(s) for s in Stream)
+
+
+def test_stats() -> None:
+    joiner = BlockJoiner(Layout.BY_BLOCK)
+    feed_all(joiner, [*by_block_lines(1), (D, ln(D, 2))])
+    stats = joiner.stats()
+    assert (stats.held, stats.pending, stats.emitted) == (1, 1, 1)
+    assert stats.watermarks == {"order_statuses": 1, "raw_book_diffs": 2, "fills": 1}
