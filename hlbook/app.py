@@ -1,0 +1,166 @@
+"""``hlbook.serve``: the whole server in one nursery, startable from any Trio program.
+
+::
+
+    async with trio.open_nursery() as nursery:
+        handle = await nursery.start(hlbook.serve, hlbook.Config(node_data=..., port=0))
+        print(handle.url)             # clients can connect now
+        await handle.wait_ready()     # books loaded from the first snapshot
+        async with handle.feed() as updates:
+            async for update in updates:
+                ...
+
+The library never calls ``trio.run``, installs signal handlers or configures
+logging; cancel the nursery to stop it.
+"""
+
+import time
+from functools import partial
+from typing import Any
+
+import attrs
+import trio
+
+from hlbook.book.books import Books
+from hlbook.config import Config
+from hlbook.feed import Feed
+from hlbook.pipeline import Pipeline
+from hlbook.server.fanout import Hub
+from hlbook.server.ws import ConnectionLimits, Connections
+
+__all__ = ["ServerHandle", "serve"]
+
+
+class ServerHandle:
+    """What :func:`serve` hands back once clients can connect."""
+
+    def __init__(
+        self, config: Config, host: str, port: int, pipeline: Pipeline, connections: Connections
+    ) -> None:
+        self.config = config
+        self.host = host
+        self.port = port
+        """The bound WebSocket port (useful with ``Config(port=0)``)."""
+        self._pipeline = pipeline
+        self._connections = connections
+
+    @property
+    def url(self) -> str:
+        """``ws://host:port/ws``."""
+        return f"ws://{self.host}:{self.port}/ws"
+
+    @property
+    def books(self) -> Books | None:
+        """The live books (``None`` until the first snapshot is loaded)."""
+        return self._pipeline.books
+
+    @property
+    def hub(self) -> Hub:
+        """Subscriptions and fan-out counters."""
+        return self._pipeline.hub
+
+    async def wait_ready(self) -> None:
+        """Return once books are loaded and blocks are being applied."""
+        await self._pipeline.ready.wait()
+
+    async def wait_for_height(self, height: int) -> None:
+        """Return once the books have applied block ``height`` (or later)."""
+        await self._pipeline.wait_for_height(height)
+
+    def feed(self, max_buffer: int = 1000) -> Feed:
+        """A new in-process feed of per-block updates (see :mod:`hlbook.feed`)."""
+        return Feed(self._pipeline.feeds, max_buffer)
+
+    def health(self) -> dict[str, Any]:
+        """Whether the feed is live, its height and lag, clients served, and counters."""
+        pipeline, books = self._pipeline, self._pipeline.books
+        connections = self._connections
+        now = time.time()
+        block_time = books.time if books is not None and books.time else None
+        return {
+            "status": pipeline.status,
+            "detail": pipeline.status_detail,
+            "live": pipeline.status == "live",
+            "uptime_s": round(time.monotonic() - pipeline.started_at, 3),
+            "layout": pipeline.layout.value if pipeline.layout else None,
+            "height": books.height if books is not None else None,
+            "block_time": block_time,
+            "lag_ms": int(now * 1000) - block_time if block_time else None,
+            "last_block_age_s": (
+                round(now - pipeline.last_block_wall, 3) if pipeline.last_block_wall else None
+            ),
+            "coins": len(books.coins()) if books is not None else 0,
+            "orders": len(books) if books is not None else 0,
+            "clients": len(connections.active),
+            "subscriptions": pipeline.hub.subscription_count,
+            "queued_messages": connections.queued(),
+            "connections": {
+                "accepted": connections.accepted,
+                "rejected": connections.rejected,
+                "closed_idle": connections.closed_idle,
+                "protocol_errors": connections.protocol_errors,
+                "messages_sent": connections.sent_messages,
+                "bytes_sent": connections.sent_bytes,
+                "recent_lag_disconnects": list(pipeline.hub.recent_disconnects),
+            },
+            "fanout": _asdict(pipeline.hub.stats),
+            "pipeline": _asdict(pipeline.stats),
+            "joiner": pipeline.joiner_stats(),
+        }
+
+    def client_stats(self) -> list[dict[str, Any]]:
+        """Per-client counters: queued, sent, conflated, resnapshots, lag disconnects."""
+        return [
+            {
+                "id": client.id,
+                "subscriptions": len(client.subscriptions),
+                "queued": len(client),
+                "queued_bytes": client.queued_bytes,
+                **_asdict(client.stats),
+            }
+            for client in self._connections.active
+        ]
+
+
+def _asdict(value: Any) -> dict[str, Any]:
+    result: dict[str, Any] = attrs.asdict(value)
+    return result
+
+
+async def serve(
+    config: Config, *, task_status: trio.TaskStatus[ServerHandle] = trio.TASK_STATUS_IGNORED
+) -> None:
+    """Run hlbook until cancelled. Use as ``handle = await nursery.start(serve, config)``.
+
+    ``task_status.started`` is called with a :class:`ServerHandle` once the
+    WebSocket port accepts connections; books load in the background
+    (:meth:`ServerHandle.wait_ready`).
+    """
+    hub = Hub()
+    feeds: set[Feed] = set()
+    pipeline = Pipeline(config, hub, feeds)
+    limits = ConnectionLimits(
+        idle_timeout=config.idle_timeout,
+        max_message_size=config.max_message_size,
+        max_connections=config.max_connections,
+        max_subscriptions=config.max_subscriptions,
+        queue_messages=config.client_queue_messages,
+        queue_bytes=config.client_queue_bytes,
+    )
+    handle_box: list[ServerHandle] = []
+    connections = Connections(
+        hub,
+        limits,
+        books=lambda: pipeline.books,
+        ready=lambda: pipeline.ready,
+        health=lambda: handle_box[0].health(),
+    )
+    async with trio.open_nursery() as nursery:
+        listeners = await nursery.start(
+            partial(trio.serve_tcp, connections.handle_stream, config.port, host=config.host)
+        )
+        port = listeners[0].socket.getsockname()[1]
+        handle = ServerHandle(config, config.host, port, pipeline, connections)
+        handle_box.append(handle)
+        nursery.start_soon(pipeline.run)
+        task_status.started(handle)

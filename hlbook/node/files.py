@@ -1,0 +1,319 @@
+"""Finding and following the node's hourly files (Trio).
+
+Layout: ``<node_data>/<stream dir>/hourly/YYYYMMDD/H`` (UTC, hour not zero
+padded). The tailer follows the newest file, reading large chunks with
+``os.read`` and splitting them in :class:`~hlbook.node.lines.LineSplitter`.
+When a newer file appears it drains the old one — until it has stopped
+growing for ``settle`` seconds with no partial line pending — and then
+switches. A partial last line is kept until its newline arrives; a file or
+directory that does not exist yet is waited for.
+
+Reads of the page cache are fast, so they run on the Trio thread: one
+thread hop per small line (``trio.open_file``) would cost far more than the
+read itself.
+"""
+
+import logging
+import os
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import attrs
+import trio
+
+from hlbook.node.formats import Layout, Stream
+from hlbook.node.lines import LineSplitter, LineTooLongError
+from hlbook.node.watch import ChangeWatcher
+
+__all__ = [
+    "StartPoint",
+    "StreamTailer",
+    "TailStats",
+    "detect_layout",
+    "hourly_files",
+    "newest_file",
+    "stream_dir",
+]
+
+log = logging.getLogger(__name__)
+
+Deliver = Callable[[list[bytes], str], Awaitable[None]]
+"""Receives complete lines and a location (file and byte offset) for error messages."""
+
+OnStart = Callable[["StartPoint"], Awaitable[None]]
+"""Told once where reading began (see :class:`StartPoint`)."""
+
+_MAX_LOOKBACK = 64 * 1024 * 1024
+
+
+@attrs.frozen
+class StartPoint:
+    """Where a tailer began reading a stream.
+
+    ``previous_line`` is the last complete line before that point (``None``
+    at the start of the node's output or when reading from the beginning);
+    ``skipped_partial`` is true if the line the node was writing was skipped.
+    Blocks after ``previous_line``'s are complete on this stream — except the
+    skipped line's block.
+    """
+
+    previous_line: bytes | None
+    skipped_partial: bool
+
+
+def stream_dir(node_data: Path, stream: Stream, layout: Layout) -> Path:
+    """``<node_data>/node_<stream>_<layout>``."""
+    return node_data / stream.dirname(layout)
+
+
+def _numbered(path: Path) -> list[tuple[int, str]]:
+    try:
+        names = os.listdir(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted((int(name), name) for name in names if name.isdigit())
+
+
+def hourly_files(directory: Path) -> list[Path]:
+    """Every hourly file of a stream directory, oldest first."""
+    hourly = directory / "hourly"
+    found: list[Path] = []
+    for _, date in _numbered(hourly):
+        found.extend(hourly / date / hour for _, hour in _numbered(hourly / date))
+    return [path for path in found if path.is_file()]
+
+
+def newest_file(directory: Path) -> Path | None:
+    """The newest hourly file of a stream directory, or ``None``."""
+    hourly = directory / "hourly"
+    for _, date in reversed(_numbered(hourly)):
+        for _, hour in reversed(_numbered(hourly / date)):
+            path = hourly / date / hour
+            if path.is_file():
+                return path
+    return None
+
+
+def _file_key(path: Path) -> tuple[int, int]:
+    return int(path.parent.name), int(path.name)
+
+
+def _next_file(directory: Path, current: Path) -> Path | None:
+    key = _file_key(current)
+    for path in hourly_files(directory):
+        if _file_key(path) > key:
+            return path
+    return None
+
+
+def detect_layout(node_data: Path) -> Layout | None:
+    """The layout the node is writing: the one whose diff stream has the newest file."""
+    best: tuple[float, Layout] | None = None
+    for layout in Layout:
+        newest = newest_file(stream_dir(node_data, Stream.DIFFS, layout))
+        if newest is None:
+            continue
+        mtime = newest.stat().st_mtime
+        if best is None or mtime > best[0]:
+            best = (mtime, layout)
+    return None if best is None else best[1]
+
+
+@attrs.define
+class TailStats:
+    """What a tailer has done so far."""
+
+    file: str | None = None
+    offset: int = 0
+    bytes_read: int = 0
+    lines: int = 0
+    files_opened: int = 0
+    long_lines: int = 0
+    partial_dropped: int = 0
+
+
+class StreamTailer:
+    """Follows one stream's hourly files and hands complete lines to ``deliver``.
+
+    ``from_start`` reads every existing file from the oldest; otherwise
+    reading starts at the current end of the newest file (after the line the
+    node is writing, if any).
+    """
+
+    def __init__(
+        self,
+        directory: Path,
+        *,
+        from_start: bool = False,
+        chunk_size: int = 4 * 1024 * 1024,
+        settle: float = 0.1,
+        rotation_timeout: float = 30.0,
+        dir_check_interval: float = 0.1,
+        use_inotify: bool = True,
+    ) -> None:
+        self.directory = directory
+        self.from_start = from_start
+        self.chunk_size = chunk_size
+        self.settle = settle
+        self.rotation_timeout = rotation_timeout
+        self.dir_check_interval = dir_check_interval
+        self.use_inotify = use_inotify
+        self.stats = TailStats()
+        self._on_start: OnStart | None = None
+
+    async def run(self, deliver: Deliver, on_start: OnStart | None = None) -> None:
+        """Tail forever (until cancelled); ``on_start`` learns where reading began."""
+        with ChangeWatcher(use_inotify=self.use_inotify) as watcher:
+            path, at_end = await self._first_file(watcher)
+            self._on_start = on_start
+            while True:
+                path = await self._follow(path, at_end, deliver, watcher)
+                at_end = False
+
+    async def _first_file(self, watcher: ChangeWatcher) -> tuple[Path, bool]:
+        said = False
+        while True:
+            if self.from_start:
+                files = hourly_files(self.directory)
+                if files:
+                    return files[0], False
+            else:
+                newest = newest_file(self.directory)
+                if newest is not None:
+                    return newest, True
+            if not said:
+                log.info("waiting for node files in %s", self.directory)
+                said = True
+            watcher.watch(self.directory.parent)
+            watcher.watch(self.directory)
+            watcher.watch(self.directory / "hourly")
+            await watcher.wait(0.5)
+
+    async def _follow(
+        self, path: Path, at_end: bool, deliver: Deliver, watcher: ChangeWatcher
+    ) -> Path:
+        """Read ``path`` until the node has moved on to a newer file; return that file."""
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        try:
+            splitter = LineSplitter()
+            start = 0
+            skipped = False
+            if at_end:
+                start = os.fstat(fd).st_size
+                if start > 0 and os.pread(fd, 1, start - 1) != b"\n":
+                    # The node is mid-line: its start was written before we came.
+                    splitter.skip_line()
+                    skipped = True
+                os.lseek(fd, start, os.SEEK_SET)
+            if self._on_start is not None:
+                previous = self._previous_line(fd, start, path) if at_end else None
+                on_start, self._on_start = self._on_start, None
+                await on_start(StartPoint(previous, skipped))
+            self.stats.file = str(path)
+            self.stats.files_opened += 1
+            log.info("following %s from byte %d", path, start)
+            watcher.watch(path)
+            watcher.watch(path.parent)
+            watcher.watch(path.parent.parent)
+            try:
+                return await self._read_until_rotated(fd, path, start, splitter, deliver, watcher)
+            finally:
+                watcher.unwatch(path)
+        finally:
+            os.close(fd)
+
+    def _previous_line(self, fd: int, end: int, path: Path) -> bytes | None:
+        """The last complete line before byte ``end`` (or in the previous hourly file)."""
+        found = _last_line(fd, end)
+        if found is not None or end > 0:
+            return found
+        files = hourly_files(self.directory)
+        older = [p for p in files if _file_key(p) < _file_key(path)]
+        if not older:
+            return None
+        with older[-1].open("rb") as file:
+            return _last_line(file.fileno(), os.fstat(file.fileno()).st_size)
+
+    async def _read_until_rotated(
+        self,
+        fd: int,
+        path: Path,
+        start: int,
+        splitter: LineSplitter,
+        deliver: Deliver,
+        watcher: ChangeWatcher,
+    ) -> Path:
+        stats = self.stats
+        newer: Path | None = None
+        next_dir_check = 0.0
+        idle_since: float | None = None
+        while True:
+            data = os.read(fd, self.chunk_size)
+            if data:
+                idle_since = None
+                stats.bytes_read += len(data)
+                offset = start + splitter.consumed
+                try:
+                    lines = splitter.feed(data)
+                except LineTooLongError as exc:
+                    stats.long_lines += 1
+                    log.error("%s: %s; skipping it", path, exc)
+                    lines = []
+                stats.offset = start + splitter.consumed
+                if lines:
+                    stats.lines += len(lines)
+                    await deliver(lines, f"{path} from byte {offset}")
+                else:
+                    await trio.lowlevel.checkpoint()
+                continue
+            now = trio.current_time()
+            if newer is None and now >= next_dir_check:
+                next_dir_check = now + self.dir_check_interval
+                newer = _next_file(self.directory, path)
+            if newer is None:
+                await watcher.wait()
+                continue
+            # The node has started a newer file; this one may still be finishing.
+            if idle_since is None:
+                idle_since = now
+            idle = now - idle_since
+            if idle >= self.settle and splitter.pending == 0:
+                return newer
+            if idle >= self.rotation_timeout:
+                stats.partial_dropped += 1
+                log.error(
+                    "%s: the node moved to %s %.0f s ago leaving %d bytes of an unfinished "
+                    "line; dropping them",
+                    path,
+                    newer,
+                    idle,
+                    splitter.pending,
+                )
+                splitter.reset()
+                return newer
+            await watcher.wait(self.settle / 2)
+
+
+def _last_line(fd: int, end: int) -> bytes | None:
+    """The last complete (newline-terminated) line before byte ``end`` of ``fd``."""
+    position = end
+    tail = b""
+    newlines: list[int] = []  # absolute offsets of the last two newlines seen
+    while position > 0 and len(newlines) < 2 and end - position < _MAX_LOOKBACK:
+        size = min(1024 * 1024, position)
+        position -= size
+        chunk = os.pread(fd, size, position)
+        tail = chunk + tail
+        index = len(chunk)
+        while len(newlines) < 2:
+            index = chunk.rfind(b"\n", 0, index)
+            if index < 0:
+                break
+            newlines.append(position + index)
+    if not newlines:
+        return None
+    stop = newlines[0]
+    begin = newlines[1] + 1 if len(newlines) > 1 else (0 if position == 0 else -1)
+    if begin < 0:
+        return None  # longer than the lookback
+    return tail[begin - position : stop - position] or None

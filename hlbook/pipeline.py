@@ -1,0 +1,527 @@
+"""The data path: ingestion tasks → book task → fan-out, with bootstrap and self-healing.
+
+One nursery owns:
+
+* one ingestion task per stream: tails the node's files, decodes complete
+  lines and sends them, one batch per chunk, over a small bounded channel.
+  When the book task is behind, the send waits and the file is the buffer;
+  when the joiner says a stream is too far ahead, that stream's task waits;
+* the book task: feeds the joiner, applies whole blocks, and hands them to the
+  fan-out and the in-process feeds. It awaits nothing but its input and
+  checkpoints — never a client;
+* the bootstrap task: fetches (``fileSnapshot``) and loads a snapshot in a
+  worker thread whenever the book task asks for one, retrying with backoff;
+* the validation task: every ``validate_every`` seconds fetches a fresh
+  snapshot and hands it to the book task, which compares at the same height
+  and repairs the coins that differ.
+
+A divergence, a gap, a malformed line or a snapshot that is too old makes the
+book task hold blocks and ask for a new snapshot; it never exits.
+"""
+
+import logging
+import math
+import time
+from collections.abc import Iterable
+from pathlib import Path
+
+import attrs
+import trio
+
+from hlbook.book.books import Books
+from hlbook.book.compare import Comparison, compare
+from hlbook.book.join import BlockJoiner, Gap
+from hlbook.config import Config
+from hlbook.errors import DivergenceError, NodeFormatError, SnapshotError
+from hlbook.feed import BookUpdate, Feed
+from hlbook.model import Block
+from hlbook.node.files import StreamTailer, detect_layout, stream_dir
+from hlbook.node.formats import AnyLine, Layout, SnapshotSide, Stream, decode_line
+from hlbook.node.snapshot import (
+    InfoServerError,
+    decode_snapshot_file,
+    load_books,
+    read_snapshot,
+    request_file_snapshot,
+)
+from hlbook.server.fanout import Hub
+from hlbook.server.protocol import error_message
+
+__all__ = ["Pipeline", "PipelineStats"]
+
+log = logging.getLogger("hlbook.pipeline")
+
+
+@attrs.frozen
+class _Lines:
+    stream: Stream
+    lines: list[AnyLine]
+
+
+@attrs.frozen
+class _BadLine:
+    stream: Stream
+    error: NodeFormatError
+
+
+@attrs.frozen
+class _Loaded:
+    books: Books
+    source: str
+    generation: int
+
+
+@attrs.frozen
+class _Fault:
+    reason: str
+
+
+@attrs.frozen
+class _Reference:
+    height: int
+    coins: list[tuple[str, SnapshotSide, SnapshotSide]]
+
+
+_Item = _Lines | _BadLine | _Fault | _Loaded | _Reference
+
+
+@attrs.define
+class PipelineStats:
+    """Counters for health and logs."""
+
+    blocks_applied: int = 0
+    bootstraps: int = 0
+    divergences: int = 0
+    gaps: int = 0
+    bad_lines: int = 0
+    validations: int = 0
+    validation_mismatches: int = 0
+    coins_repaired: int = 0
+    stale_periods: int = 0
+    last_error: str | None = None
+    book_seconds: float = 0.0
+    """Time the book task spent joining, applying and publishing (its own CPU work)."""
+    decode_seconds: float = 0.0
+    """Time the ingestion tasks spent decoding lines."""
+
+
+class Pipeline:
+    """Owns the books and everything that changes them. Started by :func:`hlbook.serve`."""
+
+    def __init__(self, config: Config, hub: Hub, feeds: set[Feed]) -> None:
+        self.config = config
+        self.hub = hub
+        self.feeds = feeds
+        self.books: Books | None = None
+        self.layout: Layout | None = config.layout
+        self.status = "starting"
+        self.status_detail = ""
+        self.stats = PipelineStats()
+        self.ready = trio.Event()
+        self.tailers: dict[Stream, StreamTailer] = {}
+        self.started_at = time.monotonic()
+        self.last_block_at: float | None = None
+        self.last_block_wall: float | None = None
+        self._joiner: BlockJoiner | None = None
+        self._gates: dict[Stream, trio.Event] = {}
+        self._bootstrap_wanted = trio.Event()
+        self._generation = 0  # bumped whenever a (new) bootstrap is wanted
+        self._too_old = 0  # snapshots in a row that were older than the held blocks
+        self._validate_now = trio.Event()
+        self._reference: _Reference | None = None
+        self._stale = False
+        self._send: trio.MemorySendChannel[_Item] | None = None
+        self._height_waiters: list[tuple[int, trio.Event]] = []
+
+    # -- lifecycle --------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Run until cancelled."""
+        layout = await self._wait_for_layout()
+        self.layout = layout
+        streams = [
+            s for s in Stream if s is not Stream.FILLS or self._stream_present(Stream.FILLS, layout)
+        ]
+        if Stream.FILLS not in streams:
+            log.warning("no fills directory under %s: trades will be empty", self.config.node_data)
+        self._joiner = BlockJoiner(layout, streams, quiet_after=self.config.stream_quiet_after)
+        send, receive = trio.open_memory_channel[_Item](4)
+        self._send = send
+        async with trio.open_nursery() as nursery:
+            for stream in streams:
+                self._gates[stream] = trio.Event()
+                self._gates[stream].set()
+                tailer = StreamTailer(
+                    stream_dir(self.config.node_data.expanduser(), stream, layout),
+                    from_start=self.config.from_start,
+                )
+                self.tailers[stream] = tailer
+                nursery.start_soon(self._ingest, stream, tailer, send.clone())
+            nursery.start_soon(self._bootstrap_task, send.clone())
+            nursery.start_soon(self._validation_task, send.clone())
+            self._want_bootstrap("starting up")
+            await self._book_task(receive)
+
+    def _stream_present(self, stream: Stream, layout: Layout) -> bool:
+        return stream_dir(self.config.node_data.expanduser(), stream, layout).exists()
+
+    async def _wait_for_layout(self) -> Layout:
+        node_data = self.config.node_data.expanduser()
+        said = False
+        while True:
+            if self.layout is not None:
+                if self._stream_present(Stream.DIFFS, self.layout):
+                    return self.layout
+            else:
+                found = detect_layout(node_data)
+                if found is not None:
+                    log.info("node writes the %s layout", found.value)
+                    return found
+            if not said:
+                self.status = "waiting_for_node"
+                self.status_detail = f"no node output under {node_data}"
+                log.info("waiting for the node's output under %s", node_data)
+                said = True
+            await trio.sleep(0.5)
+
+    # -- ingestion --------------------------------------------------------------------------
+
+    async def _ingest(
+        self, stream: Stream, tailer: StreamTailer, send: trio.MemorySendChannel[_Item]
+    ) -> None:
+        stats = self.stats
+
+        async def deliver(raw_lines: list[bytes], where: str) -> None:
+            decoded: list[AnyLine] = []
+            started = time.perf_counter()
+            for raw in raw_lines:
+                try:
+                    decoded.append(decode_line(stream, raw, where=where))
+                except NodeFormatError as exc:
+                    if decoded:
+                        await send.send(_Lines(stream, decoded))
+                        decoded = []
+                    await send.send(_BadLine(stream, exc))
+            stats.decode_seconds += time.perf_counter() - started
+            if decoded:
+                await send.send(_Lines(stream, decoded))
+            await self._gates[stream].wait()
+
+        async with send:
+            while True:
+                try:
+                    await tailer.run(deliver)
+                except OSError as exc:
+                    # The files are the truth; lost bytes mean a re-bootstrap.
+                    await send.send(_Fault(f"reading {stream.value} failed: {exc}"))
+                    await trio.sleep(1.0)
+                    tailer.from_start = False
+
+    def _update_gates(self) -> None:
+        joiner = self._joiner
+        assert joiner is not None
+        for stream, gate in self._gates.items():
+            if joiner.paused(stream):
+                if gate.is_set():
+                    self._gates[stream] = trio.Event()
+            elif not gate.is_set():
+                gate.set()
+
+    # -- the book task ----------------------------------------------------------------------
+
+    async def _book_task(self, receive: trio.MemoryReceiveChannel[_Item]) -> None:
+        joiner = self._joiner
+        assert joiner is not None
+        async with receive:
+            while True:
+                item: _Item | None = None
+                with trio.move_on_at(self._next_wakeup()):
+                    item = await receive.receive()
+                now = trio.current_time()
+                started = time.perf_counter()
+                outputs: list[Block | Gap] = []
+                if isinstance(item, _Lines):
+                    for line in item.lines:
+                        outputs.extend(joiner.feed(item.stream, line, now))
+                elif isinstance(item, _BadLine):
+                    self.stats.bad_lines += 1
+                    self._fail(f"{item.error}", [])
+                elif isinstance(item, _Fault):
+                    self._fail(item.reason, [])
+                elif isinstance(item, _Loaded):
+                    outputs.extend(self._install(item))
+                elif isinstance(item, _Reference):
+                    self._reference = item
+                outputs.extend(joiner.poll(now))
+                self.stats.book_seconds += time.perf_counter() - started
+                await self._handle(outputs)
+                await self._check_reference()
+                self._check_stale(now)
+                self._update_gates()
+
+    def _next_wakeup(self) -> float:
+        deadline = math.inf
+        if self._joiner is not None:
+            deadline = self._joiner.next_deadline() or math.inf
+        if self.status == "live" and self.last_block_at is not None:
+            deadline = min(deadline, self.last_block_at + self.config.stale_after)
+        return deadline
+
+    async def _handle(self, outputs: list[Block | Gap]) -> None:
+        for index, item in enumerate(outputs):
+            if isinstance(item, Gap):
+                self.stats.gaps += 1
+                self._fail(str(item), _blocks(outputs[index + 1 :]))
+                return
+            books = self.books
+            if books is None or self._joiner is None or self._joiner.holding:
+                return
+            if self.layout is Layout.BY_BLOCK and item.height != books.height + 1:
+                self.stats.gaps += 1
+                self._fail(
+                    f"block {item.height} does not follow {books.height}",
+                    _blocks(outputs[index:]),
+                )
+                return
+            started = time.perf_counter()
+            try:
+                applied = books.apply(item)
+            except DivergenceError as exc:
+                self.stats.divergences += 1
+                self._fail(str(exc), _blocks(outputs[index:]))
+                return
+            self.stats.blocks_applied += 1
+            self.last_block_at = trio.current_time()
+            self.last_block_wall = time.time()
+            if self._stale:
+                self._stale = False
+                log.info("node is writing again: feed live at block %d", item.height)
+                if self.layout is Layout.STREAMING:
+                    # Empty heights are invisible in this layout: check nothing was lost.
+                    self._validate_now.set()
+            self.status = "live"
+            self.status_detail = ""
+            self.hub.publish(applied, books)
+            if self.feeds:
+                update = BookUpdate(item.height, item.time, frozenset(applied.touched), books, item)
+                for feed in list(self.feeds):
+                    feed.push(update)
+            self._wake_height_waiters(item.height)
+            self.stats.book_seconds += time.perf_counter() - started
+            await trio.lowlevel.checkpoint()
+
+    def _fail(self, reason: str, unapplied: list[Block]) -> None:
+        """Something makes the books untrustworthy: hold blocks and re-bootstrap."""
+        self.stats.last_error = reason
+        log.error("%s; re-bootstrapping from a fresh snapshot", reason)
+        joiner = self._joiner
+        assert joiner is not None
+        if not joiner.holding:
+            joiner.hold(unapplied)
+        self._want_bootstrap(reason)
+
+    def _want_bootstrap(self, reason: str) -> None:
+        # A snapshot requested before this point may predate the problem: ignore it.
+        self._generation += 1
+        self.status = "bootstrapping" if self.books is None else "resyncing"
+        self.status_detail = reason
+        self._bootstrap_wanted.set()
+
+    def _install(self, loaded: _Loaded) -> list[Block | Gap]:
+        joiner = self._joiner
+        assert joiner is not None
+        if loaded.generation != self._generation:
+            log.info("discarding a snapshot requested before the latest problem")
+            return []
+        books = loaded.books
+        released = joiner.release(books.height)
+        if released and isinstance(released[0], Gap):
+            log.warning("%s: %s; asking for a newer snapshot", loaded.source, released[0])
+            self._too_old += 1
+            joiner.hold(_blocks(released[1:]))
+            self._want_bootstrap(f"snapshot at {books.height} too old")
+            return []
+        if books.time == 0:
+            books.time = int(time.time() * 1000)
+        first = released[0].height if released and isinstance(released[0], Block) else None
+        self.books = books
+        self._too_old = 0
+        self.stats.bootstraps += 1
+        log.info(
+            "books loaded at height %d from %s (%d held blocks follow%s)",
+            books.height,
+            loaded.source,
+            len(released),
+            f", from {first}" if first is not None else "",
+        )
+        self.hub.resync(books)
+        self._notify_feeds_resync(books, books.coins())
+        self.ready.set()
+        self.status = "live"
+        self.status_detail = ""
+        self.last_block_at = trio.current_time()
+        self._wake_height_waiters(books.height)
+        return released
+
+    def _notify_feeds_resync(self, books: Books, coins: Iterable[str]) -> None:
+        update = BookUpdate(books.height, books.time, frozenset(coins), books, None, True)
+        for feed in list(self.feeds):
+            feed.push(update)
+
+    def _check_stale(self, now: float) -> None:
+        if self.status != "live" or self.last_block_at is None or self._stale:
+            return
+        if now - self.last_block_at < self.config.stale_after:
+            return
+        self._stale = True
+        self.status = "stale"
+        self.stats.stale_periods += 1
+        text = (
+            f"feed stale: no block from the node for {self.config.stale_after:g} s "
+            f"(last height {self.books.height if self.books else None})"
+        )
+        self.status_detail = text
+        log.warning("%s", text)
+        self.hub.notify_all(error_message(text))
+
+    # -- bootstrap --------------------------------------------------------------------------
+
+    async def _bootstrap_task(self, send: trio.MemorySendChannel[_Item]) -> None:
+        use_file = self.config.snapshot_file
+        async with send:
+            while True:
+                await self._bootstrap_wanted.wait()
+                self._bootstrap_wanted = trio.Event()
+                generation = self._generation
+                if self._too_old:
+                    # The node's snapshots lag what we read: give it time to move on.
+                    await trio.sleep(min(0.25 * 2**self._too_old, self.config.retry_max))
+                delay = 0.5
+                while True:
+                    try:
+                        if use_file is not None:
+                            source = str(use_file)
+                            data = await trio.to_thread.run_sync(
+                                read_snapshot, use_file, abandon_on_cancel=True
+                            )
+                            use_file = None  # later re-bootstraps ask the node
+                        else:
+                            source = self.config.info_url
+                            data = await self._fetch(self.config.snapshot_out)
+                        books = await trio.to_thread.run_sync(
+                            self._load, data, abandon_on_cancel=True
+                        )
+                    except SnapshotError as exc:
+                        self.stats.last_error = str(exc)
+                        self.status_detail = f"{exc} (retrying in {delay:.0f} s)"
+                        log.warning("snapshot failed: %s; retrying in %.1f s", exc, delay)
+                        await trio.sleep(delay)
+                        delay = min(delay * 2, self.config.retry_max)
+                        continue
+                    await send.send(_Loaded(books, source, generation))
+                    break
+
+    def _load(self, data: bytes) -> Books:
+        return load_books(data, coin_filter=self.config.coin_filter)
+
+    async def _fetch(self, path: Path) -> bytes:
+        log.info("requesting a snapshot from %s into %s", self.config.info_url, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with trio.fail_after(self.config.snapshot_timeout):
+                await request_file_snapshot(self.config.info_url, path)
+        except trio.TooSlowError:
+            raise InfoServerError(
+                f"{self.config.info_url} did not write a snapshot within "
+                f"{self.config.snapshot_timeout:g} s"
+            ) from None
+        return await trio.to_thread.run_sync(read_snapshot, path, abandon_on_cancel=True)
+
+    # -- validation -------------------------------------------------------------------------
+
+    async def _validation_task(self, send: trio.MemorySendChannel[_Item]) -> None:
+        every = self.config.validate_every
+        if every <= 0:
+            return
+        path = self.config.snapshot_out.with_name(self.config.snapshot_out.name + ".check")
+        async with send:
+            while True:
+                with trio.move_on_after(every):
+                    await self._validate_now.wait()
+                self._validate_now = trio.Event()
+                if self.status not in ("live", "stale"):
+                    continue
+                try:
+                    data = await self._fetch(path)
+                    height, coins = await trio.to_thread.run_sync(
+                        decode_snapshot_file, data, abandon_on_cancel=True
+                    )
+                except SnapshotError as exc:
+                    log.warning("validation skipped: %s", exc)
+                    continue
+                await send.send(_Reference(height, coins))
+
+    async def _check_reference(self) -> None:
+        reference, books = self._reference, self.books
+        if reference is None or books is None or self.status not in ("live", "stale"):
+            return
+        if books.height < reference.height:
+            return  # compare once the books reach the snapshot's height
+        self._reference = None
+        if books.height > reference.height:
+            log.warning(
+                "validation skipped: node snapshot at %d is behind hlbook's %d",
+                reference.height,
+                books.height,
+            )
+            return
+        result: Comparison = await trio.to_thread.run_sync(compare, books, reference.coins)
+        self.stats.validations += 1
+        if result.matches:
+            log.info("validation: %s", result.summary())
+            return
+        self.stats.validation_mismatches += 1
+        log.error("validation: %s; repairing those coins from the snapshot", result.summary())
+        for difference in result.first:
+            log.error("  %s", difference)
+        by_coin = {coin: (bids, asks) for coin, bids, asks in reference.coins}
+        for coin in result.coins:
+            bids, asks = by_coin.get(coin, ([], []))
+            books.set_coin(coin, bids, asks)
+        self.stats.coins_repaired += len(result.coins)
+        self.hub.resync(books, result.coins)
+        self._notify_feeds_resync(books, result.coins)
+
+    # -- waiting ------------------------------------------------------------------------------
+
+    async def wait_for_height(self, height: int) -> None:
+        """Return once the books have applied ``height`` (or a later block)."""
+        if self.books is not None and self.books.height >= height:
+            return
+        event = trio.Event()
+        self._height_waiters.append((height, event))
+        await event.wait()
+
+    def _wake_height_waiters(self, height: int) -> None:
+        if not self._height_waiters:
+            return
+        keep = []
+        for wanted, event in self._height_waiters:
+            if height >= wanted:
+                event.set()
+            else:
+                keep.append((wanted, event))
+        self._height_waiters = keep
+
+    @property
+    def stale(self) -> bool:
+        """True while the node has been quiet for longer than ``stale_after``."""
+        return self._stale
+
+    def joiner_stats(self) -> dict[str, object] | None:
+        """The joiner's counters, for health."""
+        return attrs.asdict(self._joiner.stats()) if self._joiner is not None else None
+
+
+def _blocks(items: list[Block | Gap]) -> list[Block]:
+    return [item for item in items if isinstance(item, Block)]

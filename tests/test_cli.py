@@ -1,0 +1,244 @@
+"""The ``hlbook`` command as a real process: flags, signals, exit status."""
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import msgspec
+import pytest
+import trio
+from server_support import request, subscribe
+from trio_websocket import ConnectionClosed, open_websocket_url
+
+from hlbook.cli import main
+
+pytestmark = pytest.mark.slow
+
+SERVE_FLAGS = [
+    "--node-data",
+    "--info-url",
+    "--snapshot-path",
+    "--snapshot-file",
+    "--ingest",
+    "--from-start",
+    "--host",
+    "--port",
+    "--coins",
+    "--markets",
+    "--validate-every",
+    "--stale-after",
+    "--idle-timeout",
+    "--max-connections",
+    "--max-subscriptions",
+    "--max-message-size",
+    "--client-queue",
+    "--log-level",
+]
+
+
+def test_serve_help_documents_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", "--help"])
+    assert exit_.value.code == 0
+    text = capsys.readouterr().out
+    for flag in SERVE_FLAGS:
+        assert flag in text, flag
+    for command in ("serve", "simulate", "demo"):
+        with pytest.raises(SystemExit):
+            main([command, "--help"])
+
+
+def test_bad_flags_are_refused_clearly(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["serve", "--markets", "perp,options"])
+    assert exit_.value.code == 2
+    assert "unknown market(s) options" in capsys.readouterr().err
+    assert main(["serve", "--validate-every", "-1"]) == 2
+    assert "validate_every" in capsys.readouterr().err
+
+
+class Process:
+    """A running ``hlbook`` with its stderr collected line by line."""
+
+    def __init__(self, process: trio.Process) -> None:
+        self.process = process
+        self.lines: list[str] = []
+        self._changed = trio.Event()
+
+    async def pump(self) -> None:
+        assert self.process.stderr is not None
+        buffer = b""
+        async for chunk in self.process.stderr:
+            buffer += chunk
+            *complete, buffer = buffer.split(b"\n")
+            self.lines.extend(line.decode() for line in complete)
+            self._changed.set()
+            self._changed = trio.Event()
+
+    async def wait_for(self, pattern: str, limit: float = 30.0) -> re.Match[str]:
+        regex = re.compile(pattern)
+        with trio.fail_after(limit):
+            seen = 0
+            while True:
+                for line in self.lines[seen:]:
+                    if found := regex.search(line):
+                        return found
+                seen = len(self.lines)
+                if self.process.returncode is not None:
+                    raise AssertionError(
+                        f"exited {self.process.returncode}:\n" + "\n".join(self.lines)
+                    )
+                with trio.move_on_after(0.1):
+                    await self._changed.wait()
+
+    async def stop(self, signum: int, limit: float = 15.0) -> int:
+        self.process.send_signal(signum)
+        with trio.fail_after(limit):
+            return await self.process.wait()
+
+
+@asynccontextmanager
+async def hlbook_process(*args: str) -> AsyncIterator[Process]:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    process = await trio.lowlevel.open_process(
+        [sys.executable, "-m", "hlbook", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    running = Process(process)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(running.pump)
+        try:
+            yield running
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+            nursery.cancel_scope.cancel()
+
+
+async def test_serve_process_serves_and_stops_cleanly_on_sigint(tmp_path: Path) -> None:
+    from hlbook.sim import SimConfig, run_simulator
+
+    async with trio.open_nursery() as nursery:
+        sim = await nursery.start(
+            run_simulator, SimConfig(node_data=tmp_path / "data", info_port=0, scale=0.05)
+        )
+        async with hlbook_process(
+            "serve",
+            "--node-data", str(tmp_path / "data"),
+            "--info-url", sim.info_url,
+            "--snapshot-path", str(tmp_path / "snap.json"),
+            "--port", "0",
+        ) as proc:  # fmt: skip
+            url = (await proc.wait_for(r"serving (ws://\S+)")).group(1)
+            await proc.wait_for(r"books loaded at height")
+            async with open_websocket_url(url) as ws:
+                assert (await request(ws, subscribe("BTC", "l2Book")))["channel"] == (
+                    "subscriptionResponse"
+                )
+                closed: list[ConnectionClosed] = []
+
+                async def read() -> None:
+                    try:
+                        while True:
+                            await ws.get_message()
+                    except ConnectionClosed as exc:
+                        closed.append(exc)
+
+                async with trio.open_nursery() as readers:
+                    readers.start_soon(read)
+                    await trio.sleep(0.5)
+                    assert await proc.stop(signal.SIGINT) == 0
+                assert closed[0].reason.code == 1001
+            assert any("received SIGINT, shutting down" in line for line in proc.lines)
+            assert not any("Traceback" in line for line in proc.lines)
+        nursery.cancel_scope.cancel()
+
+
+async def test_sigint_during_bootstrap_exits_zero(tmp_path: Path) -> None:
+    """The info server is unreachable: hlbook retries, says why, and still stops at once."""
+    data = tmp_path / "data"
+    for stream in ("order_statuses", "raw_book_diffs", "fills"):
+        path = data / f"node_{stream}_by_block" / "hourly" / "20260505" / "17"
+        path.parent.mkdir(parents=True)
+        path.touch()
+    with trio.socket.socket() as unused:
+        await unused.bind(("127.0.0.1", 0))
+        port = unused.getsockname()[1]
+    async with hlbook_process(
+        "serve",
+        "--node-data",
+        str(data),
+        "--info-url",
+        f"http://127.0.0.1:{port}/info",
+        "--port",
+        "0",
+    ) as proc:
+        await proc.wait_for(r"snapshot failed: cannot reach the node's info server")
+        assert await proc.stop(signal.SIGINT) == 0
+
+
+async def test_sigterm_while_loading_a_big_snapshot_exits_zero(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    for stream in ("order_statuses", "raw_book_diffs", "fills"):
+        path = data / f"node_{stream}_by_block" / "hourly" / "20260505" / "17"
+        path.parent.mkdir(parents=True)
+        path.touch()
+    snapshot = tmp_path / "big.json"
+    order = {
+        "coin": "BTC", "side": "B", "limitPx": "1.0", "sz": "1.0", "oid": 0, "timestamp": 1,
+        "triggerCondition": "N/A", "isTrigger": False, "triggerPx": "0.0", "children": [],
+        "isPositionTpsl": False, "reduceOnly": False, "orderType": "Limit", "origSz": "1.0",
+        "tif": "Alo", "cloid": None,
+    }  # fmt: skip
+    coins = []
+    oid = 0
+    for index in range(300):
+        bids = []
+        for level in range(1000):
+            oid += 1
+            bids.append(["0x" + "a" * 40, dict(order, oid=oid, limitPx=f"{10000 - level}.0")])
+        coins.append([f"C{index}", [bids, []]])
+    snapshot.write_bytes(msgspec.json.encode([1000, coins]))
+    async with hlbook_process(
+        "serve", "--node-data", str(data), "--snapshot-file", str(snapshot), "--port", "0"
+    ) as proc:
+        await proc.wait_for(r"snapshot: read \d+\.\d MB")
+        started = trio.current_time()
+        assert await proc.stop(signal.SIGTERM) == 0
+        assert trio.current_time() - started < 10
+        assert not any("books loaded" in line for line in proc.lines)
+
+
+async def test_demo_prints_a_url_that_serves_books(tmp_path: Path) -> None:
+    async with hlbook_process("demo", "--port", "0", "--scale", "0.05") as proc:
+        assert proc.process.stdout is not None
+        stdout = b""
+        with trio.fail_after(60):
+            while b"Ctrl-C stops it" not in stdout:
+                stdout += await proc.process.stdout.receive_some(4096)
+        url = re.search(rb"WebSocket:\s+(ws://\S+)", stdout)
+        assert url is not None
+        assert b"python examples/l2_ladder.py" in stdout
+        async with open_websocket_url(url.group(1).decode()) as ws:
+            await ws.send_message(
+                '{"method":"subscribe","subscription":{"type":"trades","coin":"ETH"}}'
+            )
+            import json
+
+            with trio.fail_after(20):
+                while True:
+                    message = json.loads(await ws.get_message())
+                    if message["channel"] == "trades":
+                        break
+        assert await proc.stop(signal.SIGINT) == 0
+        demo_dir = re.search(rb"files\s+to (\S+)/data", stdout)
+        assert demo_dir is not None
+        assert not Path(demo_dir.group(1).decode()).exists()  # the temporary directory is gone

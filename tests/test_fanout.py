@@ -1,0 +1,237 @@
+"""The fan-out hub and client queues: one message per view, conflation, lag policies."""
+
+import orjson
+from fixtures import block as make_block
+from fixtures import fill, new, remove, status, update
+
+from hlbook.book.books import Books
+from hlbook.server.fanout import SLOW_CLIENT_CODE, ClientQueue, Hub
+from hlbook.server.protocol import BboSub, L2BookSub, L4BookSub, TradesSub
+
+BUYER = "0x" + "b" * 40
+SELLER = "0x" + "5" * 40
+
+
+def started_books() -> Books:
+    """BTC with a bid and an ask, ETH with a bid, at height 10."""
+    books = Books(9)
+    books.apply(
+        make_block(
+            10,
+            statuses=[status(1, "open", px="100.0"), status(2, "open", side="A", px="101.0")],
+            diffs=[
+                new(1, px="100.0", sz="1.0"),
+                new(2, side="A", px="101.0", sz="2.0"),
+                new(3, coin="ETH", px="10.0", sz="5.0"),
+            ],
+        )
+    )
+    return books
+
+
+def drain(client: ClientQueue) -> list[dict[str, object]]:
+    out = []
+    while (payload := client.pop()) is not None:
+        out.append(orjson.loads(payload))
+    return out
+
+
+def test_subscribe_returns_the_immediate_snapshot() -> None:
+    books, hub, client = started_books(), Hub(), ClientQueue()
+    l2 = orjson.loads(hub.subscribe(client, L2BookSub("BTC"), books) or "")
+    assert l2["channel"] == "l2Book"
+    assert l2["data"]["levels"] == [
+        [{"px": "100.0", "sz": "1.0", "n": 1}],
+        [{"px": "101.0", "sz": "2.0", "n": 1}],
+    ]
+    bbo = orjson.loads(hub.subscribe(client, BboSub("BTC"), books) or "")
+    assert bbo["data"]["bbo"] == [
+        {"px": "100.0", "sz": "1.0", "n": 1},
+        {"px": "101.0", "sz": "2.0", "n": 1},
+    ]
+    l4 = orjson.loads(hub.subscribe(client, L4BookSub("BTC"), books) or "")
+    snap = l4["data"]["Snapshot"]
+    assert (snap["coin"], snap["height"]) == ("BTC", 10)
+    assert [o["oid"] for o in snap["levels"][0]] == [1]
+    assert snap["levels"][0][0]["user"].startswith("0x")
+    assert hub.subscribe(client, TradesSub("BTC"), books) is None
+
+
+def test_one_message_built_per_view_and_shared_by_all_subscribers() -> None:
+    books, hub = started_books(), Hub()
+    clients = [ClientQueue() for _ in range(50)]
+    for client in clients:
+        hub.subscribe(client, L2BookSub("BTC"), books)
+    before = hub.stats.messages_built
+    applied = books.apply(make_block(11, diffs=[update(1, "1.0", "0.4")]))
+    hub.publish(applied, books)
+    assert hub.stats.messages_built == before + 1
+    payloads = [client.pop() for client in clients]
+    assert len({id(p) for p in payloads}) == 1  # the very same str object
+    assert orjson.loads(payloads[0] or "")["data"]["levels"][0] == [
+        {"px": "100.0", "sz": "0.4", "n": 1}
+    ]
+
+
+def test_only_changed_views_are_sent() -> None:
+    books, hub, client = started_books(), Hub(), ClientQueue()
+    hub.subscribe(client, L2BookSub("BTC", n_levels=1), books)
+    hub.subscribe(client, BboSub("BTC"), books)
+    hub.subscribe(client, L2BookSub("ETH"), books)
+    # A bid below the best changes BTC's full book but neither the top level nor the bbo.
+    applied = books.apply(make_block(11, diffs=[new(9, px="99.0")]))
+    hub.publish(applied, books)
+    assert drain(client) == []
+    applied = books.apply(make_block(12, diffs=[new(10, coin="ETH", px="11.0")]))
+    hub.publish(applied, books)
+    assert [m["channel"] for m in drain(client)] == ["l2Book"]
+
+
+def test_l2_and_bbo_conflate_for_a_slow_client() -> None:
+    books, hub, client = started_books(), Hub(), ClientQueue()
+    hub.subscribe(client, L2BookSub("BTC"), books)
+    hub.subscribe(client, BboSub("BTC"), books)
+    for height, size in zip(range(11, 31), [f"{i}.0" for i in range(2, 22)], strict=True):
+        previous = books.order(1)
+        assert previous is not None
+        applied = books.apply(make_block(height, diffs=[update(1, previous.sz, size)]))
+        hub.publish(applied, books)
+    messages = {m["channel"]: m["data"] for m in drain(client)}
+    assert sorted(messages) == ["bbo", "l2Book"]  # the newest of each, nothing else
+    assert messages["l2Book"]["levels"][0][0]["sz"] == "21.0"
+    assert messages["bbo"]["bbo"][0]["sz"] == "21.0"
+    assert client.stats.conflated == 38
+
+
+def test_trades_overflow_disconnects_with_a_reason_never_a_gap() -> None:
+    books, hub = started_books(), Hub()
+    slow, fast = ClientQueue(max_messages=3), ClientQueue(max_messages=100)
+    for client in (slow, fast):
+        hub.subscribe(client, TradesSub("BTC"), books)
+    for height in range(11, 16):
+        fills = [
+            fill(BUYER, height, side="B", crossed=True),
+            fill(SELLER, height, side="A", crossed=False),
+        ]
+        hub.publish(books.apply(make_block(height, fills=fills)), books)
+        while fast.pop() is not None:
+            pass
+    assert slow.close_reason is not None
+    code, reason = slow.close_reason
+    assert code == SLOW_CLIENT_CODE
+    assert "trades BTC" in reason
+    assert slow.stats.disconnected_for_lag
+    assert slow.pop() is None  # nothing half-delivered after the decision
+    assert not fast.stats.disconnected_for_lag
+    assert fast.close_reason is None
+    assert hub.stats.disconnected_for_lag == 1
+    assert slow not in hub.clients()
+
+
+def test_trades_message_pairs_fills() -> None:
+    books, hub, client = started_books(), Hub(), ClientQueue()
+    hub.subscribe(client, TradesSub("BTC"), books)
+    fills = [
+        fill(SELLER, 77, side="A", crossed=True, px="100.0", sz="0.5"),
+        fill(BUYER, 77, side="B", crossed=False, px="100.0", sz="0.5"),
+    ]
+    hub.publish(books.apply(make_block(11, fills=fills)), books)
+    [message] = drain(client)
+    assert message["channel"] == "trades"
+    assert message["data"] == [
+        {
+            "coin": "BTC",
+            "side": "A",
+            "px": "100.0",
+            "sz": "0.5",
+            "hash": f"0x{77:064x}",
+            "time": fills[0][1]["time"],
+            "tid": 77,
+            "users": [BUYER, SELLER],
+        }
+    ]
+
+
+def test_l4_overflow_resends_a_fresh_snapshot() -> None:
+    books, hub = started_books(), Hub()
+    client = ClientQueue(max_messages=2)
+    first = hub.subscribe(client, L4BookSub("BTC"), books)
+    assert first is not None
+    client.put(first, None)
+    for height in range(11, 15):
+        applied = books.apply(make_block(height, diffs=[new(100 + height, px="99.0")]))
+        hub.publish(applied, books)
+    assert client.close_reason is None
+    assert client.stats.resnapshots >= 1
+    messages = drain(client)
+    kinds = [next(iter(m["data"])) for m in messages]
+    # Whatever was dropped was replaced by a snapshot that the later updates follow.
+    last_snapshot = max(i for i, kind in enumerate(kinds) if kind == "Snapshot")
+    heights = [messages[last_snapshot]["data"]["Snapshot"]["height"]] + [
+        m["data"]["Updates"]["height"] for m in messages[last_snapshot + 1 :]
+    ]
+    assert heights == list(range(heights[0], 15))
+    snapshot_oids = {o["oid"] for o in messages[last_snapshot]["data"]["Snapshot"]["levels"][0]}
+    assert {100 + h for h in range(11, heights[0] + 1)} <= snapshot_oids
+
+
+def test_l4_updates_carry_the_nodes_events_for_the_coin_only() -> None:
+    books, hub, client = started_books(), Hub(), ClientQueue()
+    hub.subscribe(client, L4BookSub("ETH"), books)
+    applied = books.apply(
+        make_block(
+            11,
+            statuses=[
+                status(20, "open", coin="ETH", px="9.0"),
+                status(21, "badAloPxRejected", coin="ETH"),
+                status(22, "open", coin="BTC"),
+            ],
+            diffs=[
+                new(20, coin="ETH", px="9.0"),
+                new(22, px="98.0"),
+                remove(3, coin="ETH", px="10.0"),
+            ],
+        )
+    )
+    hub.publish(applied, books)
+    [message] = drain(client)
+    updates = message["data"]["Updates"]
+    assert updates["height"] == 11
+    assert [s["order"]["oid"] for s in updates["order_statuses"]] == [20, 21]
+    assert [d["oid"] for d in updates["book_diffs"]] == [20, 3]
+    assert updates["book_diffs"][1]["raw_book_diff"] == "remove"
+
+
+def test_unsubscribe_and_drop_forget_the_client() -> None:
+    books, hub, client = started_books(), Hub(), ClientQueue()
+    hub.subscribe(client, L2BookSub("BTC"), books)
+    hub.subscribe(client, TradesSub("BTC"), books)
+    assert set(client.subscriptions) == {L2BookSub("BTC"), TradesSub("BTC")}
+    hub.unsubscribe(client, L2BookSub("BTC"))
+    assert hub.subscription_count == 1
+    hub.drop(client)
+    assert hub.subscription_count == 0
+    applied = books.apply(make_block(11, diffs=[update(1, "1.0", "0.5")]))
+    hub.publish(applied, books)
+    assert client.pop() is None
+
+
+def test_resync_sends_fresh_views_and_l4_snapshots() -> None:
+    books, hub, client = started_books(), Hub(), ClientQueue()
+    hub.subscribe(client, L2BookSub("BTC"), books)
+    hub.subscribe(client, L4BookSub("BTC"), books)
+    hub.subscribe(client, L2BookSub("ETH"), books)
+    hub.resync(books, ["BTC"])
+    messages = drain(client)
+    assert sorted(m["channel"] for m in messages) == ["l2Book", "l4Book"]
+    assert all(m["data"].get("coin", "BTC") == "BTC" for m in messages)
+
+
+def test_notify_all_reaches_every_subscribed_client() -> None:
+    books, hub = started_books(), Hub()
+    a, b, idle = ClientQueue(), ClientQueue(), ClientQueue()
+    hub.subscribe(a, L2BookSub("BTC"), books)
+    hub.subscribe(b, TradesSub("ETH"), books)
+    hub.notify_all('{"channel":"error","data":"feed stale"}')
+    assert a.pop() == b.pop() == '{"channel":"error","data":"feed stale"}'
+    assert idle.pop() is None

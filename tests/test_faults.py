@@ -1,0 +1,238 @@
+"""Faults: the node goes quiet, loses a block, writes garbage or disagrees; clients misbehave.
+
+hlbook must say what happened, repair itself, keep serving, and leak nothing.
+"""
+
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from server_support import (
+    same_books,
+    send,
+    settle,
+    sim_and_server,
+    subscribe,
+    task_count,
+)
+from trio_websocket import ConnectionClosed, open_websocket_url, wrap_client_stream
+
+from hlbook.node.formats import Stream
+
+pytestmark = pytest.mark.slow
+
+
+async def test_node_quiet_then_resuming(tmp_path: Path) -> None:
+    async with (
+        sim_and_server(tmp_path, stale_after=0.5) as (handle, node),
+        open_websocket_url(handle.url) as ws,
+    ):
+        await send(ws, subscribe("BTC", "l2Book"))
+        node.pause()
+        with trio.fail_after(10):
+            while True:
+                message = json.loads(await ws.get_message())
+                if message["channel"] == "error":
+                    break
+        assert message["data"].startswith("feed stale: no block from the node for 0.5 s")
+        assert handle.health()["status"] == "stale"
+        assert not handle.health()["live"]
+        node.resume()
+        with trio.fail_after(10):
+            while handle.health()["status"] != "live":
+                await trio.sleep(0.02)
+        await settle(handle, node)
+        assert same_books(handle, node) == []
+        assert handle.health()["pipeline"]["stale_periods"] == 1
+
+
+@pytest.mark.parametrize(
+    "stream", [None, Stream.DIFFS, Stream.STATUSES], ids=["all", "diffs", "statuses"]
+)
+async def test_a_skipped_block_is_a_gap_and_hlbook_resyncs(
+    tmp_path: Path, stream: Stream | None
+) -> None:
+    async with (
+        sim_and_server(tmp_path) as (handle, node),
+        open_websocket_url(handle.url, max_message_size=1 << 26) as ws,
+    ):
+        await send(ws, subscribe("BTC", "l4Book"))
+        first = json.loads(await ws.get_message())
+        assert first["channel"] == "subscriptionResponse"
+        snapshot = json.loads(await ws.get_message())
+        assert "Snapshot" in snapshot["data"]
+        await node.wait_for_height(node.height + 3)
+        node.skip_block(stream)
+        await node.wait_for_height(node.height + 10)
+        await settle(handle, node)
+        assert same_books(handle, node) == []
+        health = handle.health()
+        assert health["pipeline"]["gaps"] >= 1
+        assert health["pipeline"]["bootstraps"] >= 2
+        assert health["status"] == "live"
+        # The l4Book subscriber was sent a fresh snapshot after the resync.
+        with trio.fail_after(5):
+            while True:
+                message = json.loads(await ws.get_message())
+                if message["channel"] == "l4Book" and "Snapshot" in message["data"]:
+                    break
+        assert message["data"]["Snapshot"]["height"] > snapshot["data"]["Snapshot"]["height"]
+
+
+async def test_a_malformed_line_is_reported_and_healed(tmp_path: Path) -> None:
+    async with sim_and_server(tmp_path) as (handle, node):
+        await node.wait_for_height(node.height + 2)
+        node.corrupt_next_line(Stream.STATUSES)
+        await node.wait_for_height(node.height + 10)
+        await settle(handle, node)
+        assert same_books(handle, node) == []
+        health = handle.health()
+        assert health["pipeline"]["bad_lines"] == 1
+        assert "malformed order_statuses line" in (health["pipeline"]["last_error"] or "")
+        assert health["pipeline"]["bootstraps"] >= 2
+
+
+async def test_a_disagreeing_snapshot_is_found_and_repaired(tmp_path: Path) -> None:
+    async with sim_and_server(tmp_path, validate_every=0.3) as (handle, node):
+        with trio.fail_after(10):
+            while handle.health()["pipeline"]["validations"] < 1:
+                await trio.sleep(0.05)
+        assert handle.health()["pipeline"]["validation_mismatches"] == 0
+        node.disagree_next_snapshot()
+        with trio.fail_after(10):
+            while handle.health()["pipeline"]["validation_mismatches"] < 1:
+                await trio.sleep(0.05)
+        assert handle.health()["pipeline"]["coins_repaired"] >= 1
+        # The node is the truth: later checks (or a divergence) bring hlbook back to it.
+        with trio.fail_after(20):
+            while True:
+                await settle(handle, node)
+                if not same_books(handle, node):
+                    break
+                node.resume()
+                await trio.sleep(0.5)
+        assert handle.health()["status"] == "live"
+
+
+async def test_a_client_that_never_reads_does_not_hurt_others(tmp_path: Path) -> None:
+    async with sim_and_server(
+        tmp_path, sim={"scale": 0.3}, client_queue_messages=32, client_queue_bytes=1 << 22
+    ) as (handle, node):
+        coins = node.coins()
+        # The slow client: a tiny receive buffer and nobody reading it.
+        sock = trio.socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        await sock.connect(("127.0.0.1", handle.port))
+        stream = trio.SocketStream(sock)
+        async with trio.open_nursery() as nursery:
+            slow = await wrap_client_stream(
+                nursery, stream, "127.0.0.1", "/ws", message_queue_size=1
+            )
+            for coin in coins:
+                await send(slow, subscribe(coin, "trades"))
+            for coin in coins[:3]:
+                await send(slow, subscribe(coin, "l4Book"))
+            # A well-behaved client alongside it.
+            async with open_websocket_url(handle.url, max_message_size=1 << 26) as good:
+                await send(good, subscribe("BTC", "trades"))
+                await send(good, subscribe("BTC", "l4Book"))
+                received = 0
+                with trio.fail_after(60):
+                    while handle.hub.stats.disconnected_for_lag < 1:
+                        message = json.loads(await good.get_message())
+                        received += message["channel"] in ("trades", "l4Book")
+                        for client in handle.client_stats():
+                            # Memory stays bounded whatever the slow client does.
+                            assert client["queued_bytes"] <= 1 << 22
+                # The good client is still served, with no gap in its l4Book updates.
+                heights = []
+                with trio.fail_after(10):
+                    while len(heights) < 10:
+                        message = json.loads(await good.get_message())
+                        if message["channel"] == "l4Book" and "Updates" in message["data"]:
+                            heights.append(message["data"]["Updates"]["height"])
+                assert heights == sorted(heights)
+                still = [c for c in handle.client_stats() if c["subscriptions"]]
+                assert len(still) == 1  # the good client
+                assert not still[0]["disconnected_for_lag"]
+            assert received > 0
+            reasons = handle.health()["connections"]["recent_lag_disconnects"]
+            assert reasons
+            assert reasons[0].startswith("client too slow: ")
+            nursery.cancel_scope.cancel()
+
+
+async def test_a_thousand_subscriptions(tmp_path: Path) -> None:
+    async with sim_and_server(tmp_path, max_subscriptions=400) as (handle, node):
+        coins = node.coins()
+        wanted: list[dict[str, Any]] = []
+        for coin in coins:
+            for levels in range(1, 101):
+                wanted.append(subscribe(coin, "l2Book", nLevels=levels))
+            for sig in (2, 3, 4, 5):
+                wanted.append(subscribe(coin, "l2Book", nSigFigs=sig))
+            wanted.append(subscribe(coin, "bbo"))
+            wanted.append(subscribe(coin, "trades"))
+        assert len(wanted) > 700
+        async with trio.open_nursery() as nursery:
+            sockets = []
+            for start in range(0, len(wanted), 300):
+                ws = await nursery.start(_client, handle.url)
+                sockets.append(ws)
+                for request in wanted[start : start + 300]:
+                    await send(ws, request)
+            with trio.fail_after(20):
+                while handle.hub.subscription_count < len(wanted):
+                    await trio.sleep(0.05)
+            # Every connection keeps getting data.
+            for ws in sockets:
+                with trio.fail_after(10):
+                    seen = 0
+                    while seen < 5:
+                        message = json.loads(await ws.get_message())
+                        seen += message["channel"] in ("l2Book", "bbo", "trades")
+            assert handle.health()["subscriptions"] == len(wanted)
+            nursery.cancel_scope.cancel()
+
+
+async def _client(
+    url: str, *, task_status: trio.TaskStatus[Any] = trio.TASK_STATUS_IGNORED
+) -> None:
+    async with open_websocket_url(url) as ws:
+        task_status.started(ws)
+        await trio.sleep_forever()
+
+
+async def test_many_connects_and_disconnects_leak_nothing(tmp_path: Path) -> None:
+    async with sim_and_server(tmp_path) as (handle, _node):
+        baseline_tasks = task_count()
+        baseline_fds = len(os.listdir("/proc/self/fd"))
+        for round_ in range(150):
+            if round_ % 3 == 0:
+                # Abrupt: drop the TCP connection without a close handshake.
+                sock = trio.socket.socket()
+                await sock.connect(("127.0.0.1", handle.port))
+                stream = trio.SocketStream(sock)
+                async with trio.open_nursery() as nursery:
+                    ws = await wrap_client_stream(nursery, stream, "127.0.0.1", "/ws")
+                    await send(ws, subscribe("BTC", "l2Book"))
+                    await stream.aclose()
+                    nursery.cancel_scope.cancel()
+            else:
+                async with open_websocket_url(handle.url) as ws:
+                    await send(ws, subscribe("ETH", "trades"))
+                    await send(ws, {"method": "ping"})
+                    await ws.get_message()
+        with trio.fail_after(10):
+            while handle.health()["clients"] or handle.hub.subscription_count:
+                await trio.sleep(0.05)
+        await trio.sleep(0.2)
+        assert task_count() <= baseline_tasks
+        assert len(os.listdir("/proc/self/fd")) <= baseline_fds + 2
+        assert handle.health()["connections"]["accepted"] >= 150
+        with pytest.raises(ConnectionClosed):
+            raise ConnectionClosed(None)  # keep the import honest for type checkers

@@ -1,0 +1,204 @@
+"""The WebSocket API over real sockets: replies, official errors, limits, other client libraries."""
+
+import json
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+import trio
+from fixtures import MainnetSlice
+from server_support import replay_server, request, subscribe
+from trio_websocket import (
+    ConnectionClosed,
+    ConnectionRejected,
+    WebSocketConnection,
+    open_websocket_url,
+)
+
+pytestmark = pytest.mark.slow
+
+
+async def test_replies_and_official_errors(tmp_path: Path, mainnet: MainnetSlice) -> None:
+    async with (
+        replay_server(tmp_path, mainnet, max_subscriptions=3) as (handle, _node),
+        open_websocket_url(handle.url) as ws,
+    ):
+        assert await request(ws, {"method": "ping"}) == {"channel": "pong"}
+        reply = await request(ws, subscribe("BTC", "trades") | {"id": 1})
+        assert reply == {
+            "channel": "subscriptionResponse",
+            "data": {"method": "subscribe", "subscription": {"type": "trades", "coin": "BTC"}},
+        }
+        assert await request(ws, subscribe("BTC", "trades")) == {
+            "channel": "error",
+            "data": 'Already subscribed: {"type":"trades","coin":"BTC"}',
+        }
+        unknown = await request(ws, subscribe("NOPE", "l2Book"))
+        assert unknown["data"] == (
+            'Invalid subscription: {"type":"l2Book","coin":"NOPE","nSigFigs":null,"mantissa":null}'
+        )
+        garbage = await request(ws, "{not json")
+        assert garbage == {
+            "channel": "error",
+            "data": "Error parsing JSON into valid websocket request: {not json",
+        }
+        # The connection survives errors: subscribing still works.
+        assert (await request(ws, subscribe("BTC", "bbo")))["channel"] == "subscriptionResponse"
+        assert json.loads(await ws.get_message())["channel"] == "bbo"  # immediate snapshot
+        assert (await request(ws, subscribe("BTC", "l2Book", nSigFigs=2)))["data"] == {
+            "method": "subscribe",
+            "subscription": {"type": "l2Book", "coin": "BTC", "nSigFigs": 2, "mantissa": None},
+        }
+        assert json.loads(await ws.get_message())["channel"] == "l2Book"  # immediate snapshot
+        limit = await request(ws, subscribe("BTC", "l4Book"))
+        assert limit == {
+            "channel": "error",
+            "data": "Cannot subscribe to more than 3 channels.",
+        }
+        off = {"method": "unsubscribe", "subscription": {"type": "trades", "coin": "BTC"}}
+        assert (await request(ws, off))["data"]["method"] == "unsubscribe"
+        assert (await request(ws, off))[
+            "data"
+        ] == 'Already unsubscribed: {"type":"trades","coin":"BTC"}'
+        health = await request(ws, {"method": "health"})
+        assert health["channel"] == "health"
+        assert health["data"]["status"] == "live"
+        assert health["data"]["height"] == mainnet.height
+        assert health["data"]["clients"] == 1
+
+
+async def test_root_path_is_served_and_others_are_refused(
+    tmp_path: Path, mainnet: MainnetSlice
+) -> None:
+    async with replay_server(tmp_path, mainnet) as (handle, _node):
+        root = handle.url.removesuffix("/ws") + "/"
+        async with open_websocket_url(root) as ws:
+            assert await request(ws, {"method": "ping"}) == {"channel": "pong"}
+        with pytest.raises(ConnectionRejected) as refused:
+            async with open_websocket_url(handle.url.removesuffix("/ws") + "/other"):
+                pass
+        assert refused.value.status_code == 404
+
+
+async def test_oversized_message_closes_with_1009_others_unaffected(
+    tmp_path: Path, mainnet: MainnetSlice
+) -> None:
+    async with (
+        replay_server(tmp_path, mainnet, max_message_size=1024) as (handle, _node),
+        open_websocket_url(handle.url) as bystander,
+    ):
+        async with open_websocket_url(handle.url) as ws:
+            await ws.send_message(json.dumps({"method": "ping", "pad": "x" * 5000}))
+            with pytest.raises(ConnectionClosed) as closed:
+                with trio.fail_after(5):
+                    await ws.get_message()
+            assert closed.value.reason.code == 1009
+        assert await request(bystander, {"method": "ping"}) == {"channel": "pong"}
+
+
+async def test_idle_clients_are_closed(tmp_path: Path, mainnet: MainnetSlice) -> None:
+    async with replay_server(tmp_path, mainnet, idle_timeout=0.3) as (handle, _node):
+        async with open_websocket_url(handle.url) as ws:
+            await ws.send_message('{"method":"ping"}')
+            with pytest.raises(ConnectionClosed) as closed, trio.fail_after(5):
+                await _read_forever(ws)
+            assert closed.value.reason.code == 1000
+            assert "idle" in (closed.value.reason.reason or "")
+        assert handle.health()["connections"]["closed_idle"] == 1
+
+
+async def test_connection_limit_refuses_with_503(tmp_path: Path, mainnet: MainnetSlice) -> None:
+    async with (
+        replay_server(tmp_path, mainnet, max_connections=2) as (handle, _node),
+        open_websocket_url(handle.url),
+        open_websocket_url(handle.url) as second,
+    ):
+        with pytest.raises(ConnectionRejected) as refused:
+            async with open_websocket_url(handle.url):
+                pass
+        assert refused.value.status_code == 503
+        assert await request(second, {"method": "ping"}) == {"channel": "pong"}
+
+
+async def test_websockets_library_client(tmp_path: Path, mainnet: MainnetSlice) -> None:
+    """The ``websockets`` package (sync client, in a thread) speaks to hlbook."""
+    from websockets.sync.client import connect
+
+    async with replay_server(tmp_path, mainnet) as (handle, _node):
+
+        def client() -> list[Any]:
+            got = []
+            with connect(handle.url) as ws:
+                ws.send(json.dumps({"method": "ping"}))
+                got.append(json.loads(ws.recv(timeout=5)))
+                ws.send(json.dumps(subscribe("BTC", "l2Book", nLevels=5)))
+                got.append(json.loads(ws.recv(timeout=5)))
+                got.append(json.loads(ws.recv(timeout=5)))
+            return got
+
+        pong, response, snapshot = await trio.to_thread.run_sync(client)
+        assert pong == {"channel": "pong"}
+        assert response["channel"] == "subscriptionResponse"
+        assert snapshot["channel"] == "l2Book"
+        assert len(snapshot["data"]["levels"][0]) == 5
+
+
+async def test_official_python_sdk_websocket_manager(tmp_path: Path, mainnet: MainnetSlice) -> None:
+    """hyperliquid-python-sdk's WebsocketManager: callbacks fire and its ping gets a pong."""
+    from hyperliquid.websocket_manager import WebsocketManager
+
+    class FastPing(WebsocketManager):  # type: ignore[misc]
+        """The SDK pings every 50 s; wait 0.2 s instead so the test can see the pong."""
+
+        def send_ping(self) -> None:
+            while not self.stop_event.wait(0.2):
+                if not self.ws.keep_running:
+                    break
+                self.ws.send(json.dumps({"method": "ping"}))
+
+    raw: list[str] = []
+    async with replay_server(tmp_path, mainnet) as (handle, node):
+        base_url = f"http://127.0.0.1:{handle.port}"
+        received: dict[str, list[Any]] = {"l2Book": [], "trades": [], "bbo": []}
+        lock = threading.Lock()
+
+        def callback(kind: str) -> Any:
+            def on_message(message: Any) -> None:
+                with lock:
+                    received[kind].append(message)
+
+            return on_message
+
+        manager = FastPing(base_url)
+        original = manager.on_message
+
+        def on_message(ws: Any, message: str) -> None:
+            with lock:
+                raw.append(message)
+            original(ws, message)
+
+        manager.ws.on_message = on_message
+        manager.start()
+        try:
+            for kind in received:
+                manager.subscribe({"type": kind, "coin": "BTC"}, callback(kind))
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(node.replay)
+                with trio.fail_after(20):
+                    while True:
+                        with lock:
+                            if all(received.values()) and '{"channel":"pong"}' in raw:
+                                break
+                        await trio.sleep(0.05)
+        finally:
+            await trio.to_thread.run_sync(manager.stop)
+            await trio.to_thread.run_sync(manager.join, 5)
+    assert received["l2Book"][0]["data"]["coin"] == "BTC"
+    assert received["trades"][0]["data"][0]["coin"] == "BTC"
+    assert received["bbo"][0]["channel"] == "bbo"
+
+
+async def _read_forever(ws: WebSocketConnection) -> None:
+    while True:
+        await ws.get_message()

@@ -1,0 +1,179 @@
+"""Following the node's hourly files: real files that grow, rotate and appear late."""
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import trio
+
+from hlbook.node.files import StreamTailer, detect_layout, hourly_files, newest_file
+from hlbook.node.formats import Layout
+
+
+class Collector:
+    """A ``deliver`` callback that records lines."""
+
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+        self.wheres: list[str] = []
+
+    async def __call__(self, lines: list[bytes], where: str) -> None:
+        self.lines.extend(lines)
+        self.wheres.append(where)
+
+
+async def wait_until(predicate: Callable[[], bool], limit: float = 5.0) -> None:
+    with trio.fail_after(limit):
+        while not predicate():
+            await trio.sleep(0.005)
+
+
+def hour_file(root: Path, date: str, hour: int) -> Path:
+    path = root / "hourly" / date / str(hour)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def append(path: Path, data: bytes) -> None:
+    with path.open("ab") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def test_discovery_sorts_hours_numerically(tmp_path: Path) -> None:
+    for date, hour in [("20260505", 9), ("20260505", 10), ("20260505", 2), ("20260506", 0)]:
+        hour_file(tmp_path, date, hour).touch()
+    names = [f"{p.parent.name}/{p.name}" for p in hourly_files(tmp_path)]
+    assert names == ["20260505/2", "20260505/9", "20260505/10", "20260506/0"]
+    newest = newest_file(tmp_path)
+    assert newest is not None
+    assert newest.name == "0"
+    assert newest_file(tmp_path / "missing") is None
+
+
+def test_detect_layout_prefers_the_layout_being_written(tmp_path: Path) -> None:
+    assert detect_layout(tmp_path) is None
+    old = hour_file(tmp_path / "node_raw_book_diffs_by_block", "20260505", 1)
+    old.touch()
+    os.utime(old, (1_000, 1_000))
+    assert detect_layout(tmp_path) is Layout.BY_BLOCK
+    hour_file(tmp_path / "node_raw_book_diffs_streaming", "20260505", 2).touch()
+    assert detect_layout(tmp_path) is Layout.STREAMING
+
+
+async def test_starts_at_the_end_after_the_line_being_written(tmp_path: Path) -> None:
+    path = hour_file(tmp_path, "20260505", 17)
+    path.write_bytes(b'{"old":1}\n{"old":2}\n{"half":')
+    got = Collector()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(StreamTailer(tmp_path).run, got)
+        await trio.sleep(0.05)
+        append(path, b'written before we came"}\n{"new":1}\n')
+        await wait_until(lambda: len(got.lines) >= 1)
+        nursery.cancel_scope.cancel()
+    assert got.lines == [b'{"new":1}']
+
+
+@pytest.mark.parametrize("inotify", [True, False], ids=["inotify", "polling"])
+async def test_partial_writes_are_joined_exactly_once(tmp_path: Path, inotify: bool) -> None:
+    path = hour_file(tmp_path, "20260505", 17)
+    path.write_bytes(b"")
+    lines = [b'{"n":%d,"pad":"%s"}' % (i, b"x" * (i * 37 % 500)) for i in range(200)]
+    data = b"".join(line + b"\n" for line in lines)
+    got = Collector()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(StreamTailer(tmp_path, use_inotify=inotify).run, got)
+        await trio.sleep(0.05)
+        position = 0
+        for step in range(1, 10_000):
+            if position >= len(data):
+                break
+            size = (step * 7919) % 3000 + 1  # cuts fall inside lines
+            append(path, data[position : position + size])
+            position += size
+            if step % 5 == 0:
+                await trio.sleep(0.001)
+        await wait_until(lambda: len(got.lines) >= len(lines))
+        nursery.cancel_scope.cancel()
+    assert got.lines == lines
+
+
+async def test_rotation_drains_the_old_file_then_follows_the_new(tmp_path: Path) -> None:
+    old = hour_file(tmp_path, "20260505", 23)
+    old.write_bytes(b"")
+    got = Collector()
+    tailer = StreamTailer(tmp_path, settle=0.05)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(tailer.run, got)
+        await trio.sleep(0.05)
+        append(old, b'{"h":1}\n{"h":2,')
+        # The node starts the next hour (and the next day) while finishing the old file.
+        new = hour_file(tmp_path, "20260506", 0)
+        append(new, b'{"h":4}\n')
+        await trio.sleep(0.1)
+        append(old, b'"rest":true}\n{"h":3}\n')
+        await wait_until(lambda: len(got.lines) >= 4)
+        append(new, b'{"h":5}\n')
+        await wait_until(lambda: len(got.lines) >= 5)
+        nursery.cancel_scope.cancel()
+    assert got.lines == [b'{"h":1}', b'{"h":2,"rest":true}', b'{"h":3}', b'{"h":4}', b'{"h":5}']
+    assert tailer.stats.files_opened == 2
+    assert tailer.stats.partial_dropped == 0
+
+
+async def test_an_abandoned_partial_line_is_dropped_after_the_timeout(tmp_path: Path) -> None:
+    old = hour_file(tmp_path, "20260505", 1)
+    old.write_bytes(b"")
+    got = Collector()
+    tailer = StreamTailer(tmp_path, settle=0.02, rotation_timeout=0.2)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(tailer.run, got)
+        await trio.sleep(0.05)
+        append(old, b'{"a":1}\n{"never finished"')
+        append(hour_file(tmp_path, "20260505", 2), b'{"b":2}\n')
+        await wait_until(lambda: len(got.lines) >= 2)
+        nursery.cancel_scope.cancel()
+    assert got.lines == [b'{"a":1}', b'{"b":2}']
+    assert tailer.stats.partial_dropped == 1
+
+
+async def test_waits_for_directories_that_appear_late(tmp_path: Path) -> None:
+    stream = tmp_path / "node_raw_book_diffs_by_block"
+    got = Collector()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(StreamTailer(stream).run, got)
+        await trio.sleep(0.1)
+        path = hour_file(stream, "20260505", 3)
+        path.write_bytes(b"")  # the file appears empty first: everything after is read
+        await trio.sleep(0.1)
+        append(path, b'{"first":1}\n')
+        await wait_until(lambda: len(got.lines) >= 1)
+        nursery.cancel_scope.cancel()
+    assert got.lines == [b'{"first":1}']
+
+
+async def test_from_start_reads_every_file_oldest_first(tmp_path: Path) -> None:
+    hour_file(tmp_path, "20260505", 9).write_bytes(b'{"a":1}\n{"a":2}\n')
+    hour_file(tmp_path, "20260505", 10).write_bytes(b'{"a":3}\n')
+    got = Collector()
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(StreamTailer(tmp_path, from_start=True, settle=0.01).run, got)
+        await wait_until(lambda: len(got.lines) >= 3)
+        nursery.cancel_scope.cancel()
+    assert got.lines == [b'{"a":1}', b'{"a":2}', b'{"a":3}']
+    assert "20260505/9 from byte 0" in got.wheres[0]
+
+
+@pytest.mark.parametrize("chunk_size", [4096, 4 * 1024 * 1024])
+async def test_large_lines_across_many_chunks(tmp_path: Path, chunk_size: int) -> None:
+    big = b'{"big":"' + b"y" * 300_000 + b'"}'
+    hour_file(tmp_path, "20260505", 1).write_bytes(big + b"\n" + b'{"small":1}\n')
+    got = Collector()
+    tailer = StreamTailer(tmp_path, from_start=True, chunk_size=chunk_size)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(tailer.run, got)
+        await wait_until(lambda: len(got.lines) >= 2)
+        nursery.cancel_scope.cancel()
+    assert got.lines == [big, b'{"small":1}']
