@@ -35,8 +35,8 @@ from hlbook.config import Config
 from hlbook.errors import DivergenceError, NodeFormatError, SnapshotError
 from hlbook.feed import BookUpdate, Feed
 from hlbook.model import Block
-from hlbook.node.files import StreamTailer, detect_layout, stream_dir
-from hlbook.node.formats import AnyLine, Layout, SnapshotSide, Stream, decode_line
+from hlbook.node.files import StartPoint, StreamTailer, detect_layout, stream_dir
+from hlbook.node.formats import AnyLine, Layout, SnapshotSide, Stream, decode_line, line_height
 from hlbook.node.snapshot import (
     InfoServerError,
     decode_snapshot_file,
@@ -77,12 +77,24 @@ class _Fault:
 
 
 @attrs.frozen
+class _Start:
+    stream: Stream
+    floor: int
+
+
+@attrs.frozen
+class _CaughtUp:
+    stream: Stream
+    at: float
+
+
+@attrs.frozen
 class _Reference:
     height: int
     coins: list[tuple[str, SnapshotSide, SnapshotSide]]
 
 
-_Item = _Lines | _BadLine | _Fault | _Loaded | _Reference
+_Item = _Lines | _BadLine | _Fault | _Start | _CaughtUp | _Loaded | _Reference
 
 
 @attrs.define
@@ -207,10 +219,24 @@ class Pipeline:
                 await send.send(_Lines(stream, decoded))
             await self._gates[stream].wait()
 
+        async def on_start(point: StartPoint) -> None:
+            if not point.known:
+                return  # the joiner falls back to treating the first block as partial
+            floor = -1
+            if point.previous_line is not None:
+                height = line_height(point.previous_line)
+                if height is None:
+                    return
+                floor = height + 1 if point.skipped_partial else height
+            await send.send(_Start(stream, floor))
+
+        async def on_idle(now: float) -> None:
+            await send.send(_CaughtUp(stream, now))
+
         async with send:
             while True:
                 try:
-                    await tailer.run(deliver)
+                    await tailer.run(deliver, on_start, on_idle)
                 except OSError as exc:
                     # The files are the truth; lost bytes mean a re-bootstrap.
                     await send.send(_Fault(f"reading {stream.value} failed: {exc}"))
@@ -248,6 +274,10 @@ class Pipeline:
                     self._fail(f"{item.error}", [])
                 elif isinstance(item, _Fault):
                     self._fail(item.reason, [])
+                elif isinstance(item, _CaughtUp):
+                    outputs.extend(joiner.caught_up(item.stream, item.at))
+                elif isinstance(item, _Start):
+                    joiner.start_after(item.stream, item.floor)
                 elif isinstance(item, _Loaded):
                     outputs.extend(self._install(item))
                 elif isinstance(item, _Reference):
@@ -342,7 +372,8 @@ class Pipeline:
             self._want_bootstrap(f"snapshot at {books.height} too old")
             return []
         if books.time == 0:
-            books.time = int(time.time() * 1000)
+            # The snapshot has no time: use its block's if it was read, else now.
+            books.time = joiner.snapshot_time or int(time.time() * 1000)
         first = released[0].height if released and isinstance(released[0], Block) else None
         self.books = books
         self._too_old = 0

@@ -133,6 +133,9 @@ class NodeReplay:
         outputs: list[Block | Gap] = []
         for rank, _position, decoded in batch:
             outputs.extend(self.joiner.feed(streams[rank], decoded, now))
+        for stream, follower in self.followers.items():
+            if not follower.partial:  # read everything the file holds now
+                outputs.extend(self.joiner.caught_up(stream, now))
         outputs.extend(self.joiner.poll(now))
         return self._apply(outputs, after_each)
 

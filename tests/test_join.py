@@ -33,7 +33,7 @@ def tags(block: Output) -> tuple[list[int], list[int], list[int]]:
     """The tags of a block's statuses, diffs and fills."""
     assert isinstance(block, Block), block
     return (
-        [e.order.oid for e in block.statuses],
+        [e.parsed_order().oid for e in block.statuses],
         [e.oid for e in block.diffs],
         [f.tid for _, f in block.fills],
     )
@@ -201,8 +201,11 @@ def test_streaming_quiet_stream_holds_others_back_at_most_quiet_after() -> None:
     feed_all(joiner, [(D, ln(D, 9)), (S, ln(S, 9))], now=0.0)
     joiner.release(9)
     assert feed_all(joiner, [(D, ln(D, 10, 1)), (S, ln(S, 10, 2))], now=0.0) == []
+    joiner.caught_up(F, 0.0)  # the fill reader found nothing to read
     # both busy streams moved past 10; the fill stream has said nothing at all
     assert feed_all(joiner, [(D, ln(D, 11, 3)), (S, ln(S, 11, 4))], now=0.1) == []
+    assert joiner.caught_up(D, 0.1) == []
+    assert joiner.caught_up(S, 0.1) == []
     assert joiner.next_deadline() == pytest.approx(0.3)
     assert joiner.poll(0.29) == []
     assert heights(joiner.poll(0.3)) == [10]
@@ -220,6 +223,7 @@ def test_streaming_quiet_fill_stream_that_spoke_recently() -> None:
     feed_all(joiner, [(D, ln(D, 1)), (S, ln(S, 1))], now=0.0)
     joiner.release(1)
     feed_all(joiner, [(D, ln(D, 2, 1)), (S, ln(S, 2, 2)), (F, ln(F, 2, 3))], now=1.0)
+    joiner.caught_up(F, 1.0)
     out = feed_all(joiner, [(D, ln(D, 3, 4)), (S, ln(S, 3, 5))], now=1.05)
     # the fill stream spoke at 1.0 and may still add to 2: wait until 1.3 at most
     assert out == []
@@ -237,6 +241,8 @@ def test_streaming_late_diff_is_a_gap_late_status_is_counted() -> None:
     feed_all(joiner, [(D, ln(D, 1)), (S, ln(S, 1))])
     joiner.release(1)
     out = feed_all(joiner, [(D, ln(D, 2, 1)), (S, ln(S, 2, 2)), (D, ln(D, 3)), (S, ln(S, 3))])
+    for stream in Stream:
+        out += joiner.caught_up(stream, 0.0)
     out += joiner.poll(100.0)
     assert heights(out) == [2, 3]
     assert joiner.feed(S, ln(S, 2, 7), 100.0) == []
@@ -260,6 +266,8 @@ def test_streaming_start_in_the_middle() -> None:
     out = joiner.release(11)
     assert heights(out) == [12]
     assert tags(out[0]) == ([6], [4], [])
+    for stream in Stream:
+        assert joiner.caught_up(stream, 0.0) == []
     assert heights(joiner.poll(10.0)) == [13, 14]
     assert joiner.feed(D, ln(D, 11, 2)) == []
     assert joiner.stats().dropped_lines == 1
@@ -269,7 +277,9 @@ def test_streaming_busy_stream_silent_at_start() -> None:
     # No status line at all: the joiner starts once the status stream has been quiet.
     joiner = BlockJoiner(Layout.STREAMING, (S, D))
     joiner.release(0)
+    assert joiner.caught_up(S, 0.0) == []
     assert feed_all(joiner, [(D, ln(D, 5, 1)), (D, ln(D, 6, 2))], now=0.0) == []
+    assert joiner.caught_up(D, 0.0) == []
     out = joiner.poll(1.0)
     assert heights(out) == ["gap 0-6", 6]
 
@@ -310,7 +320,9 @@ def test_streaming_any_interleaving(
     per_stream, expected = case
     order = data.draw(interleavings(per_stream))
     joiner = BlockJoiner(Layout.STREAMING)
-    out = feed_all(joiner, order)  # now stays 0: nothing is ever quiet
+    out = feed_all(joiner, order)  # nothing is quiet until its reader says it is caught up
+    for stream in Stream:
+        out += joiner.caught_up(stream, 0.0)
     out += joiner.poll(10.0)
     first = per_stream[D][0].block_number
     out += joiner.release(first)
@@ -407,6 +419,8 @@ def test_released_before_reading_began_streaming() -> None:
     out = feed_all(
         joiner, [(D, ln(D, 101, 1)), (S, ln(S, 101, 2)), (D, ln(D, 102, 3)), (S, ln(S, 102, 4))]
     )
+    for stream in Stream:
+        out += joiner.caught_up(stream, 0.0)
     out += joiner.poll(10.0)
     # 101 may have begun before reading did: it cannot be trusted
     assert heights(out) == ["gap 100-102", 102]
@@ -417,7 +431,10 @@ def test_released_before_reading_began_streaming_lines_at_the_snapshot() -> None
     joiner = BlockJoiner(Layout.STREAMING)
     joiner.release(100)
     lines = [(D, ln(D, 100, 9)), (S, ln(S, 100, 9)), (D, ln(D, 101, 1)), (S, ln(S, 101, 2))]
-    out = feed_all(joiner, lines) + joiner.poll(10.0)
+    out = feed_all(joiner, lines)
+    for stream in Stream:
+        out += joiner.caught_up(stream, 0.0)
+    out += joiner.poll(10.0)
     assert heights(out) == [101]
     assert joiner.stats().dropped_lines == 2
 
@@ -463,3 +480,56 @@ def test_stats() -> None:
     stats = joiner.stats()
     assert (stats.held, stats.pending, stats.emitted) == (1, 1, 1)
     assert stats.watermarks == {"order_statuses": 1, "raw_book_diffs": 2, "fills": 1}
+
+
+# -- quiet is about the file, not about feeding order --------------------------------
+
+
+def test_a_reader_draining_one_backlog_first_does_not_make_others_quiet() -> None:
+    """A stalled reader catches up stream by stream: no block completes without its diffs."""
+    joiner = BlockJoiner(Layout.STREAMING, (S, D), quiet_after=0.3)
+    for height, now in ((11, 0.0), (12, 0.1)):
+        feed_all(joiner, [(D, ln(D, height, height)), (S, ln(S, height, height))], now=now)
+    joiner.release(11)
+    # Statuses for 13 and 14 arrive long after the last diff line was fed...
+    out = feed_all(joiner, [(S, ln(S, 13, 13)), (S, ln(S, 14, 14))], now=1.1)
+    out += joiner.poll(1.2)
+    # ...but the diff reader never said it had read everything: nothing completes.
+    assert out == []
+    out = feed_all(joiner, [(D, ln(D, 13, 13)), (D, ln(D, 14, 14))], now=1.2)
+    assert heights(out) == [12, 13]
+    assert tags(out[1]) == ([13], [13], [])
+    assert joiner.stats().gaps == 0
+
+
+def test_declared_start_makes_the_first_streaming_block_complete() -> None:
+    joiner = BlockJoiner(Layout.STREAMING)
+    # Each reader began right after a line of block 100 (or, for fills, block 97).
+    joiner.start_after(S, 100)
+    joiner.start_after(D, 100)
+    joiner.start_after(F, 97)
+    feed_all(joiner, [(D, ln(D, 101, 1)), (S, ln(S, 101, 2)), (D, ln(D, 102, 3)), (S, ln(S, 102))])
+    joiner.caught_up(F, 0.0)
+    out = joiner.release(100) + joiner.poll(1.0)
+    assert heights(out) == [101]  # not dropped as "maybe partial"
+    assert tags(out[0]) == ([2], [1], [])
+
+
+def test_declared_start_in_by_block_layout() -> None:
+    joiner = BlockJoiner(Layout.BY_BLOCK)
+    for stream in Stream:
+        joiner.start_after(stream, 49)  # a partial line of block 50 was skipped on every stream
+    out = feed_all(joiner, by_block_lines(50)[1:] + by_block_lines(51))
+    out += joiner.release(49)
+    assert heights(out) == ["gap 49-51", 51]
+
+
+def test_release_remembers_the_snapshot_blocks_time() -> None:
+    joiner = BlockJoiner(Layout.BY_BLOCK)
+    feed_all(joiner, by_block_lines(7) + by_block_lines(8) + by_block_lines(9))
+    out = joiner.release(8)
+    assert heights(out) == [9]
+    assert joiner.snapshot_time == BASE_MS + 70 * 8
+    joiner.hold()
+    joiner.release(20)
+    assert joiner.snapshot_time is None

@@ -121,7 +121,7 @@ def test_new_orders_carry_their_status_details(mainnet: MainnetSlice) -> None:
     checked = 0
     for blk in by_block_blocks(mainnet):
         books.apply(blk)
-        opens = {e.order.oid: e for e in blk.statuses if e.status == "open"}
+        opens = {e.parsed_order().oid: e for e in blk.statuses if e.status == "open"}
         for event in blk.diffs:
             raw = event.raw_book_diff
             if not isinstance(raw, RawDiff) or not raw.new:
@@ -131,9 +131,9 @@ def test_new_orders_carry_their_status_details(mainnet: MainnetSlice) -> None:
                 continue  # removed again
             status = opens[event.oid]
             assert order.user == status.user
-            assert order.cloid == status.order.cloid
-            assert order.tif == status.order.tif
-            assert order.timestamp == status.order.timestamp
+            assert order.cloid == status.parsed_order().cloid
+            assert order.tif == status.parsed_order().tif
+            assert order.timestamp == status.parsed_order().timestamp
             assert order.limitPx == canonical(event.px)
             checked += 1
     assert checked > 100
@@ -171,7 +171,7 @@ def fingerprint(books: Books, diffs: list[DiffEvent]) -> list[Any]:
         out.append([len(book.bids), len(book.asks)])
         for levels in (book.bids, book.asks):
             level = levels.get(parse(event.px))
-            out.append(level and (level.px, level.total, tuple(level.orders)))
+            out.append(level and (level.px, level.total, tuple(level.oids)))
     return out
 
 
@@ -228,9 +228,20 @@ def test_streaming_layout_gives_the_same_book_after_every_block(mainnet: Mainnet
             assert book is not None
             assert not book.is_crossed()
 
+    # A reader is caught up whenever its stream's next line is not written yet.
+    next_time: dict[Stream, list[float]] = {stream: [] for stream in Stream}
+    for stream, _raw, when in lines:
+        next_time[stream].append(when)
+    for stream in Stream:
+        next_time[stream].reverse()
+        if not next_time[stream] or next_time[stream][-1] > 0.0:
+            apply(joiner.caught_up(stream, 0.0))
     now = 0.0
     for stream, raw, now in lines:
         apply(joiner.feed(stream, decode_line(stream, raw), now))
+        next_time[stream].pop()
+        if not next_time[stream] or next_time[stream][-1] > now:
+            apply(joiner.caught_up(stream, now))
         deadline = joiner.next_deadline()
         if deadline is not None and deadline <= now:
             apply(joiner.poll(now))

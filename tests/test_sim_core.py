@@ -83,7 +83,7 @@ def test_price_time_priority_and_partial_fill() -> None:
         ("0xc", "filled"),
         ("0xt", "filled"),
     ]
-    assert block.statuses[-1].order.sz == "0.0"
+    assert block.statuses[-1].parsed_order().sz == "0.0"
     assert block.statuses[0].hash is not None
     assert block.statuses[1].hash is None
     # Two fills per trade sharing a tid, buyer first, crossed on the taker.
@@ -124,7 +124,7 @@ def test_gtc_that_crosses_rests_what_is_left() -> None:
     rest = _submit(exchange, "0xb", "B", "101.0", "1.0", "Gtc")
     assert rest is not None
     assert [s.status for s in block.statuses] == ["open", "filled"]
-    assert block.statuses[0].order.sz == "1.0"  # open carries the size as placed
+    assert block.statuses[0].parsed_order().sz == "1.0"  # open carries the size as placed
     new = block.diffs[-1]
     assert new.px == "101.0"
     assert new.raw_book_diff == RawDiff(new=NewDiff(sz="0.75"))
@@ -141,7 +141,7 @@ def test_ioc_remainder_is_canceled() -> None:
     assert _submit(exchange, "0xb", "B", "101.0", "1.0", "Ioc") is None
     statuses = exchange.block.statuses
     assert [s.status for s in statuses] == ["open", "filled", "canceled"]
-    assert statuses[-1].order.sz == "0.75"
+    assert statuses[-1].parsed_order().sz == "0.75"
 
 
 def test_modify_keeping_its_place_uses_insert_before() -> None:
@@ -177,7 +177,7 @@ def test_triggered_order_rests_as_the_node_snapshot_shows_it() -> None:
     rest = exchange.trigger("0xu", trigger, parse("101.0"))
     assert rest is not None
     status = exchange.block.statuses[0]
-    assert (status.status, status.order.limitPx, status.order.isTrigger) == (
+    assert (status.status, status.parsed_order().limitPx, status.parsed_order().isTrigger) == (
         "triggered",
         "110.0",
         True,
@@ -314,6 +314,8 @@ def test_engine_rebuilds_the_books_after_every_block(layout: Layout) -> None:
             for _hour, data in segments:
                 for line in data.splitlines():
                     outputs += joiner.feed(stream, decode_line(stream, line), now=step)
+        for stream in Stream:
+            outputs += joiner.caught_up(stream, now=step)  # everything written was read
         outputs += joiner.poll(now=step + 1.0)  # every stream quiet since: the block is whole
         if books is None:
             height, coins = decode_snapshot(snapshot)
@@ -350,6 +352,8 @@ def test_canceled_trigger_orders_do_not_pile_up() -> None:
         traders._cancel_trigger(market)
     assert len(market.triggers) <= 1
     assert len(market.above) + len(market.below) <= 4 * len(market.triggers) + 65
-    statuses = Counter(s.status for s in generator.exchange.block.statuses if s.order.isTrigger)
+    statuses = Counter(
+        s.status for s in generator.exchange.block.statuses if s.parsed_order().isTrigger
+    )
     assert statuses["open"] >= 2900
     assert statuses["canceled"] == statuses["open"] - len(market.triggers)

@@ -12,20 +12,25 @@ stream has delivered its line for the height. A stream that delivers a later
 height without this one skipped it: that is a :class:`Gap`.
 
 *streaming* (lines of events; heights skip for empty blocks; no end marker):
-when every stream has moved past the height — or, for a stream that has not,
-when that stream has been **quiet** (no line at all) for ``quiet_after``
-seconds while another stream has moved past the height, or every stream has
-been quiet that long. A stream that is quiet therefore holds the others back
-by at most ``quiet_after``. A diff line that arrives for a block already
-emitted means that block was incomplete: a :class:`Gap`. Late status and fill
-lines are counted (``late_lines``); they cannot change the book.
+when every stream has either moved past the height or is **quiet**: its
+reader has reported (:meth:`caught_up`) that it read everything the file
+held, at least ``quiet_after`` seconds ago, and no line came since. Quiet is
+about the file, not about when lines happened to be fed: a reader that is
+behind (a backlog, a rotation in progress, a paused stream) is never quiet.
+So a stream with nothing to say (fills in a block without trades) holds the
+others back by at most ``quiet_after``. A diff line that arrives for a block
+already emitted means that block was incomplete: a :class:`Gap`. Late status
+and fill lines are counted (``late_lines``); they cannot change the book.
 
 Starting and bootstrapping
 --------------------------
 Reading can start in the middle of the node's output, so the first blocks
-seen may be incomplete. In by-block layout blocks below the highest first
-line of any stream are dropped; in streaming layout blocks up to the highest
-first height of the status and diff streams (which may be partial).
+seen may be incomplete. A reader that knows where it began says so with
+:meth:`start_after` (every block above that height is complete on its
+stream, e.g. the height of the last line before the starting offset). For a
+stream that said nothing: in by-block layout, blocks below its first line
+are missing; in streaming layout, its first height may be partial. Blocks up
+to the highest such floor are dropped.
 
 The joiner starts *holding*: complete blocks are kept until :meth:`release`
 is called with the height of the snapshot the books were loaded from; blocks
@@ -35,7 +40,6 @@ buffer is full, or a stream runs too far ahead of the others, :meth:`paused`
 tells the caller to stop reading that stream: the files are the buffer.
 """
 
-import math
 from collections import deque
 from collections.abc import Iterable, Sequence
 
@@ -112,8 +116,8 @@ class BlockJoiner:
         self._pending: dict[int, _Partial] = {}
         self._watermark: dict[Stream, int] = dict.fromkeys(self.streams, -1)
         self._first: dict[Stream, int] = {}
-        self._last_line: dict[Stream, float] = {}
-        self._clock_start: float | None = None
+        self._declared: dict[Stream, int] = {}
+        self._caught_up_at: dict[Stream, float] = {}
         self._started = False
         self._floor = -1  # lines at or below: dropped silently
         self._emitted = -1  # highest height handed out (or dropped as a gap)
@@ -123,6 +127,8 @@ class BlockJoiner:
         self.late_lines = 0
         self.dropped_lines = 0
         self.gaps = 0
+        self.snapshot_time: int | None = None
+        """Block time of the snapshot's height, when that block was read (see :meth:`release`)."""
 
     # -- input ------------------------------------------------------------------
 
@@ -130,9 +136,7 @@ class BlockJoiner:
         """Add one decoded line of ``stream``; return what became complete."""
         if stream not in self._watermark:
             raise ValueError(f"stream {stream.value} is not joined")
-        if self._clock_start is None:
-            self._clock_start = now
-        self._last_line[stream] = now
+        self._caught_up_at.pop(stream, None)  # a new line: the stream is talking
         height = line.block_number
         if height <= self._floor:
             # Still tells where reading began on this stream (see _start).
@@ -164,18 +168,44 @@ class BlockJoiner:
         partial.delivered.add(stream)
         return self._collect(now)
 
+    def caught_up(self, stream: Stream, now: float) -> list[Output]:
+        """``stream``'s reader has read everything its file holds, as of ``now``.
+
+        From ``quiet_after`` seconds later the stream counts as quiet until its
+        next line (see the module docstring).
+        """
+        if stream not in self._watermark:
+            raise ValueError(f"stream {stream.value} is not joined")
+        self._caught_up_at.setdefault(stream, now)
+        return self._collect(now)
+
+    def start_after(self, stream: Stream, height: int) -> None:
+        """Reading of ``stream`` began where every block above ``height`` is complete.
+
+        ``-1`` means from the very start of the node's output. Only the first
+        call per stream counts, and only before blocks are emitted.
+        """
+        if stream not in self._watermark:
+            raise ValueError(f"stream {stream.value} is not joined")
+        self._declared.setdefault(stream, height)
+
     def poll(self, now: float) -> list[Output]:
         """Emit blocks that became complete by the passing of time (quiet streams)."""
-        if self._clock_start is None:
-            self._clock_start = now
         return self._collect(now)
 
     def next_deadline(self) -> float | None:
-        """When :meth:`poll` may next emit something, or ``None`` if only new lines can help."""
+        """When :meth:`poll` may next emit something, or ``None`` if only new input can help."""
         if self.layout is Layout.BY_BLOCK or not self._pending:
             return None
         height = min(self._pending)
-        waiting = [self._quiet_at(s) for s in self.streams if self._watermark[s] <= height]
+        waiting = []
+        for stream in self.streams:
+            if self._watermark[stream] > height:
+                continue
+            at = self._caught_up_at.get(stream)
+            if at is None:
+                return None  # waits for its reader, not for time
+            waiting.append(at + self.quiet_after)
         return max(waiting) if waiting else None
 
     # -- bootstrap ----------------------------------------------------------------
@@ -200,6 +230,7 @@ class BlockJoiner:
 
         Returns ``[Gap]`` first if blocks between ``height`` and the held ones
         were already handed out or never read (the snapshot is too old).
+        Sets :attr:`snapshot_time` if block ``height`` itself was read.
         """
         self._holding = False
         out: list[Output] = []
@@ -210,6 +241,10 @@ class BlockJoiner:
             )
         self._floor = max(self._floor, height)
         self._emitted = max(self._emitted, height)
+        self.snapshot_time = None
+        partial = self._pending.get(height)
+        if partial is not None:
+            self.snapshot_time = partial.time
         for stale in [h for h in self._pending if h <= height]:
             del self._pending[stale]
         while self._held:
@@ -219,6 +254,8 @@ class BlockJoiner:
                     out.append(item)
             elif item.height > height:
                 out.append(item)
+            elif item.height == height:
+                self.snapshot_time = item.time
         return out
 
     def paused(self, stream: Stream) -> bool:
@@ -273,21 +310,31 @@ class BlockJoiner:
     def _start(self, now: float) -> bool:
         if self._started:
             return True
-        first = self._first
+        first, declared = self._first, self._declared
+        floors: list[int] = []
         if self.layout is Layout.BY_BLOCK:
-            if len(first) < len(self.streams):
-                return False
-            # Lines are whole blocks; below the highest first line some stream's
-            # line was written before reading began.
-            floor = max(first.values()) - 1
+            for stream in self.streams:
+                if stream in declared:
+                    floors.append(declared[stream])
+                elif stream in first:
+                    # Lines are whole blocks: the ones below this stream's first
+                    # line were written before reading began.
+                    floors.append(first[stream] - 1)
+                else:
+                    return False
         else:
-            busy = [s for s in (Stream.STATUSES, Stream.DIFFS) if s in self.streams]
-            if not any(s in first for s in busy):
+            floors = [declared[s] for s in self.streams if s in declared]
+            for stream in (Stream.STATUSES, Stream.DIFFS):
+                if stream not in self.streams or stream in declared:
+                    continue
+                if stream in first:
+                    # The first height seen may have begun before reading did.
+                    floors.append(first[stream])
+                elif not self._quiet(stream, now):
+                    return False
+            if not floors:
                 return False
-            if not all(s in first or self._quiet(s, now) for s in busy):
-                return False
-            # The first height of a busy stream may have begun before reading did.
-            floor = max(first[s] for s in busy if s in first)
+        floor = max(floors)
         self._started = True
         self._floor = max(self._floor, floor)
         self._emitted = max(self._emitted, floor)
@@ -296,13 +343,9 @@ class BlockJoiner:
             del self._pending[stale]
         return True
 
-    def _quiet_at(self, stream: Stream) -> float:
-        """When ``stream`` counts as quiet if it delivers nothing more."""
-        last = self._last_line.get(stream, self._clock_start)
-        return (last if last is not None else -math.inf) + self.quiet_after
-
     def _quiet(self, stream: Stream, now: float) -> bool:
-        return now >= self._quiet_at(stream)
+        at = self._caught_up_at.get(stream)
+        return at is not None and now - at >= self.quiet_after
 
     def _collect(self, now: float) -> list[Output]:
         if not self._pending:

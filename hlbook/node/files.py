@@ -43,6 +43,9 @@ Deliver = Callable[[list[bytes], str], Awaitable[None]]
 OnStart = Callable[["StartPoint"], Awaitable[None]]
 """Told once where reading began (see :class:`StartPoint`)."""
 
+OnIdle = Callable[[float], Awaitable[None]]
+"""Told (with ``trio.current_time()``) when everything the node wrote so far was read."""
+
 _MAX_LOOKBACK = 64 * 1024 * 1024
 
 
@@ -54,11 +57,13 @@ class StartPoint:
     at the start of the node's output or when reading from the beginning);
     ``skipped_partial`` is true if the line the node was writing was skipped.
     Blocks after ``previous_line``'s are complete on this stream — except the
-    skipped line's block.
+    skipped line's block. ``known`` is false when the previous line could not
+    be found (longer than the look-back).
     """
 
     previous_line: bytes | None
     skipped_partial: bool
+    known: bool = True
 
 
 def stream_dir(node_data: Path, stream: Stream, layout: Layout) -> Path:
@@ -160,10 +165,18 @@ class StreamTailer:
         self.use_inotify = use_inotify
         self.stats = TailStats()
         self._on_start: OnStart | None = None
+        self._on_idle: OnIdle | None = None
 
-    async def run(self, deliver: Deliver, on_start: OnStart | None = None) -> None:
-        """Tail forever (until cancelled); ``on_start`` learns where reading began."""
+    async def run(
+        self, deliver: Deliver, on_start: OnStart | None = None, on_idle: OnIdle | None = None
+    ) -> None:
+        """Tail forever (until cancelled).
+
+        ``on_start`` learns where reading began; ``on_idle`` is called each time
+        the tailer has read everything in the newest file (after new data).
+        """
         with ChangeWatcher(use_inotify=self.use_inotify) as watcher:
+            self._on_idle = on_idle
             path, at_end = await self._first_file(watcher)
             self._on_start = on_start
             while True:
@@ -206,9 +219,12 @@ class StreamTailer:
                     skipped = True
                 os.lseek(fd, start, os.SEEK_SET)
             if self._on_start is not None:
-                previous = self._previous_line(fd, start, path) if at_end else None
                 on_start, self._on_start = self._on_start, None
-                await on_start(StartPoint(previous, skipped))
+                if at_end:
+                    known, previous = self._previous_line(fd, start, path)
+                    await on_start(StartPoint(previous, skipped, known))
+                else:
+                    await on_start(StartPoint(None, False))
             self.stats.file = str(path)
             self.stats.files_opened += 1
             log.info("following %s from byte %d", path, start)
@@ -222,17 +238,19 @@ class StreamTailer:
         finally:
             os.close(fd)
 
-    def _previous_line(self, fd: int, end: int, path: Path) -> bytes | None:
-        """The last complete line before byte ``end`` (or in the previous hourly file)."""
-        found = _last_line(fd, end)
-        if found is not None or end > 0:
-            return found
-        files = hourly_files(self.directory)
-        older = [p for p in files if _file_key(p) < _file_key(path)]
+    def _previous_line(self, fd: int, end: int, path: Path) -> tuple[bool, bytes | None]:
+        """``(known, line)``: the last complete line before byte ``end``, or in the
+        previous hourly file when this one is empty; ``(True, None)`` if there is none."""
+        if end > 0:
+            found = _last_line(fd, end)
+            return found is not None, found
+        older = [p for p in hourly_files(self.directory) if _file_key(p) < _file_key(path)]
         if not older:
-            return None
+            return True, None
         with older[-1].open("rb") as file:
-            return _last_line(file.fileno(), os.fstat(file.fileno()).st_size)
+            size = os.fstat(file.fileno()).st_size
+            found = _last_line(file.fileno(), size)
+        return found is not None or size == 0, found
 
     async def _read_until_rotated(
         self,
@@ -247,10 +265,12 @@ class StreamTailer:
         newer: Path | None = None
         next_dir_check = 0.0
         idle_since: float | None = None
+        told_idle = False
         while True:
             data = os.read(fd, self.chunk_size)
             if data:
                 idle_since = None
+                told_idle = False
                 stats.bytes_read += len(data)
                 offset = start + splitter.consumed
                 try:
@@ -267,10 +287,15 @@ class StreamTailer:
                     await trio.lowlevel.checkpoint()
                 continue
             now = trio.current_time()
-            if newer is None and now >= next_dir_check:
+            if newer is None and (now >= next_dir_check or not told_idle):
                 next_dir_check = now + self.dir_check_interval
                 newer = _next_file(self.directory, path)
             if newer is None:
+                if not told_idle and self._on_idle is not None and splitter.pending == 0:
+                    # Everything the node wrote is read (checked: no newer file).
+                    told_idle = True
+                    await self._on_idle(now)
+                    continue  # the node may have written meanwhile
                 await watcher.wait()
                 continue
             # The node has started a newer file; this one may still be finishing.
