@@ -1,7 +1,7 @@
 """Benchmark: memory per resting order after loading a snapshot.
 
 Measures the process's resident set size (``/proc/self/statm``) before and
-after ``decode_snapshot`` + ``Books.from_snapshot`` for
+after ``Books.load`` (what the server runs on a snapshot) for
 
 * a synthetic mainnet-sized snapshot (default 440k resting orders over 630
   coins, mainnet-like fields, a cloid on 80% of the orders), and
@@ -33,7 +33,7 @@ from synthdata import make_world, snapshot
 
 from hlbook import numbers
 from hlbook.book.books import Books
-from hlbook.node.formats import Order, decode_snapshot
+from hlbook.node.formats import Order
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 REAL = Path(__file__).resolve().parent.parent / "tests" / "data" / "snapshot.json.gz"
@@ -66,9 +66,9 @@ def breakdown(books: Books) -> list[tuple[str, float]]:
         for side in (book.bids, book.asks):
             for level in side.values():
                 levels += 1
-                # Level object, its queue dict, its total; the SortedDict's slot and key.
-                level_bytes += sys.getsizeof(level) + sys.getsizeof(level.orders) + 32 + 8 + 32
-                for order in level.orders.values():
+                # Level object, its oid list, its total; the SortedDict's slot and key.
+                level_bytes += sys.getsizeof(level) + sys.getsizeof(level.oids) + 32 + 8 + 32
+                for order in map(book.index.__getitem__, level.oids):
                     if order.cloid is not None:
                         cloids += 1
                         sample = sample or order
@@ -94,8 +94,7 @@ def measure(kind: str, path: str) -> None:
     settle()
     base = rss()
     started = time.perf_counter()
-    height, coins = decode_snapshot(data)
-    books = Books.from_snapshot(height, coins)
+    books = Books.load(data)
     load_s = time.perf_counter() - started
     after_load = rss()
     settle()

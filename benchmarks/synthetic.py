@@ -132,7 +132,7 @@ class DictBooks:
                     level = levels.get(px)
                     if level is None:
                         level = levels[px] = Level(px, order["limitPx"])
-                    level.append(order["oid"], order, parse(order["sz"]))
+                    level.append(order["oid"], parse(order["sz"]))
                     self.index[order["oid"]] = order
 
 
@@ -239,7 +239,7 @@ def dict_apply(books: DictBooks, statuses: list[Any], diffs: list[Any]) -> dict[
             level = levels.get(px)
             if level is None:
                 level = levels[px] = Level(px, order["limitPx"])
-            level.append(order["oid"], order, parse(order["sz"]))
+            level.append(order["oid"], parse(order["sz"]))
             books.index[order["oid"]] = order
         elif kind == 1:
             level = levels[px]
@@ -248,7 +248,7 @@ def dict_apply(books: DictBooks, statuses: list[Any], diffs: list[Any]) -> dict[
         else:
             level = levels[px]
             level.remove(order["oid"], parse(order["sz"]))
-            if not level.orders:
+            if not level.oids:
                 del levels[px]
             del books.index[order["oid"]]
         touched[coin] = book

@@ -28,7 +28,7 @@ class Block:
         """The block's statuses grouped by coin (computed on first use)."""
         grouped: dict[str, list[StatusEvent]] = {}
         for event in self.statuses:
-            coin = event.order.coin
+            coin = event.coin()
             bucket = grouped.get(coin)
             if bucket is None:
                 grouped[coin] = [event]

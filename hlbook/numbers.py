@@ -17,6 +17,7 @@ __all__ = [
     "SCALE_DIGITS",
     "NumberError",
     "canonical",
+    "exact",
     "fmt",
     "parse",
     "to_decimal",
@@ -102,6 +103,18 @@ def fmt(value: int) -> str:
         _fmt_cache.clear()
     _fmt_cache[value] = text
     return text
+
+
+def exact(text: str) -> tuple[str, int]:
+    """``(canonical text, scaled value)`` of a decimal string, bypassing the caches.
+
+    For values that rarely repeat across the whole process (a snapshot's
+    sizes), where caching would only cost memory.
+    """
+    if not isinstance(text, str):
+        raise NumberError(f"not a decimal number: {text!r}")
+    value = _parse_uncached(text)
+    return _fmt_uncached(value), value
 
 
 def canonical(text: str) -> str:

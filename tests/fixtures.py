@@ -264,8 +264,8 @@ def book_state(books: Books) -> BookState:
                     level.px,
                     level.px_str,
                     level.total,
-                    len(level.orders),
-                    tuple((oid, encode(order)) for oid, order in level.orders.items()),
+                    len(level.oids),
+                    tuple((oid, encode(book.index[oid])) for oid in level.oids),
                 )
                 for level in book.levels(side)
             ]

@@ -6,8 +6,8 @@ on a real HTTP port (hlbook's simulator info server) with the recorded
 snapshot — the node's state before the first replayed block.
 """
 
-import os
 from pathlib import Path
+from typing import BinaryIO
 
 import msgspec
 import orjson
@@ -43,6 +43,7 @@ class RecordedNode:
         self.height = mainnet.height
         self.snapshots_served = 0
         self.paths = {s: root / s.dirname(layout) / HOUR for s in Stream}
+        self._files: dict[Stream, BinaryIO] = {}
         for path in self.paths.values():
             path.parent.mkdir(parents=True, exist_ok=True)
             path.touch()
@@ -63,14 +64,20 @@ class RecordedNode:
         await serve_info(self._write_snapshot, "127.0.0.1", 0, task_status=task_status)
 
     def _append(self, stream: Stream, data: bytes, split: bool) -> None:
-        with self.paths[stream].open("ab") as file:
-            if split and len(data) > 2:
-                # Flush mid-line, as a node does when a write spans its buffer.
-                file.write(data[: len(data) // 2])
-                file.flush()
-                os.fsync(file.fileno())
-                data = data[len(data) // 2 :]
-            file.write(data)
+        file = self._files.get(stream)
+        if file is None:
+            file = self._files[stream] = self.paths[stream].open("ab", buffering=0)
+        if split and len(data) > 2:
+            # Flush mid-line, as a node does when a write spans its buffer.
+            file.write(data[: len(data) // 2])
+            data = data[len(data) // 2 :]
+        file.write(data)
+
+    def close(self) -> None:
+        """Close the files being written."""
+        for file in self._files.values():
+            file.close()
+        self._files.clear()
 
     async def replay(
         self, *, interval: float = 0.02, blocks: int | None = None, split: bool = True

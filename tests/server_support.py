@@ -78,7 +78,10 @@ async def replay_server(
         handle = await nursery.start(hlbook.serve, hlbook.Config(**settings))
         with trio.fail_after(30):
             await handle.wait_ready()
-        yield handle, node
+        try:
+            yield handle, node
+        finally:
+            node.close()
         nursery.cancel_scope.cancel()
 
 

@@ -25,6 +25,7 @@ from hlbook.errors import (
     DivergenceError,
     DuplicateOrderError,
     OrderMismatchError,
+    SnapshotError,
     UnknownOrderError,
 )
 from hlbook.model import CoinFilter
@@ -45,7 +46,7 @@ def queue(books: Books, coin: str = "BTC", side: str = BID) -> list[tuple[str, l
     """``[(px, [oids in queue order]), …]`` best first."""
     book = books.book(coin)
     assert book is not None
-    return [(level.px_str, list(level.orders)) for level in book.levels(side)]
+    return [(level.px_str, list(level.oids)) for level in book.levels(side)]
 
 
 def resting(books: Books, oid: int) -> Order:
@@ -401,11 +402,10 @@ def test_touched_reports_exactly_the_changed_coins_and_views_are_cached() -> Non
 
 def test_level_view_cache_is_invalidated_by_every_mutation() -> None:
     level = Level(parse("100.0"), "100.0")
-    order = Order(coin="BTC", side="B", limitPx="100.0", sz="1.0", oid=1, timestamp=0)
     views = [level.view()]
-    level.append(1, order, parse("1.0"))
+    level.append(1, parse("1.0"))
     views.append(level.view())
-    level.insert_before(1, 2, order, parse("2.0"))
+    level.insert_before(1, 2, parse("2.0"))
     views.append(level.view())
     level.resize(parse("0.5"))
     views.append(level.view())
@@ -419,7 +419,7 @@ def test_level_view_cache_is_invalidated_by_every_mutation() -> None:
         ("100.0", "2.0", 1),
     ]
     assert level.view() is views[-1]
-    assert list(level.orders) == [2]
+    assert list(level.oids) == [2]
     assert "total=2.0" in repr(level)
 
 
@@ -541,3 +541,41 @@ def test_snapshot_of_books_round_trips() -> None:
     assert book_state(again) == book_state(books)
     assert resting(again, 2).cloid == "0xabc"
     assert resting(again, 2).user == OTHER
+
+
+# -- replacing a coin (load and repair) ------------------------------------------
+
+
+def _entry(oid: int, px: str, sz: str, side: str = "B") -> tuple[str, Order]:
+    return USER, Order(coin="BTC", side=side, limitPx=px, sz=sz, oid=oid, timestamp=BASE_MS)
+
+
+def test_set_coin_replaces_a_coins_orders_in_the_index() -> None:
+    books = books_with(new(1, px="100.0"), new(2, px="99.0"), new(3, coin="ETH", px="10.0"))
+    books.set_coin("BTC", [_entry(5, "98.0", "2.0")], [_entry(6, "101.0", "1.0", "A")])
+    assert books.order(1) is None
+    assert books.order(2) is None
+    assert books.order(3) is not None  # other coins untouched
+    order = books.order(5)
+    assert order is not None
+    assert (order.limitPx, order.sz, order.user) == ("98.0", "2.0", USER)
+    assert len(books) == 3
+    book = books.book("BTC")
+    assert book is not None
+    assert book.depth(BID, 5) == [("98.0", "2.0", 1)]
+
+
+def test_set_coin_is_all_or_nothing() -> None:
+    books = books_with(new(1, px="100.0"), new(3, coin="ETH", px="10.0"))
+    before = book_state(books)
+    # An oid that rests on another coin, then a duplicate within the snapshot, then a bad size.
+    for bids in (
+        [_entry(7, "98.0", "1.0"), _entry(3, "97.0", "1.0")],
+        [_entry(7, "98.0", "1.0"), _entry(7, "97.0", "1.0")],
+        [_entry(7, "98.0", "1.0"), _entry(8, "97.0", "1e3")],
+    ):
+        with pytest.raises((DuplicateOrderError, SnapshotError)):
+            books.set_coin("BTC", bids, [])
+        assert book_state(books) == before
+        assert books.order(7) is None
+        assert books.order(1) is not None

@@ -233,9 +233,13 @@ def assert_agree(books: Books, model: Naive, oids: range) -> None:
             assert ours == model.orders(coin, side), (coin, side)
             levels = [(Decimal(px), Decimal(sz), n) for px, sz, n in l2_levels(book, side, 100)]
             assert levels == model.levels(coin, side)
+            # Small depths are cached until a change lands within them: check the cache.
+            for n in (1, 2, 3):
+                top = [(Decimal(px), Decimal(sz), c) for px, sz, c in l2_levels(book, side, n)]
+                assert top == model.levels(coin, side)[:n], (coin, side, n)
             for level in book.levels(side):
                 assert Decimal(level.px_str) * 10**12 == level.px
-                assert level.orders, "empty levels must not linger"
+                assert level.oids, "empty levels must not linger"
             best = bbo(book)[0 if side == "B" else 1]
             expected = model.levels(coin, side)[:1]
             got = [] if best is None else [(Decimal(best[0]), Decimal(best[1]), best[2])]

@@ -151,13 +151,13 @@ def test_status_line_by_block() -> None:
     assert first.status == "open"
     assert first.user == USER
     assert first.hash is None
-    assert first.order.oid == 1
-    assert first.order.side == "A"
-    assert first.order.limitPx == "81311.0"
-    assert first.order.sz == "0.61488"
-    assert first.order.cloid == "0xabc"
-    assert first.order.tif == "Alo"
-    assert first.order.user is UNSET  # not part of the node's order object
+    assert first.parsed_order().oid == 1
+    assert first.parsed_order().side == "A"
+    assert first.parsed_order().limitPx == "81311.0"
+    assert first.parsed_order().sz == "0.61488"
+    assert first.parsed_order().cloid == "0xabc"
+    assert first.parsed_order().tif == "Alo"
+    assert first.parsed_order().user is UNSET  # not part of the node's order object
     assert second.status == "badAloPxRejected"
 
 
@@ -165,7 +165,7 @@ def test_status_line_streaming_single_event() -> None:
     # Streaming lines carry the same wrapper with (often) one event.
     decoded = status_line(status(7, "canceled"), height=H + 5)
     assert decoded.block_number == H + 5
-    assert [e.order.oid for e in decoded.events] == [7]
+    assert [e.parsed_order().oid for e in decoded.events] == [7]
 
 
 def test_status_unknown_fields_and_statuses_are_kept_or_ignored() -> None:
@@ -176,12 +176,16 @@ def test_status_unknown_fields_and_statuses_are_kept_or_ignored() -> None:
     decoded = decode_line(Stream.STATUSES, orjson.dumps(raw))
     assert isinstance(decoded, StatusLine)
     assert decoded.events[0].status == "someFutureStatus"
-    assert decoded.events[0].order.oid == 9
+    assert decoded.events[0].parsed_order().oid == 9
 
 
-def test_status_open_side_bid_ask_normalized() -> None:
+def test_status_open_side_bid_ask_accepted_and_kept_verbatim() -> None:
+    # Older nodes write Bid/Ask: accepted; the order object is kept as written (l4Book
+    # forwards it verbatim) and the book normalises the side where it uses it.
     decoded = status_line(status(1, "open", side="Bid"), status(2, "triggered", side="Ask"))
-    assert [e.order.side for e in decoded.events] == ["B", "A"]
+    sides = [e.parsed_order().side for e in decoded.events]
+    assert sides == ["Bid", "Ask"]
+    assert [normalize_side(side) for side in sides] == ["B", "A"]
 
 
 def test_status_missing_optional_fields_get_defaults() -> None:
@@ -198,17 +202,17 @@ def test_status_missing_optional_fields_get_defaults() -> None:
     got = decoded.events[0]
     assert got.hash is None
     assert got.builder is None
-    assert got.order.tif is None
-    assert got.order.cloid is None
-    assert got.order.triggerCondition == "N/A"
-    assert got.order.isTrigger is False
-    assert got.order.children == ()
+    assert got.parsed_order().tif is None
+    assert got.parsed_order().cloid is None
+    assert got.parsed_order().triggerCondition == "N/A"
+    assert got.parsed_order().isTrigger is False
+    assert got.parsed_order().children == ()
 
 
 def test_rejected_statuses_are_not_interpreted() -> None:
     # 95% of mainnet statuses are rejections; their numbers are never needed.
     decoded = status_line(status(1, "badAloPxRejected", px="not a number", side="?"))
-    assert decoded.events[0].order.limitPx == "not a number"
+    assert decoded.events[0].parsed_order().limitPx == "not a number"
 
 
 # -- diffs ---------------------------------------------------------------------

@@ -61,10 +61,10 @@ def make_book(bids: list[tuple[Decimal, Decimal]], asks: list[tuple[Decimal, Dec
             level = levels.get(key)
             if level is None:
                 level = levels[key] = Level(key, px_str)
-            order = Order(
+            book.index[oid] = Order(
                 coin="TEST", side=side, limitPx=px_str, sz=format(sz, "f"), oid=oid, timestamp=0
             )
-            level.append(oid, order, parse(format(sz, "f")))
+            level.append(oid, parse(format(sz, "f")))
     return book
 
 

@@ -19,18 +19,28 @@ from typing import Any, Final, TypeAlias
 
 import attrs
 from msgspec import UNSET
-from msgspec.structs import replace
 
 from hlbook.book.l4 import ASK, BID, CoinBook, Level
 from hlbook.errors import (
     BlockOrderError,
     DuplicateOrderError,
     OrderMismatchError,
+    SnapshotError,
     UnknownOrderError,
 )
 from hlbook.model import Block, CoinFilter
-from hlbook.node.formats import DiffEvent, NewDiff, Order, SnapshotSide, StatusEvent, time_ms
-from hlbook.numbers import canonical, fmt, parse
+from hlbook.node.formats import (
+    DiffEvent,
+    NewDiff,
+    Order,
+    SnapshotSide,
+    StatusEvent,
+    decode_snapshot_coin_lazily,
+    iter_snapshot,
+    normalize_side,
+    time_ms,
+)
+from hlbook.numbers import NumberError, canonical, exact, fmt, parse
 
 __all__ = ["Applied", "Books"]
 
@@ -38,8 +48,12 @@ _NEW: Final = 0
 _UPDATE: Final = 1
 _REMOVE: Final = 2
 
-_Op: TypeAlias = tuple[int, Order, int, Any]
-"""(kind, order, scaled px, argument): a planned mutation."""
+_Op: TypeAlias = tuple[int, Order, int, Any, int]
+"""(kind, order, scaled px, argument, size): a planned mutation.
+
+``new``: insertBefore and the size; ``update``: the new size and the change;
+``remove``: None and the size removed. Sizes are carried so that the commit
+never parses again."""
 
 _INTERN_LIMIT = 1 << 20
 _interned: dict[str, str] = {}
@@ -56,18 +70,43 @@ def _intern(text: str) -> str:
     return text
 
 
-def _compact(order: Order, user: str) -> None:
-    """Replace an order's strings by shared, canonical ones (in place)."""
-    order.user = _intern(user)
-    order.coin = _intern(order.coin)
-    order.limitPx = canonical(order.limitPx)
-    order.sz = canonical(order.sz)
-    order.origSz = canonical(order.origSz)
-    order.triggerCondition = _intern(order.triggerCondition)
-    order.triggerPx = _intern(order.triggerPx)
-    order.orderType = _intern(order.orderType)
-    if order.tif is not None:
-        order.tif = _intern(order.tif)
+class _Sharing:
+    """Shares equal values between the orders of one load (then is dropped).
+
+    Sizes and timestamps repeat a lot within a snapshot (mainnet BTC: 8k
+    distinct sizes and 23k timestamps for 51k orders) but not enough to keep
+    process-wide caches of them; one table per load shares them for free.
+    """
+
+    __slots__ = ("numbers", "timestamps")
+
+    def __init__(self) -> None:
+        self.numbers: dict[str, tuple[str, int]] = {}
+        self.timestamps: dict[int, int] = {}
+
+    def number(self, text: str) -> tuple[str, int]:
+        found = self.numbers.get(text)
+        if found is None:
+            found = self.numbers[text] = exact(text)
+        return found
+
+    def compact(self, order: Order, user: str, coin: str) -> tuple[int, int]:
+        """Replace an order's values by shared, canonical ones (in place).
+
+        Returns its price and size (scaled).
+        """
+        order.user = _intern(user)
+        order.coin = coin
+        order.limitPx, px = self.number(order.limitPx)
+        order.sz, size = self.number(order.sz)
+        order.origSz = self.number(order.origSz)[0]
+        order.timestamp = self.timestamps.setdefault(order.timestamp, order.timestamp)
+        order.triggerCondition = _intern(order.triggerCondition)
+        order.triggerPx = _intern(order.triggerPx)
+        order.orderType = _intern(order.orderType)
+        if order.tif is not None:
+            order.tif = _intern(order.tif)
+        return px, size
 
 
 @attrs.define(eq=False)
@@ -150,40 +189,89 @@ class Books:
         number of coins loaded so far and the latest coin.
         """
         books = cls(height, coin_filter=coin_filter)
+        sharing = _Sharing()
         for count, (coin, bids, asks) in enumerate(coins, 1):
             if books.accepts(coin):
-                books.set_coin(coin, bids, asks)
+                books.set_coin(coin, bids, asks, sharing=sharing)
             if progress is not None:
                 progress(count, coin)
         return books
 
-    def set_coin(self, coin: str, bids: SnapshotSide, asks: SnapshotSide) -> CoinBook:
-        """Replace ``coin``'s book by the given snapshot sides (used to load and to repair)."""
-        old = self._coins.get(coin)
-        if old is not None:
-            for side in (BID, ASK):
-                for order in old.orders(side):
-                    self._orders.pop(order.oid, None)
+    @classmethod
+    def load(
+        cls,
+        data: bytes,
+        *,
+        height: int | None = None,
+        coin_filter: CoinFilter | None = None,
+        progress: Callable[[int, str], None] | None = None,
+    ) -> "Books":
+        """Build books from ``fileSnapshot`` output bytes (see :func:`iter_snapshot`).
+
+        Coins the filter drops are never decoded, and orders are decoded one at
+        a time as they are stored, which keeps memory compact.
+        """
+        found, raw_coins = iter_snapshot(data, height)
+        books = cls(found, coin_filter=coin_filter)
+        sharing = _Sharing()
+        for count, (coin, raw) in enumerate(raw_coins, 1):
+            if books.accepts(coin):
+                bids, asks = decode_snapshot_coin_lazily(coin, raw)
+                books.set_coin(coin, bids, asks, sharing=sharing)
+            if progress is not None:
+                progress(count, coin)
+        return books
+
+    def set_coin(
+        self,
+        coin: str,
+        bids: Iterable[tuple[str, Order]],
+        asks: Iterable[tuple[str, Order]],
+        *,
+        sharing: _Sharing | None = None,
+    ) -> CoinBook:
+        """Replace ``coin``'s book by the given snapshot sides (used to load and to repair).
+
+        All or nothing: on an error (a duplicate oid, a bad number) the books
+        are unchanged. The orders become the books' own (they are modified).
+        """
+        sharing = sharing or _Sharing()
         coin = _intern(coin)
-        book = CoinBook(coin)
         index = self._orders
+        old = self._coins.get(coin)
+        old_oids = (
+            set()
+            if old is None
+            else {
+                oid
+                for levels in (old.bids, old.asks)
+                for level in levels.values()
+                for oid in level.oids
+            }
+        )
+        book = CoinBook(coin, index)
+        added: dict[int, Order] = {}
         for entries, levels in ((bids, book.bids), (asks, book.asks)):
             level: Level | None = None
             for user, order in entries:
-                _compact(order, user)
-                order.coin = coin
-                px = parse(order.limitPx)
+                try:
+                    px, size = sharing.compact(order, user, coin)
+                except NumberError as exc:
+                    raise SnapshotError(f"coin {coin}: order {order.oid}: {exc}") from None
                 if level is None or level.px != px:
                     level = levels.get(px)
                     if level is None:
                         level = levels[px] = Level(px, order.limitPx)
                 oid = order.oid
-                if oid in index:
+                if oid in added or (oid in index and oid not in old_oids):
                     raise DuplicateOrderError(
                         "oid rests twice in the snapshot", height=self.height, coin=coin, oid=oid
                     )
-                level.append(oid, order, parse(order.sz))
-                index[oid] = order
+                level.append(oid, size)
+                added[oid] = order
+        for oid in old_oids:
+            del index[oid]
+        index.update(added)
         self._coins[coin] = book
         return book
 
@@ -206,14 +294,14 @@ class Books:
     def _plan(self, block: Block) -> list[_Op]:
         height = block.height
         index = self._orders
-        accepts = self.accepts
-        details: dict[int, StatusEvent] | None = None
+        accepts = None if self.coin_filter.everything else self.accepts
+        details: dict[int, _Detail] | None = None
         ops: list[_Op] = []
         # The block's own effect so far: oid -> (order, size) or None once removed.
         overlay: dict[int, tuple[Order, int] | None] = {}
         for event in block.diffs:
             coin = event.coin
-            if not accepts(coin):
+            if accepts is not None and not accepts(coin):
                 continue
             oid = event.oid
             if oid in overlay:
@@ -229,7 +317,7 @@ class Books:
                         "remove of an order that is not resting", height=height, coin=coin, oid=oid
                     )
                 _check_same(current[0], event, px, height)
-                ops.append((_REMOVE, current[0], px, None))
+                ops.append((_REMOVE, current[0], px, None, current[1]))
                 overlay[oid] = None
                 continue
             new = raw.new  # type: ignore[union-attr]
@@ -243,9 +331,9 @@ class Books:
                     )
                 if details is None:
                     details = _book_statuses(block.statuses)
-                order = _resting_order(event, new, details.get(oid), px, block)
-                ops.append((_NEW, order, px, new.insertBefore))
-                overlay[oid] = (order, parse(order.sz))
+                order, size = _resting_order(event, new, details.get(oid), px, block)
+                ops.append((_NEW, order, px, new.insertBefore, size))
+                overlay[oid] = (order, size)
                 continue
             update = raw.update  # type: ignore[union-attr]
             assert update is not UNSET  # decode_line checked: exactly one kind
@@ -263,7 +351,7 @@ class Books:
                     oid=oid,
                 )
             new_size = parse(update.newSz)
-            ops.append((_UPDATE, order, px, new_size))
+            ops.append((_UPDATE, order, px, new_size, new_size - size))
             overlay[oid] = (order, new_size)
         return ops
 
@@ -271,31 +359,32 @@ class Books:
         coins = self._coins
         index = self._orders
         touched: dict[str, CoinBook] = {}
-        for kind, order, px, arg in ops:
+        for kind, order, px, arg, size in ops:
             coin = order.coin
             book = coins.get(coin)
             if book is None:
-                book = coins[coin] = CoinBook(coin)
-            levels = book.bids if order.side == BID else book.asks
+                book = coins[coin] = CoinBook(coin, index)
+            side = order.side
+            levels = book.bids if side == BID else book.asks
             if kind == _NEW:
                 level = levels.get(px)
                 if level is None:
                     level = levels[px] = Level(px, order.limitPx)
                 if arg is UNSET or arg is None:
-                    level.append(order.oid, order, parse(order.sz))
+                    level.append(order.oid, size)
                 else:
-                    level.insert_before(arg, order.oid, order, parse(order.sz))
+                    level.insert_before(arg, order.oid, size)
                 index[order.oid] = order
             elif kind == _UPDATE:
-                level = levels[px]
-                level.resize(arg - parse(order.sz))
+                levels[px].resize(size)
                 order.sz = fmt(arg)
             else:
                 level = levels[px]
-                level.remove(order.oid, parse(order.sz))
-                if not level.orders:
+                level.remove(order.oid, size)
+                if not level.oids:
                     del levels[px]
                 del index[order.oid]
+            book.changed(side, px)
             touched[coin] = book
         return touched
 
@@ -304,7 +393,7 @@ def _check_same(order: Order, event: DiffEvent, px: int, height: int) -> None:
     """The diff must name the resting order where it rests."""
     if order.coin != event.coin:
         reason = f"diff for coin {event.coin} but the order rests on {order.coin}"
-    elif parse(order.limitPx) != px:
+    elif order.limitPx != event.px and parse(order.limitPx) != px:
         reason = f"diff at px {event.px} but the order rests at {order.limitPx}"
     elif event.side is not UNSET and event.side != order.side:
         reason = f"diff on side {event.side} but the order rests on side {order.side}"
@@ -313,36 +402,40 @@ def _check_same(order: Order, event: DiffEvent, px: int, height: int) -> None:
     raise OrderMismatchError(reason, height=height, coin=event.coin, oid=event.oid)
 
 
-def _book_statuses(statuses: list[StatusEvent]) -> dict[int, StatusEvent]:
-    """oid -> the status that put it on the book (``triggered`` wins over ``open``)."""
-    found: dict[int, StatusEvent] = {}
+_Detail: TypeAlias = tuple[StatusEvent, Order]
+
+
+def _book_statuses(statuses: list[StatusEvent]) -> dict[int, _Detail]:
+    """oid -> the status that put it on the book, with its order (``triggered`` wins)."""
+    found: dict[int, _Detail] = {}
     for event in statuses:
         status = event.status
-        if status == "open":
-            found.setdefault(event.order.oid, event)
-        elif status == "triggered":
-            found[event.order.oid] = event
+        if status == "open" or status == "triggered":
+            order = event.parsed_order()
+            if status == "triggered" or order.oid not in found:
+                found[order.oid] = (event, order)
     return found
 
 
 def _resting_order(
-    event: DiffEvent, new: NewDiff, status: StatusEvent | None, px: int, block: Block
-) -> Order:
-    """The order a ``new`` diff puts on the book, with details from its status."""
-    side = event.side
-    if side is UNSET:
-        if status is None:
+    event: DiffEvent, new: NewDiff, detail: _Detail | None, px: int, block: Block
+) -> tuple[Order, int]:
+    """The order a ``new`` diff puts on the book (details from its status), and its size."""
+    side = event.side if event.side is not UNSET else None
+    if side is None:
+        side = normalize_side(detail[1].side) if detail is not None else None
+        if side is None:
             raise OrderMismatchError(
                 "new diff has no side and no status to take it from",
                 height=block.height,
                 coin=event.coin,
                 oid=event.oid,
             )
-        side = status.order.side
     px_str = fmt(px)
-    sz = canonical(new.sz)
+    size = parse(new.sz)
+    sz = fmt(size)
     coin = _intern(event.coin)
-    if status is None:
+    if detail is None:
         # Orders without a status (some protocol addresses) rest from the diff alone.
         return Order(
             user=_intern(event.user),
@@ -353,26 +446,26 @@ def _resting_order(
             oid=event.oid,
             timestamp=block.time,
             origSz=sz,
-        )
-    source = status.order
-    order = replace(
-        source,
-        coin=coin,
-        side=side,
-        limitPx=px_str,
-        sz=sz,
-        oid=event.oid,
-        origSz=canonical(source.origSz),
-        triggerPx=_intern(source.triggerPx),
-        orderType=_intern(source.orderType),
-        tif=None if source.tif is None else _intern(source.tif),
-        triggerCondition=_intern(source.triggerCondition),
-        user=_intern(status.user),
-    )
+        ), size
+    status = detail[0]
+    # A fresh decode: a block can put the same oid on the book twice (new, remove, new).
+    order = status.parsed_order()
+    order.user = _intern(status.user)
+    order.coin = coin
+    order.side = side
+    order.limitPx = px_str
+    order.sz = sz
+    order.oid = event.oid
+    order.origSz = canonical(order.origSz)
+    order.triggerPx = _intern(order.triggerPx)
+    order.orderType = _intern(order.orderType)
+    order.triggerCondition = _intern(order.triggerCondition)
+    if order.tif is not None:
+        order.tif = _intern(order.tif)
     if status.status == "triggered":
         # A triggered order rests at the diff's px as a plain GTC limit order.
         order.isTrigger = False
         order.triggerCondition = "Triggered"
         order.tif = "Gtc"
         order.timestamp = time_ms(status.time)
-    return order
+    return order, size

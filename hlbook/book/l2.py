@@ -54,13 +54,13 @@ def aggregate(
         rounded = bucket_price(level.px, side, n_sig_figs, mantissa)
         if rounded == bucket:
             size += level.total
-            count += len(level.orders)
+            count += len(level.oids)
             continue
         if bucket is not None:
             out.append((fmt(bucket), fmt(size), count))
             if len(out) == n_levels:
                 return out
-        bucket, size, count = rounded, level.total, len(level.orders)
+        bucket, size, count = rounded, level.total, len(level.oids)
     if bucket is not None:
         out.append((fmt(bucket), fmt(size), count))
     return out

@@ -47,7 +47,9 @@ __all__ = [
     "encode",
     "encode_snapshot",
     "iter_snapshot",
+    "line_height",
     "normalize_side",
+    "status_event",
     "time_ms",
 ]
 
@@ -104,14 +106,58 @@ class Order(msgspec.Struct, kw_only=True, gc=False):
 
 
 class StatusEvent(msgspec.Struct, kw_only=True, gc=False):
-    """One order-status event (``open``, ``filled``, ``badAloPxRejected``, …)."""
+    """One order-status event (``open``, ``filled``, ``badAloPxRejected``, …).
+
+    ``order`` is kept as the node wrote it (:class:`msgspec.Raw`): most
+    statuses are rejections whose order nobody reads, and ``l4Book`` forwards
+    the bytes verbatim. :meth:`parsed_order` decodes it when needed (the
+    ``open``/``triggered`` statuses of new resting orders). Build events with
+    :func:`status_event`.
+    """
 
     time: str
     user: str
     hash: str | None = None
     builder: Any = None
     status: str
-    order: Order
+    order: msgspec.Raw
+
+    def parsed_order(self) -> Order:
+        """The order, decoded (a new object on each call)."""
+        order: Order = _ORDER_DECODER.decode(self.order)
+        return order
+
+    def coin(self) -> str:
+        """The order's coin, decoding nothing else."""
+        return _ORDER_COIN_DECODER.decode(self.order).coin
+
+
+class _OrderCoin(msgspec.Struct, gc=False):
+    coin: str
+
+
+_ORDER_DECODER = msgspec.json.Decoder(Order)
+_ORDER_COIN_DECODER = msgspec.json.Decoder(_OrderCoin)
+
+
+def status_event(
+    *,
+    time: str,
+    user: str,
+    status: str,
+    order: Order,
+    hash: str | None = None,
+    builder: Any = None,
+) -> StatusEvent:
+    """A :class:`StatusEvent` for ``order`` (encoded as the node writes it)."""
+    return StatusEvent(
+        time=time,
+        user=user,
+        hash=hash,
+        builder=builder,
+        status=status,
+        order=msgspec.Raw(_ENCODER.encode(order)),
+    )
 
 
 class NewDiff(msgspec.Struct, kw_only=True, gc=False):
@@ -267,11 +313,13 @@ def time_ms(text: str) -> int:
 def _check_statuses(line: StatusLine) -> None:
     for event in line.events:
         if event.status in _BOOK_STATUSES:
-            order = event.order
-            side = normalize_side(order.side)
-            if side is None:
+            # The statuses that put orders on the book are read later: check them now.
+            try:
+                order = event.parsed_order()
+            except msgspec.DecodeError as exc:
+                raise ValueError(f"{event.status} status: {exc}") from None
+            if normalize_side(order.side) is None:
                 raise ValueError(f"order {order.oid} has no side")
-            order.side = side
             parse(order.limitPx)
             parse(order.sz)
             time_ms(event.time)
@@ -322,7 +370,9 @@ def decode_line(stream: Stream, data: bytes | str, *, where: str | None = None) 
     try:
         line = _DECODERS[stream].decode(data)
     except msgspec.DecodeError as exc:
-        raise NodeFormatError(stream.value, str(exc), block=_height_of(data), where=where) from None
+        raise NodeFormatError(
+            stream.value, str(exc), block=line_height(data), where=where
+        ) from None
     try:
         _CHECKS[stream](line)
         time_ms(line.block_time)
@@ -333,7 +383,8 @@ def decode_line(stream: Stream, data: bytes | str, *, where: str | None = None) 
     return line  # type: ignore[no-any-return]
 
 
-def _height_of(data: bytes | str) -> int | None:
+def line_height(data: bytes | str) -> int | None:
+    """The ``block_number`` of a node line, even a truncated one; ``None`` if not found."""
     try:
         return _HEIGHT_DECODER.decode(data).block_number
     except msgspec.DecodeError:
@@ -397,6 +448,39 @@ def decode_snapshot_coin(coin: str, raw: msgspec.Raw) -> tuple[SnapshotSide, Sna
     except (msgspec.DecodeError, ValueError, NumberError) as exc:
         raise SnapshotError(f"coin {coin}: {exc}") from None
     return bids, asks
+
+
+_COIN_RAW_DECODER = msgspec.json.Decoder(tuple[list[msgspec.Raw], list[msgspec.Raw]])
+_ENTRY_DECODER = msgspec.json.Decoder(tuple[str, Order])
+
+LazySide: TypeAlias = Iterator[tuple[str, Order]]
+"""One side of a coin, decoding each order only when it is reached."""
+
+
+def _lazy_side(coin: str, side: str, entries: list[msgspec.Raw]) -> LazySide:
+    for raw in entries:
+        try:
+            user, order = _ENTRY_DECODER.decode(raw)
+            if normalize_side(order.side) != side:
+                raise ValueError(f"order {order.oid} with side {order.side!r} among {side}")
+            order.side = side
+        except (msgspec.DecodeError, ValueError) as exc:
+            raise SnapshotError(f"coin {coin}: {exc}") from None
+        yield user, order
+
+
+def decode_snapshot_coin_lazily(coin: str, raw: msgspec.Raw) -> tuple[LazySide, LazySide]:
+    """Like :func:`decode_snapshot_coin`, decoding one order at a time as it is consumed.
+
+    Loading a book this way lets the strings it discards (replaced by shared
+    ones) be reused for the next order instead of fragmenting memory. Prices
+    and sizes are not checked here: the consumer parses them anyway.
+    """
+    try:
+        bids, asks = _COIN_RAW_DECODER.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise SnapshotError(f"coin {coin}: {exc}") from None
+    return _lazy_side(coin, "B", bids), _lazy_side(coin, "A", asks)
 
 
 def decode_snapshot(

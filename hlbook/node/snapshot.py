@@ -141,7 +141,6 @@ def load_books(
 ) -> Books:
     """Build books from snapshot bytes, logging progress (blocking; use a thread)."""
     started = time.monotonic()
-    found, coins = decode_snapshot(data, height)
     state = {"next": started + 2.0}
 
     def progress(count: int, coin: str) -> None:
@@ -150,10 +149,10 @@ def load_books(
             state["next"] = now + 2.0
             log.info("snapshot: loaded %d coins (latest %s)", count, coin)
 
-    books = Books.from_snapshot(found, coins, coin_filter=coin_filter, progress=progress)
+    books = Books.load(data, height=height, coin_filter=coin_filter, progress=progress)
     log.info(
         "snapshot: height %d, %d coins, %d resting orders, built in %.1f s",
-        found,
+        books.height,
         len(books.coins()),
         len(books),
         time.monotonic() - started,

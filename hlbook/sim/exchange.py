@@ -27,6 +27,7 @@ from hlbook.node.formats import (
     RawDiff,
     StatusEvent,
     UpdateDiff,
+    status_event,
 )
 from hlbook.numbers import SCALE, fmt, parse
 from hlbook.sim.book import BID, Resting, SimBook
@@ -131,7 +132,7 @@ class Exchange:
     def status(self, user: str, order: Order, status: str, tx_hash: str | None = None) -> None:
         """Write one status line event (a rejection needs nothing else)."""
         self.block.statuses.append(
-            StatusEvent(time=self.block.time, user=user, hash=tx_hash, status=status, order=order)
+            status_event(time=self.block.time, user=user, hash=tx_hash, status=status, order=order)
         )
 
     def submit(self, user: str, order: Order, px: int, sz: int) -> Resting | None:
