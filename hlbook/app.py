@@ -106,6 +106,9 @@ class ServerHandle:
             "fanout": _asdict(pipeline.hub.stats),
             "pipeline": _asdict(pipeline.stats),
             "joiner": pipeline.joiner_stats(),
+            "streams": {
+                stream.value: _asdict(tailer.stats) for stream, tailer in pipeline.tailers.items()
+            },
         }
 
     def client_stats(self) -> list[dict[str, Any]]:

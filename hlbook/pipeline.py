@@ -29,14 +29,14 @@ import attrs
 import trio
 
 from hlbook.book.books import Books
-from hlbook.book.compare import Comparison, compare
 from hlbook.book.join import BlockJoiner, Gap
+from hlbook.book.validate import MovedSnapshot, compare_moved
 from hlbook.config import Config
 from hlbook.errors import DivergenceError, NodeFormatError, SnapshotError
 from hlbook.feed import BookUpdate, Feed
 from hlbook.model import Block
 from hlbook.node.files import StartPoint, StreamTailer, detect_layout, stream_dir
-from hlbook.node.formats import AnyLine, Layout, SnapshotSide, Stream, decode_line, line_height
+from hlbook.node.formats import AnyLine, Layout, Stream, decode_line, line_height
 from hlbook.node.snapshot import (
     InfoServerError,
     decode_snapshot_file,
@@ -89,12 +89,34 @@ class _CaughtUp:
 
 
 @attrs.frozen
-class _Reference:
-    height: int
-    coins: list[tuple[str, SnapshotSide, SnapshotSide]]
+class _Check:
+    moved: MovedSnapshot
 
 
-_Item = _Lines | _BadLine | _Fault | _Start | _CaughtUp | _Loaded | _Reference
+class _BlockLog:
+    """Blocks applied since a validation began (bounded)."""
+
+    __slots__ = ("blocks", "overflowed", "start")
+
+    LIMIT = 5000
+
+    def __init__(self, start: int) -> None:
+        self.start = start
+        self.blocks: list[Block] = []
+        self.overflowed = False
+
+    def add(self, block: Block) -> None:
+        if len(self.blocks) >= self.LIMIT:
+            self.overflowed = True
+            self.blocks.clear()
+        elif not self.overflowed:
+            self.blocks.append(block)
+
+    def after(self, height: int) -> list[Block]:
+        return [block for block in self.blocks if block.height > height]
+
+
+_Item = _Lines | _BadLine | _Fault | _Start | _CaughtUp | _Loaded | _Check
 
 
 @attrs.define
@@ -140,9 +162,8 @@ class Pipeline:
         self._generation = 0  # bumped whenever a (new) bootstrap is wanted
         self._too_old = 0  # snapshots in a row that were older than the held blocks
         self._validate_now = trio.Event()
-        self._reference: _Reference | None = None
+        self._log: _BlockLog | None = None
         self._stale = False
-        self._send: trio.MemorySendChannel[_Item] | None = None
         self._height_waiters: list[tuple[int, trio.Event]] = []
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -158,8 +179,7 @@ class Pipeline:
             log.warning("no fills directory under %s: trades will be empty", self.config.node_data)
         self._joiner = BlockJoiner(layout, streams, quiet_after=self.config.stream_quiet_after)
         send, receive = trio.open_memory_channel[_Item](4)
-        self._send = send
-        async with trio.open_nursery() as nursery:
+        async with send, trio.open_nursery() as nursery:
             for stream in streams:
                 self._gates[stream] = trio.Event()
                 self._gates[stream].set()
@@ -280,12 +300,11 @@ class Pipeline:
                     joiner.start_after(item.stream, item.floor)
                 elif isinstance(item, _Loaded):
                     outputs.extend(self._install(item))
-                elif isinstance(item, _Reference):
-                    self._reference = item
                 outputs.extend(joiner.poll(now))
                 self.stats.book_seconds += time.perf_counter() - started
                 await self._handle(outputs)
-                await self._check_reference()
+                if isinstance(item, _Check):
+                    await self._finish_check(item)
                 self._check_stale(now)
                 self._update_gates()
 
@@ -321,6 +340,8 @@ class Pipeline:
                 self._fail(str(exc), _blocks(outputs[index:]))
                 return
             self.stats.blocks_applied += 1
+            if self._log is not None:
+                self._log.add(item)
             self.last_block_at = trio.current_time()
             self.last_block_wall = time.time()
             if self._stale:
@@ -376,6 +397,7 @@ class Pipeline:
             books.time = joiner.snapshot_time or int(time.time() * 1000)
         first = released[0].height if released and isinstance(released[0], Block) else None
         self.books = books
+        self._log = None  # a validation under way compares with books that are gone
         self._too_old = 0
         self.stats.bootstraps += 1
         log.info(
@@ -480,45 +502,94 @@ class Pipeline:
                 with trio.move_on_after(every):
                     await self._validate_now.wait()
                 self._validate_now = trio.Event()
-                if self.status not in ("live", "stale"):
+                if self.status not in ("live", "stale") or self.books is None:
                     continue
-                try:
-                    data = await self._fetch(path)
-                    height, coins = await trio.to_thread.run_sync(
-                        decode_snapshot_file, data, abandon_on_cancel=True
-                    )
-                except SnapshotError as exc:
-                    log.warning("validation skipped: %s", exc)
+                # Keep every block applied from now: the snapshot will be older than our books.
+                self._log = _BlockLog(self.books.height)
+                check = await self._prepare_check(path)
+                if check is None:
+                    self._log = None
                     continue
-                await send.send(_Reference(height, coins))
+                await send.send(check)
 
-    async def _check_reference(self) -> None:
-        reference, books = self._reference, self.books
-        if reference is None or books is None or self.status not in ("live", "stale"):
-            return
-        if books.height < reference.height:
-            return  # compare once the books reach the snapshot's height
-        self._reference = None
-        if books.height > reference.height:
-            log.warning(
-                "validation skipped: node snapshot at %d is behind hlbook's %d",
-                reference.height,
-                books.height,
+    async def _prepare_check(self, path: Path) -> "_Check | None":
+        """Fetch a snapshot and move it forward to (almost) our height, off the book task."""
+        try:
+            data = await self._fetch(path)
+            height, coins = await trio.to_thread.run_sync(
+                decode_snapshot_file, data, abandon_on_cancel=True
             )
+        except SnapshotError as exc:
+            log.warning("validation skipped: %s", exc)
+            return None
+        with trio.move_on_after(max(self.config.stale_after, 5.0)):
+            await self.wait_for_height(height)  # the node may be a little ahead of its files
+        block_log, books = self._log, self.books
+        if books is None or books.height < height:
+            log.warning("validation skipped: hlbook did not reach the snapshot's height %d", height)
+            return None
+        if block_log is None or block_log.start > height or block_log.overflowed:
+            log.warning(
+                "validation skipped: the snapshot at %d is older than the blocks kept", height
+            )
+            return None
+        moved = MovedSnapshot(height, {coin: (bids, asks) for coin, bids, asks in coins})
+        try:
+            await trio.to_thread.run_sync(moved.advance, block_log.after(height))
+        except DivergenceError as exc:
+            self._snapshot_disagrees(height, exc)
+            return None
+        return _Check(moved)
+
+    def _snapshot_disagrees(self, height: int, exc: DivergenceError) -> None:
+        self.stats.validations += 1
+        self.stats.validation_mismatches += 1
+        log.error(
+            "validation: the node's snapshot at %d does not fit the blocks it wrote after it "
+            "(%s); hlbook's books applied those blocks cleanly and are kept",
+            height,
+            exc,
+        )
+
+    async def _finish_check(self, check: "_Check") -> None:
+        """Compare at the same height, in the book task (books must not move meanwhile)."""
+        books, block_log = self.books, self._log
+        self._log = None
+        moved = check.moved
+        if books is None or block_log is None or self.status not in ("live", "stale"):
             return
-        result: Comparison = await trio.to_thread.run_sync(compare, books, reference.coins)
+        try:
+            moved.advance(block_log.after(moved.height))  # what was applied in the meantime
+        except DivergenceError as exc:
+            self._snapshot_disagrees(moved.snapshot_height, exc)
+            return
+        if moved.height != books.height:
+            log.warning("validation skipped: blocks were missed while checking")
+            return
+        result = await trio.to_thread.run_sync(compare_moved, books, moved)
         self.stats.validations += 1
         if result.matches:
-            log.info("validation: %s", result.summary())
+            log.info(
+                "validation: %s (node snapshot at %d moved forward %d blocks)",
+                result.summary(),
+                moved.snapshot_height,
+                books.height - moved.snapshot_height,
+            )
             return
         self.stats.validation_mismatches += 1
-        log.error("validation: %s; repairing those coins from the snapshot", result.summary())
+        log.error("validation: %s", result.summary())
         for difference in result.first:
             log.error("  %s", difference)
-        by_coin = {coin: (bids, asks) for coin, bids, asks in reference.coins}
+        moved_coins = set(result.coins) & moved.moved
+        if moved_coins:
+            # Only bare keys of those coins exist at this height: start over from the node.
+            self._fail(f"validation found differences in {sorted(moved_coins)[:10]}", [])
+            return
+        # The other coins did not change since the snapshot: it is their exact state now.
         for coin in result.coins:
-            bids, asks = by_coin.get(coin, ([], []))
+            bids, asks = moved.snapshot_coin(coin)
             books.set_coin(coin, bids, asks)
+        log.error("repaired %d coin(s) from the node's snapshot", len(result.coins))
         self.stats.coins_repaired += len(result.coins)
         self.hub.resync(books, result.coins)
         self._notify_feeds_resync(books, result.coins)

@@ -156,6 +156,7 @@ async def test_serve_process_serves_and_stops_cleanly_on_sigint(tmp_path: Path) 
                     readers.start_soon(read)
                     await trio.sleep(0.5)
                     assert await proc.stop(signal.SIGINT) == 0
+                assert closed[0].reason is not None
                 assert closed[0].reason.code == 1001
             assert any("received SIGINT, shutting down" in line for line in proc.lines)
             assert not any("Traceback" in line for line in proc.lines)

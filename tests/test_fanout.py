@@ -1,5 +1,7 @@
 """The fan-out hub and client queues: one message per view, conflation, lag policies."""
 
+from typing import Any
+
 import orjson
 from fixtures import block as make_block
 from fixtures import fill, new, remove, status, update
@@ -29,7 +31,7 @@ def started_books() -> Books:
     return books
 
 
-def drain(client: ClientQueue) -> list[dict[str, object]]:
+def drain(client: ClientQueue) -> list[dict[str, Any]]:
     out = []
     while (payload := client.pop()) is not None:
         out.append(orjson.loads(payload))

@@ -96,6 +96,18 @@ async def test_a_malformed_line_is_reported_and_healed(tmp_path: Path) -> None:
         assert health["pipeline"]["bootstraps"] >= 2
 
 
+async def test_validation_checks_a_live_feed(tmp_path: Path) -> None:
+    """Snapshots are older than the books by the time they are read: they are moved forward."""
+    async with sim_and_server(tmp_path, sim={"scale": 0.2}, validate_every=0.2) as (handle, node):
+        with trio.fail_after(20):
+            while handle.health()["pipeline"]["validations"] < 3:
+                await trio.sleep(0.05)
+        pipeline = handle.health()["pipeline"]
+        assert pipeline["validation_mismatches"] == 0
+        assert pipeline["bootstraps"] == 1
+        assert node.height > node.start_height + 10  # the node kept writing all along
+
+
 async def test_a_disagreeing_snapshot_is_found_and_repaired(tmp_path: Path) -> None:
     async with sim_and_server(tmp_path, validate_every=0.3) as (handle, node):
         with trio.fail_after(10):
@@ -149,7 +161,7 @@ async def test_a_client_that_never_reads_does_not_hurt_others(tmp_path: Path) ->
                             # Memory stays bounded whatever the slow client does.
                             assert client["queued_bytes"] <= 1 << 22
                 # The good client is still served, with no gap in its l4Book updates.
-                heights = []
+                heights: list[int] = []
                 with trio.fail_after(10):
                     while len(heights) < 10:
                         message = json.loads(await good.get_message())

@@ -32,6 +32,8 @@ def test_l2book_defaults_and_echo() -> None:
         L2BookSub("BTC"),
         {"type": "l2Book", "coin": "BTC", "nSigFigs": None, "mantissa": None},
     )
+    assert isinstance(request, Subscribe)
+    assert isinstance(request.subscription, L2BookSub)
     assert request.subscription.n_levels == 20
 
 

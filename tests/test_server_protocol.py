@@ -90,9 +90,9 @@ async def test_oversized_message_closes_with_1009_others_unaffected(
     ):
         async with open_websocket_url(handle.url) as ws:
             await ws.send_message(json.dumps({"method": "ping", "pad": "x" * 5000}))
-            with pytest.raises(ConnectionClosed) as closed:
-                with trio.fail_after(5):
-                    await ws.get_message()
+            with pytest.raises(ConnectionClosed) as closed, trio.fail_after(5):
+                await ws.get_message()
+            assert closed.value.reason is not None
             assert closed.value.reason.code == 1009
         assert await request(bystander, {"method": "ping"}) == {"channel": "pong"}
 
@@ -103,6 +103,7 @@ async def test_idle_clients_are_closed(tmp_path: Path, mainnet: MainnetSlice) ->
             await ws.send_message('{"method":"ping"}')
             with pytest.raises(ConnectionClosed) as closed, trio.fail_after(5):
                 await _read_forever(ws)
+            assert closed.value.reason is not None
             assert closed.value.reason.code == 1000
             assert "idle" in (closed.value.reason.reason or "")
         assert handle.health()["connections"]["closed_idle"] == 1

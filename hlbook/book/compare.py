@@ -1,6 +1,7 @@
 """Compare hlbook's books with a node snapshot at the same height, order by order."""
 
 from collections.abc import Iterable
+from typing import TypeAlias
 
 import attrs
 
@@ -9,9 +10,10 @@ from hlbook.book.l4 import ASK, BID
 from hlbook.node.formats import Order, SnapshotSide
 from hlbook.numbers import fmt, parse
 
-__all__ = ["Comparison", "Difference", "compare"]
+__all__ = ["Comparison", "Difference", "Key", "compare", "compare_keys"]
 
-_Key = tuple[int, int, int]  # (oid, px, sz)
+Key: TypeAlias = tuple[int, int, int]
+"""``(oid, px, sz)`` of one order, scaled integers."""
 
 
 @attrs.frozen
@@ -67,13 +69,11 @@ class Comparison:
         )
 
 
-def _keys(orders: Iterable[Order]) -> list[_Key]:
+def _keys(orders: Iterable[Order]) -> list[Key]:
     return [(o.oid, parse(o.limitPx), parse(o.sz)) for o in orders]
 
 
-def _side_differences(
-    coin: str, side: str, ours: list[_Key], theirs: list[_Key]
-) -> list[Difference]:
+def _side_differences(coin: str, side: str, ours: list[Key], theirs: list[Key]) -> list[Difference]:
     mine = {key[0]: key for key in ours}
     node = {key[0]: key for key in theirs}
     found: list[Difference] = []
@@ -111,22 +111,37 @@ def compare(
     coin filter drops are skipped. At most ``limit`` differences are kept in
     detail; all are counted.
     """
+    expected = (
+        (coin, _keys(o for _, o in bids), _keys(o for _, o in asks))
+        for coin, bids, asks in snapshot
+    )
+    return compare_keys(books, expected, limit=limit)
+
+
+def compare_keys(
+    books: Books,
+    expected: Iterable[tuple[str, list[Key], list[Key]]],
+    *,
+    limit: int = 20,
+) -> Comparison:
+    """Compare ``books`` with the expected ``(oid, px, sz)`` of every order of every coin.
+
+    ``expected`` yields ``(coin, bids, asks)``, best first, queue order. Coins
+    the books hold but ``expected`` does not mention must be empty.
+    """
     seen: set[str] = set()
     differences = 0
     orders = 0
     coins: list[str] = []
     first: list[Difference] = []
-    for coin, bids, asks in snapshot:
+    for coin, bids, asks in expected:
         if not books.accepts(coin):
             continue
         seen.add(coin)
         ours_b, ours_a = books.coin_orders(coin) if coin in books else ([], [])
         coin_diffs = 0
-        for side, ours, theirs in (
-            (BID, ours_b, [o for _, o in bids]),
-            (ASK, ours_a, [o for _, o in asks]),
-        ):
-            mine, node = _keys(ours), _keys(theirs)
+        for side, ours, node in ((BID, ours_b, bids), (ASK, ours_a, asks)):
+            mine = _keys(ours)
             orders += len(node)
             if mine == node:
                 continue

@@ -1,0 +1,62 @@
+"""The in-process feed: per-block updates for Trio programs embedding hlbook."""
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+import trio
+from server_support import settle, sim_and_server
+
+from hlbook import BookUpdate, FeedOverflowError
+from hlbook.node.formats import Stream
+
+pytestmark = pytest.mark.slow
+
+
+async def test_feed_yields_every_applied_block_with_its_books(tmp_path: Path) -> None:
+    async with sim_and_server(tmp_path) as (handle, _node):
+        heights: list[int] = []
+        trades = 0
+        async with handle.feed() as updates:
+            async for update in updates:
+                assert not update.resync
+                assert update.block is not None
+                assert update.books is handle.books
+                assert update.books.height == update.height  # exact as of this update
+                heights.append(update.height)
+                # Touched coins are exactly the coins with diffs in the block.
+                assert update.touched == {d.coin for d in update.block.diffs}
+                trades += sum(len(t) for t in update.trades.values())
+                if len(heights) == 20:
+                    break
+        assert heights == list(range(heights[0], heights[0] + 20))  # by-block: every height
+        assert trades > 0
+        assert not handle.hub.stats.disconnected_for_lag
+
+
+async def test_a_slow_feed_consumer_gets_an_error_not_a_gap(tmp_path: Path) -> None:
+    async with sim_and_server(tmp_path) as (handle, node), handle.feed(max_buffer=3) as updates:
+        await node.wait_for_height(node.height + 8)
+        await settle(handle, node)
+        got: list[int] = []
+        with pytest.raises(FeedOverflowError, match="more than 3 updates behind"):
+            await _drain(updates, got)
+        assert got == list(range(got[0], got[0] + 3))  # what was buffered, then the error
+
+
+async def test_feed_announces_a_resync(tmp_path: Path) -> None:
+    async with sim_and_server(tmp_path) as (handle, node), handle.feed() as updates:
+        await node.wait_for_height(node.height + 2)
+        node.skip_block(Stream.DIFFS)
+        with trio.fail_after(20):
+            async for update in updates:
+                if update.resync:
+                    break
+        assert update.block is None
+        assert update.touched == set(update.books.coins())
+        assert handle.health()["pipeline"]["gaps"] >= 1
+
+
+async def _drain(updates: AsyncIterator[BookUpdate], into: list[int]) -> None:
+    async for update in updates:
+        into.append(update.height)
