@@ -163,6 +163,7 @@ async def serve(
             partial(trio.serve_tcp, connections.handle_stream, config.port, host=config.host)
         )
         port = listeners[0].socket.getsockname()[1]
+        nursery.start_soon(connections.flusher.run)
         handle = ServerHandle(config, config.host, port, pipeline, connections)
         handle_box.append(handle)
         nursery.start_soon(pipeline.run)

@@ -1,8 +1,8 @@
 """The fan-out hub and client queues: one message per view, conflation, lag policies."""
 
+import json
 from typing import Any
 
-import orjson
 from fixtures import block as make_block
 from fixtures import fill, new, remove, status, update
 
@@ -34,24 +34,24 @@ def started_books() -> Books:
 def drain(client: ClientQueue) -> list[dict[str, Any]]:
     out = []
     while (payload := client.pop()) is not None:
-        out.append(orjson.loads(payload))
+        out.append(json.loads(payload))
     return out
 
 
 def test_subscribe_returns_the_immediate_snapshot() -> None:
     books, hub, client = started_books(), Hub(), ClientQueue()
-    l2 = orjson.loads(hub.subscribe(client, L2BookSub("BTC"), books) or "")
+    l2 = json.loads(hub.subscribe(client, L2BookSub("BTC"), books) or "")
     assert l2["channel"] == "l2Book"
     assert l2["data"]["levels"] == [
         [{"px": "100.0", "sz": "1.0", "n": 1}],
         [{"px": "101.0", "sz": "2.0", "n": 1}],
     ]
-    bbo = orjson.loads(hub.subscribe(client, BboSub("BTC"), books) or "")
+    bbo = json.loads(hub.subscribe(client, BboSub("BTC"), books) or "")
     assert bbo["data"]["bbo"] == [
         {"px": "100.0", "sz": "1.0", "n": 1},
         {"px": "101.0", "sz": "2.0", "n": 1},
     ]
-    l4 = orjson.loads(hub.subscribe(client, L4BookSub("BTC"), books) or "")
+    l4 = json.loads(hub.subscribe(client, L4BookSub("BTC"), books) or "")
     snap = l4["data"]["Snapshot"]
     assert (snap["coin"], snap["height"]) == ("BTC", 10)
     assert [o["oid"] for o in snap["levels"][0]] == [1]
@@ -70,7 +70,7 @@ def test_one_message_built_per_view_and_shared_by_all_subscribers() -> None:
     assert hub.stats.messages_built == before + 1
     payloads = [client.pop() for client in clients]
     assert len({id(p) for p in payloads}) == 1  # the very same str object
-    assert orjson.loads(payloads[0] or "")["data"]["levels"][0] == [
+    assert json.loads(payloads[0] or "")["data"]["levels"][0] == [
         {"px": "100.0", "sz": "0.4", "n": 1}
     ]
 

@@ -54,6 +54,10 @@ class ClientStats:
     resnapshots: int = 0
     dropped: int = 0
     disconnected_for_lag: bool = False
+    direct_writes: int = 0
+    """Writes done at once by the flusher (the socket took everything)."""
+    backlogged_writes: int = 0
+    """Writes the socket could not take at once, finished by the client's writer task."""
 
 
 class ClientQueue:
@@ -123,6 +127,20 @@ class ClientQueue:
             self._lossless -= 1
             self._bytes -= len(payload)
         return payload
+
+    def pop_batch(self, max_chars: int) -> list[str]:
+        """The next messages to send, up to about ``max_chars`` (at least one if any)."""
+        batch: list[str] = []
+        total = 0
+        queue = self._queue
+        while queue and total < max_chars:
+            key, payload = queue.popitem(last=False)
+            if isinstance(key, tuple):
+                self._lossless -= 1
+                self._bytes -= len(payload)
+            batch.append(payload)
+            total += len(payload)
+        return batch
 
     def discard(self, group: Hashable) -> int:
         """Drop queued lossless messages of ``group``; return how many."""

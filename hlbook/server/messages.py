@@ -1,7 +1,8 @@
 """Rendering data messages in Hyperliquid's wire format, once per (channel, coin, parameters).
 
-Every function returns the final ``str`` sent as a text frame to every
-subscriber of that view; nothing is serialised per client. Dict-shaped
+Every function returns the final text (a :class:`~hlbook.server.frames.Text`,
+which also carries its WebSocket frame) sent to every subscriber of that
+view; nothing is serialised or framed per client. Dict-shaped
 messages go through orjson; messages carrying node structs (``l4Book``,
 ``trades``) through msgspec, which encodes the structs directly.
 """
@@ -15,6 +16,7 @@ import orjson
 from hlbook.book.l4 import LevelView
 from hlbook.book.trades import Trade
 from hlbook.node.formats import DiffEvent, Order, StatusEvent
+from hlbook.server.frames import Text
 
 __all__ = [
     "bbo_message",
@@ -43,18 +45,18 @@ def l2_book_message(
         [{"px": px, "sz": sz, "n": n} for px, sz, n in asks],
     ]
     data = {"coin": coin, "time": time, "levels": levels}
-    return orjson.dumps({"channel": "l2Book", "data": data}).decode()
+    return Text(orjson.dumps({"channel": "l2Book", "data": data}).decode())
 
 
 def bbo_message(coin: str, time: int, bid: LevelView | None, ask: LevelView | None) -> str:
     """``{"channel":"bbo","data":{"coin","time","bbo":[bid or null, ask or null]}}``."""
     data = {"coin": coin, "time": time, "bbo": [_level(bid), _level(ask)]}
-    return orjson.dumps({"channel": "bbo", "data": data}).decode()
+    return Text(orjson.dumps({"channel": "bbo", "data": data}).decode())
 
 
 def trades_message(trades: Sequence[Trade]) -> str:
     """``{"channel":"trades","data":[trade, …]}`` for one coin."""
-    return _encoder.encode({"channel": "trades", "data": trades}).decode()
+    return Text(_encoder.encode({"channel": "trades", "data": trades}).decode())
 
 
 def l4_snapshot_message(
@@ -62,7 +64,7 @@ def l4_snapshot_message(
 ) -> str:
     """``{"channel":"l4Book","data":{"Snapshot":{"coin","time","height","levels":[…]}}}``."""
     snapshot = {"coin": coin, "time": time, "height": height, "levels": (bids, asks)}
-    return _encoder.encode({"channel": "l4Book", "data": {"Snapshot": snapshot}}).decode()
+    return Text(_encoder.encode({"channel": "l4Book", "data": {"Snapshot": snapshot}}).decode())
 
 
 def l4_updates_message(
@@ -70,4 +72,4 @@ def l4_updates_message(
 ) -> str:
     """``{"channel":"l4Book","data":{"Updates":{"time","height","order_statuses","book_diffs"}}}``."""
     updates = {"time": time, "height": height, "order_statuses": statuses, "book_diffs": diffs}
-    return _encoder.encode({"channel": "l4Book", "data": {"Updates": updates}}).decode()
+    return Text(_encoder.encode({"channel": "l4Book", "data": {"Updates": updates}}).decode())

@@ -1,9 +1,10 @@
 """WebSocket connections (trio-websocket): one reader and one writer task per client.
 
-The writer only moves messages from the client's :class:`ClientQueue` to its
-socket; the reader answers requests and enforces the idle timeout. Either
-ending (disconnect, idle, lag policy, garbage) ends both, for that client
-only. On shutdown each client gets close code 1001 within a bounded time.
+The reader answers requests and enforces the idle timeout; the writer
+(:mod:`hlbook.server.writer`) moves the client's queued messages to its
+socket. Either ending (disconnect, idle, lag policy, garbage) ends both, for
+that client only. On shutdown each client gets close code 1001 within a
+bounded time.
 """
 
 import logging
@@ -36,6 +37,7 @@ from hlbook.server.protocol import (
     subscription_response,
     too_many,
 )
+from hlbook.server.writer import Flusher, Writer
 
 __all__ = ["ConnectionLimits", "Connections"]
 
@@ -56,60 +58,6 @@ class ConnectionLimits:
     max_subscriptions: int
     queue_messages: int
     queue_bytes: int
-
-
-class _Waker:
-    """Lets the (synchronous) fan-out wake one client's writer task."""
-
-    __slots__ = ("_event",)
-
-    def __init__(self) -> None:
-        self._event = trio.Event()
-
-    def set(self) -> None:
-        self._event.set()
-
-    async def wait(self) -> None:
-        await self._event.wait()
-        self._event = trio.Event()
-
-
-class _Writer:
-    """Moves one client's queued messages to its socket, one whole frame at a time."""
-
-    def __init__(
-        self, ws: WebSocketConnection, client: ClientQueue, waker: _Waker, owner: "Connections"
-    ) -> None:
-        self.ws = ws
-        self.client = client
-        self.waker = waker
-        self.owner = owner
-        self.done = trio.Event()
-        self.mid_frame = False
-        """True while a send is under way: cancelling then leaves a partial frame."""
-
-    async def run(self) -> None:
-        client, stats, owner = self.client, self.client.stats, self.owner
-        try:
-            while True:
-                payload = client.pop()
-                if payload is None:
-                    if client.close_reason is not None:
-                        return
-                    await self.waker.wait()
-                    continue
-                self.mid_frame = True
-                await self.ws.send_message(payload)
-                self.mid_frame = False
-                stats.messages_sent += 1
-                stats.bytes_sent += len(payload)
-                owner.sent_messages += 1
-                owner.sent_bytes += len(payload)
-        except ConnectionClosed:
-            self.mid_frame = False
-            client.close(1000, "")
-        finally:
-            self.done.set()
 
 
 class Connections:
@@ -135,6 +83,12 @@ class Connections:
         self.protocol_errors = 0
         self.sent_messages = 0
         self.sent_bytes = 0
+        self.flusher = Flusher()
+        """Run :meth:`Flusher.run` alongside the server (``serve`` does)."""
+
+    def _count_sent(self, messages: int, size: int) -> None:
+        self.sent_messages += messages
+        self.sent_bytes += size
 
     async def handle_stream(self, stream: trio.SocketStream) -> None:
         """``trio.serve_tcp`` handler: one call per incoming TCP connection."""
@@ -162,17 +116,22 @@ class Connections:
             await request.reject(503, body=b"too many connections\n")
             return
         ws = await request.accept()
-        waker = _Waker()
         closing = trio.Event()
         client = ClientQueue(
-            max_messages=self.limits.queue_messages,
-            max_bytes=self.limits.queue_bytes,
-            wake=waker.set,
-            on_close=closing.set,
+            max_messages=self.limits.queue_messages, max_bytes=self.limits.queue_bytes
         )
-        writer = _Writer(ws, client, waker, self)
+        writer = Writer(ws, stream, client, on_sent=self._count_sent)
+        client.wake = lambda: self.flusher.mark(writer)
+
+        def on_close() -> None:
+            closing.set()
+            writer.waker.set()
+
+        client.on_close = on_close
         self.active.add(client)
         self.accepted += 1
+        peer = _peer(stream)
+        log.debug("client %d connected from %s", client.id, peer)
         try:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(self._read, ws, client)
@@ -185,12 +144,15 @@ class Connections:
         finally:
             self.hub.drop(client)
             self.active.discard(client)
+            self.flusher.forget(writer)
+            code, reason = client.close_reason or (1001, "server shutting down")
+            logger = log.warning if client.stats.disconnected_for_lag else log.debug
+            logger("client %d (%s) closed: %d %s", client.id, peer, code, reason or "")
             with trio.CancelScope(shield=True):
                 if writer.mid_frame:
                     # A frame was cut off: nothing more may be written. Drop the connection.
                     await stream.aclose()
                 else:
-                    code, reason = client.close_reason or (1001, "server shutting down")
                     with trio.move_on_after(_CLOSE_TIMEOUT):
                         await ws.aclose(code, reason)
 
@@ -253,3 +215,11 @@ class Connections:
     def queued(self) -> int:
         """Messages waiting in all client queues."""
         return sum(len(client) for client in self.active)
+
+
+def _peer(stream: trio.SocketStream) -> str:
+    try:
+        host, port = stream.socket.getpeername()[:2]
+    except OSError:
+        return "?"
+    return f"{host}:{port}"
