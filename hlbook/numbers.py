@@ -32,7 +32,8 @@ SCALE: int = 10**SCALE_DIGITS
 _NUMBER = re.compile(r"(-?)([0-9]+)(?:\.([0-9]+))?")
 # Exact context for to_decimal: the default 28 digits would round large values.
 _EXACT = Context(prec=MAX_PREC)
-_CACHE_LIMIT = 1 << 18
+# Bounded: ~10 MB per cache when full; a live book uses a few thousand prices.
+_CACHE_LIMIT = 1 << 16
 
 _parse_cache: dict[str, int] = {}
 _fmt_cache: dict[int, str] = {}

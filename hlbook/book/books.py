@@ -55,7 +55,8 @@ _Op: TypeAlias = tuple[int, Order, int, Any, int]
 ``remove``: None and the size removed. Sizes are carried so that the commit
 never parses again."""
 
-_INTERN_LIMIT = 1 << 20
+# Bounded: ~16 MB when full of addresses (users are the bulk of it).
+_INTERN_LIMIT = 1 << 17
 _interned: dict[str, str] = {}
 
 

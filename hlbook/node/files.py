@@ -150,7 +150,7 @@ class StreamTailer:
         directory: Path,
         *,
         from_start: bool = False,
-        chunk_size: int = 4 * 1024 * 1024,
+        chunk_size: int = 1024 * 1024,
         settle: float = 0.1,
         rotation_timeout: float = 30.0,
         dir_check_interval: float = 0.1,
