@@ -15,7 +15,6 @@ logging; cancel the nursery to stop it.
 """
 
 import time
-from functools import partial
 from typing import Any
 
 import attrs
@@ -24,6 +23,7 @@ import trio
 from hlbook.book.books import Books
 from hlbook.config import Config
 from hlbook.feed import Feed
+from hlbook.listen import open_listeners
 from hlbook.pipeline import Pipeline
 from hlbook.server.fanout import Hub
 from hlbook.server.ws import ConnectionLimits, Connections
@@ -159,9 +159,8 @@ async def serve(
         health=lambda: handle_box[0].health(),
     )
     async with trio.open_nursery() as nursery:
-        listeners = await nursery.start(
-            partial(trio.serve_tcp, connections.handle_stream, config.port, host=config.host)
-        )
+        listeners = await open_listeners(config.host, config.port, "hlbook")
+        await nursery.start(trio.serve_listeners, connections.handle_stream, listeners)
         port = listeners[0].socket.getsockname()[1]
         nursery.start_soon(connections.flusher.run)
         handle = ServerHandle(config, config.host, port, pipeline, connections)

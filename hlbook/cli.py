@@ -225,6 +225,12 @@ def _run_demo(args: argparse.Namespace) -> int:
     from hlbook.node.formats import Layout
     from hlbook.sim import SimConfig, run_simulator
 
+    try:
+        config_from_args(args)  # refuse bad server flags before starting anything
+    except ValueError as exc:
+        print(f"hlbook demo: {exc}", file=sys.stderr)
+        return 2
+
     async def main() -> None:
         with tempfile.TemporaryDirectory(prefix="hlbook-demo-") as tmp:
             node_data = Path(tmp) / "data"

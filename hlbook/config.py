@@ -34,7 +34,9 @@ class Config:
     from_start: bool = False
     """Read every existing hourly file from the oldest (replays) instead of from the end."""
     host: str = "127.0.0.1"
-    port: int = 8000
+    port: int = attrs.field(
+        default=8000, validator=[attrs.validators.ge(0), attrs.validators.le(65535)]
+    )
     """WebSocket port; 0 picks a free one (see ``ServerHandle.port``)."""
     coins: frozenset[str] = attrs.field(default=frozenset(), converter=frozenset)
     """Only these coins (empty: all)."""

@@ -6,6 +6,7 @@
   not fit the book (an update of an unknown oid, a size that disagrees, a
   block out of order). hlbook never guesses: it re-bootstraps.
 * :class:`SnapshotError` — a snapshot file that cannot be loaded.
+* :class:`StartupError` — hlbook cannot start as configured (a port in use).
 
 Anything else escaping hlbook is a bug in hlbook.
 """
@@ -18,6 +19,7 @@ __all__ = [
     "NodeFormatError",
     "OrderMismatchError",
     "SnapshotError",
+    "StartupError",
     "UnknownOrderError",
 ]
 
@@ -85,3 +87,7 @@ class BlockOrderError(DivergenceError):
 
 class SnapshotError(HlbookError):
     """A snapshot that cannot be loaded (unreadable, malformed, wrong height)."""
+
+
+class StartupError(HlbookError):
+    """hlbook cannot start as configured, e.g. its port is taken; the message says why."""

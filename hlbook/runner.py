@@ -12,6 +12,8 @@ from collections.abc import Awaitable, Callable
 
 import trio
 
+from hlbook.errors import StartupError
+
 __all__ = ["add_log_level", "configure_logging", "run"]
 
 log = logging.getLogger("hlbook")
@@ -44,8 +46,35 @@ async def _until_signal(main: Callable[[], Awaitable[int | None]]) -> int:
 
 
 def run(main: Callable[[], Awaitable[int | None]]) -> int:
-    """Run ``main`` under Trio; SIGINT/SIGTERM cancel it and the exit status is 0."""
-    return trio.run(_until_signal, main)
+    """Run ``main`` under Trio; SIGINT/SIGTERM cancel it and the exit status is 0.
+
+    A :class:`~hlbook.errors.StartupError` (e.g. a port in use) is one line on
+    stderr and exit status 1, not a traceback.
+    """
+    try:
+        return trio.run(_until_signal, main)
+    except (StartupError, BaseExceptionGroup) as exc:
+        errors = _startup_errors(exc)
+        if errors is None:
+            raise
+        for error in errors:
+            log.error("%s", error)
+        return 1
+
+
+def _startup_errors(exc: BaseException) -> list[StartupError] | None:
+    """The StartupErrors ``exc`` consists of (through nurseries' groups), or None."""
+    if isinstance(exc, StartupError):
+        return [exc]
+    if isinstance(exc, BaseExceptionGroup):
+        found: list[StartupError] = []
+        for inner in exc.exceptions:
+            errors = _startup_errors(inner)
+            if errors is None:
+                return None
+            found += errors
+        return found
+    return None
 
 
 def add_log_level(parser: argparse.ArgumentParser) -> None:

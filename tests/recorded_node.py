@@ -58,10 +58,10 @@ class RecordedNode:
         return self.mainnet.height
 
     async def serve_info(
-        self, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
+        self, port: int = 0, *, task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED
     ) -> None:
-        """The info server; reports its port."""
-        await serve_info(self._write_snapshot, "127.0.0.1", 0, task_status=task_status)
+        """The info server (on ``port``, default any free one); reports its port."""
+        await serve_info(self._write_snapshot, "127.0.0.1", port, task_status=task_status)
 
     def _append(self, stream: Stream, data: bytes, split: bool) -> None:
         file = self._files.get(stream)

@@ -3,6 +3,7 @@
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -60,6 +61,31 @@ def test_bad_flags_are_refused_clearly(capsys: pytest.CaptureFixture[str]) -> No
     assert "unknown market(s) options" in capsys.readouterr().err
     assert main(["serve", "--validate-every", "-1"]) == 2
     assert "validate_every" in capsys.readouterr().err
+    assert main(["serve", "--port", "99999"]) == 2
+    assert "port" in capsys.readouterr().err
+    assert main(["demo", "--idle-timeout", "0"]) == 2
+    assert "hlbook demo: 'idle_timeout' must be > 0" in capsys.readouterr().err
+
+
+def test_a_port_in_use_is_one_line_and_exit_1(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        for args in (
+            ["serve", "--port", port, "--node-data", str(tmp_path)],
+            ["simulate", "--info-port", port, "--node-data", str(tmp_path), "--blocks", "1"],
+        ):
+            done = subprocess.run(
+                [sys.executable, "-m", "hlbook", *args],
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert done.returncode == 1, done.stderr
+            assert f"cannot listen on 127.0.0.1:{port}" in done.stderr
+            assert "Traceback" not in done.stderr
 
 
 class Process:

@@ -237,3 +237,55 @@ def test_notify_all_reaches_every_subscribed_client() -> None:
     hub.notify_all('{"channel":"error","data":"feed stale"}')
     assert a.pop() == b.pop() == '{"channel":"error","data":"feed stale"}'
     assert idle.pop() is None
+
+
+def test_resync_after_a_repair_at_the_same_height_sends_the_repaired_l4_snapshot() -> None:
+    books, hub = started_books(), Hub()
+    watcher, late = ClientQueue(), ClientQueue()
+    first = json.loads(hub.subscribe(watcher, L4BookSub("BTC"), books) or "")
+    assert [o["oid"] for o in first["data"]["Snapshot"]["levels"][0]] == [1]
+    # A validation repair replaces BTC's book without a new block (same height).
+    books.set_coin("BTC", [], [])
+    hub.resync(books, ["BTC"])
+    [message] = drain(watcher)
+    assert message["data"]["Snapshot"]["height"] == 10
+    assert message["data"]["Snapshot"]["levels"] == [[], []]
+    fresh = json.loads(hub.subscribe(late, L4BookSub("BTC"), books) or "")
+    assert fresh["data"]["Snapshot"]["levels"] == [[], []]
+
+
+def test_a_newer_view_never_goes_out_before_older_news() -> None:
+    books, hub, client = started_books(), Hub(), ClientQueue()
+    hub.subscribe(client, L2BookSub("BTC"), books)
+    hub.subscribe(client, TradesSub("BTC"), books)
+    fills = [fill(BUYER, 11, side="B", crossed=True), fill(SELLER, 11, side="A", crossed=False)]
+    hub.publish(books.apply(make_block(11, diffs=[update(1, "1.0", "0.9")])), books)
+    hub.publish(books.apply(make_block(12, fills=fills)), books)
+    hub.publish(books.apply(make_block(13, diffs=[update(1, "0.9", "0.8")])), books)
+    # The block-13 view replaces the block-11 one and goes out after block 12's trades.
+    assert [m["channel"] for m in drain(client)] == ["trades", "l2Book"]
+
+
+def test_resubscribing_while_lagging_gets_no_stale_view_after_the_fresh_one() -> None:
+    books, hub, client = started_books(), Hub(), ClientQueue()
+    sub = L2BookSub("BTC")
+    hub.subscribe(client, sub, books)
+    hub.publish(books.apply(make_block(11, diffs=[update(1, "1.0", "0.9")])), books)
+    hub.unsubscribe(client, sub)  # the unsent block-11 view goes with the subscription
+    client.put('{"channel":"subscriptionResponse"}')
+    snapshot = hub.subscribe(client, sub, books)
+    assert snapshot is not None
+    client.put(snapshot)
+    hub.publish(books.apply(make_block(12, diffs=[update(1, "0.9", "0.7")])), books)
+    sizes = [m["data"]["levels"][0][0]["sz"] for m in drain(client) if m["channel"] == "l2Book"]
+    assert sizes == ["0.9", "0.7"]
+
+
+def test_replies_have_an_allowance_beyond_the_queue_limit() -> None:
+    client = ClientQueue(max_messages=2)
+    assert client.put("a")
+    assert client.put("b")
+    assert not client.put("c")
+    assert client.put('{"channel":"pong"}', allowance=1)
+    assert not client.put('{"channel":"pong"}', allowance=1)
+    assert [client.pop() for _ in range(4)] == ["a", "b", '{"channel":"pong"}', None]

@@ -130,6 +130,14 @@ def test_long_garbage_is_truncated_in_the_error() -> None:
     assert len(request.text) < 1000
 
 
+def test_long_json_is_echoed_whole_so_it_stays_valid_json() -> None:
+    message = orjson.dumps({"method": "bar", "pad": "x" * 2000}).decode()
+    request = parse_request(message)
+    assert isinstance(request, ProtocolError)
+    embedded = request.text.removeprefix("Error parsing JSON into valid websocket request: ")
+    assert orjson.loads(embedded) == {"method": "bar", "pad": "x" * 2000}
+
+
 def test_ping_health_and_extra_keys() -> None:
     assert parse_request('{"method":"ping","id":7}') == Ping()
     assert parse_request('{"method":"health"}') == Health()

@@ -1,6 +1,7 @@
 """The WebSocket API over real sockets: replies, official errors, limits, other client libraries."""
 
 import json
+import socket
 import threading
 from pathlib import Path
 from typing import Any
@@ -8,13 +9,17 @@ from typing import Any
 import pytest
 import trio
 from fixtures import MainnetSlice
-from server_support import replay_server, request, subscribe
+from recorded_node import RecordedNode
+from server_support import receive_until, replay_server, request, send, subscribe
 from trio_websocket import (
     ConnectionClosed,
     ConnectionRejected,
     WebSocketConnection,
     open_websocket_url,
 )
+
+import hlbook
+from hlbook.node.formats import Layout
 
 pytestmark = pytest.mark.slow
 
@@ -120,6 +125,97 @@ async def test_connection_limit_refuses_with_503(tmp_path: Path, mainnet: Mainne
                 pass
         assert refused.value.status_code == 503
         assert await request(second, {"method": "ping"}) == {"channel": "pong"}
+
+
+async def test_simultaneous_connects_never_exceed_the_limit(
+    tmp_path: Path, mainnet: MainnetSlice
+) -> None:
+    accepted: list[WebSocketConnection] = []
+    refused: list[int] = []
+    release = trio.Event()
+
+    async def connect(url: str) -> None:
+        try:
+            async with open_websocket_url(url) as ws:
+                accepted.append(ws)
+                await release.wait()
+        except ConnectionRejected as exc:
+            refused.append(exc.status_code)
+
+    async with (
+        replay_server(tmp_path, mainnet, max_connections=2) as (handle, _node),
+        trio.open_nursery() as nursery,
+    ):
+        for _ in range(8):
+            nursery.start_soon(connect, handle.url)
+        with trio.fail_after(10):
+            while len(accepted) + len(refused) < 8:
+                await trio.sleep(0.01)
+        assert (len(accepted), refused) == (2, [503] * 6)
+        assert handle.health()["clients"] == 2
+        release.set()
+
+
+async def test_websocket_pings_count_as_activity(tmp_path: Path, mainnet: MainnetSlice) -> None:
+    """A client library's keepalive (WebSocket ping frames) keeps an idle connection open."""
+    async with (
+        replay_server(tmp_path, mainnet, idle_timeout=0.5) as (handle, _node),
+        open_websocket_url(handle.url) as ws,
+    ):
+        for _ in range(10):  # 2 s, four times the idle timeout
+            await ws.ping()
+            await trio.sleep(0.2)
+        assert await request(ws, {"method": "ping"}) == {"channel": "pong"}
+        with pytest.raises(ConnectionClosed) as closed, trio.fail_after(5):
+            await _read_forever(ws)
+        assert closed.value.reason is not None
+        assert "idle" in (closed.value.reason.reason or "")
+
+
+async def test_subscribing_before_the_books_load_keeps_the_connection_responsive(
+    tmp_path: Path, mainnet: MainnetSlice
+) -> None:
+    """Subscriptions wait for the first snapshot; pings are answered meanwhile, in order after."""
+    with socket.socket() as probe:  # a port the info server will take later
+        probe.bind(("127.0.0.1", 0))
+        info_port = probe.getsockname()[1]
+    node = RecordedNode(tmp_path / "data", mainnet, Layout.BY_BLOCK)
+    config = hlbook.Config(
+        node_data=tmp_path / "data",
+        info_url=f"http://127.0.0.1:{info_port}/info",
+        snapshot_path=tmp_path / "snapshot.json",
+        port=0,
+        validate_every=0,
+        retry_max=0.2,
+    )
+    async with trio.open_nursery() as nursery:
+        handle = await nursery.start(hlbook.serve, config)
+        async with open_websocket_url(handle.url) as ws:
+            await send(ws, subscribe("BTC", "bbo"))
+            await send(
+                ws, {"method": "unsubscribe", "subscription": {"type": "bbo", "coin": "BTC"}}
+            )
+            await send(ws, subscribe("BTC", "trades"))
+            assert await request(ws, {"method": "ping"}) == {"channel": "pong"}
+            assert handle.health()["status"] != "live"
+            await nursery.start(node.serve_info, info_port)
+            replies = await receive_until(
+                ws,
+                lambda m: (
+                    m["data"].get("method") == "subscribe"
+                    and m["data"]["subscription"]["type"] == "trades"
+                ),
+                limit=30,
+            )
+            assert [(m["channel"], m["data"].get("method")) for m in replies] == [
+                ("subscriptionResponse", "subscribe"),
+                ("bbo", None),
+                ("subscriptionResponse", "unsubscribe"),
+                ("subscriptionResponse", "subscribe"),
+            ]
+            assert handle.health()["status"] == "live"
+        node.close()
+        nursery.cancel_scope.cancel()
 
 
 async def test_websockets_library_client(tmp_path: Path, mainnet: MainnetSlice) -> None:

@@ -97,11 +97,19 @@ class ClientQueue:
         """Bytes waiting in the lossless part of the queue."""
         return self._bytes
 
-    def put(self, payload: str, group: Hashable = None) -> bool:
-        """Queue a message that must not be lost; False (nothing queued) if full."""
+    def put(self, payload: str, group: Hashable = None, *, allowance: int = 0) -> bool:
+        """Queue a message that must not be lost; False (nothing queued) if full.
+
+        ``allowance`` extra messages may be queued beyond ``max_messages``: replies
+        to the client's own requests use it, so that a pong does not cost an
+        ``l4Book`` subscriber its resync.
+        """
         if self.close_reason is not None:
             return True
-        if self._lossless >= self.max_messages or self._bytes + len(payload) > self.max_bytes:
+        if (
+            self._lossless >= self.max_messages + allowance
+            or self._bytes + len(payload) > self.max_bytes
+        ):
             return False
         self._queue[(group, next(_counter))] = payload
         self._lossless += 1
@@ -113,10 +121,17 @@ class ClientQueue:
         """Queue a message that replaces an unsent one with the same ``key``."""
         if self.close_reason is not None:
             return
-        if key in self._queue:
+        queue = self._queue
+        if queue.pop(key, None) is not None:
             self.stats.conflated += 1
-        self._queue[key] = payload
+        # At the back, not where the replaced message was: messages leave in the
+        # order they were made, so a newer view never goes out before older news.
+        queue[key] = payload
         self.wake()
+
+    def forget(self, key: Hashable) -> None:
+        """Drop an unsent conflated message (its subscription ended)."""
+        self._queue.pop(key, None)
 
     def pop(self) -> str | None:
         """The next message to send, or ``None``."""
@@ -215,6 +230,7 @@ class Hub:
     def unsubscribe(self, client: ClientQueue, sub: Subscription) -> None:
         """Remove one subscription of ``client``."""
         client.subscriptions.pop(sub, None)
+        client.forget(sub)
         clients = self._subscribers.get(sub)
         if clients is None:
             return
@@ -315,9 +331,14 @@ class Hub:
     def resync(self, books: Books, coins: Iterable[str] | None = None) -> None:
         """After a re-bootstrap or repair: send every subscriber of ``coins`` (default: all)
         a fresh view, including a new ``l4Book`` Snapshot."""
+        if coins is None:
+            self._l4_cache.clear()
         wanted = set(self._by_coin) if coins is None else set(coins) & set(self._by_coin)
         for coin in wanted:
             self._last_bbo.pop(coin, None)
+            # A repair changes a coin's book without a new height: the cached
+            # snapshot of that height is stale.
+            self._l4_cache.pop(coin, None)
             for sub in self._by_coin[coin]:
                 if isinstance(sub, L2BookSub):
                     self._last_l2.pop(sub, None)

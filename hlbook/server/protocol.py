@@ -166,9 +166,13 @@ def _make_converter() -> cattrs.Converter:
 _converter = _make_converter()
 
 
-def _echo_text(data: bytes | str) -> str:
+def _echo_text(data: bytes | str, *, is_json: bool) -> str:
+    """The client's text for a parse error. JSON is echoed whole, so that it stays
+    valid JSON (its size is bounded by the message size limit); other text is cut."""
     text = data.decode("utf-8", "replace") if isinstance(data, bytes) else data
-    return text if len(text) <= _MAX_ECHO else text[:_MAX_ECHO] + "…"
+    if is_json or len(text) <= _MAX_ECHO:
+        return text
+    return text[:_MAX_ECHO] + "…"
 
 
 def dumps(value: Any) -> str:
@@ -181,17 +185,17 @@ def parse_request(data: bytes | str) -> Request:
     try:
         message = orjson.loads(data)
     except orjson.JSONDecodeError:
-        return ProtocolError(PARSE_ERROR + _echo_text(data))
+        return ProtocolError(PARSE_ERROR + _echo_text(data, is_json=False))
     method = message.get("method") if isinstance(message, dict) else None
     if method == "ping":
         return Ping()
     if method == "health":
         return Health()
     if method not in ("subscribe", "unsubscribe"):
-        return ProtocolError(PARSE_ERROR + _echo_text(data))
+        return ProtocolError(PARSE_ERROR + _echo_text(data, is_json=True))
     raw = message.get("subscription")
     if not isinstance(raw, dict):
-        return ProtocolError(PARSE_ERROR + _echo_text(data))
+        return ProtocolError(PARSE_ERROR + _echo_text(data, is_json=True))
     try:
         subscription: Subscription = _converter.structure(raw, Subscription)  # type: ignore[arg-type]
     except (cattrs.BaseValidationError, ValueError, TypeError, KeyError):

@@ -26,6 +26,7 @@ from hlbook.server.protocol import (
     Health,
     Ping,
     ProtocolError,
+    Request,
     Subscribe,
     Unsubscribe,
     already,
@@ -45,7 +46,36 @@ log = logging.getLogger("hlbook.server")
 
 _CLOSE_TIMEOUT = 2.0
 _HANDSHAKE_TIMEOUT = 10.0
+_REPLY_ALLOWANCE = 64
+"""Replies a client may have queued beyond ``--client-queue`` (see ``ClientQueue.put``)."""
 WS_PATHS = ("/ws", "/")
+
+
+class _Received(trio.abc.Stream):
+    """A client's TCP stream that notes when the client last sent anything.
+
+    trio-websocket answers WebSocket-level pings itself and never shows them
+    to us; reading through this stream lets them count as activity for the
+    idle timeout, so a client library's keepalive keeps its connection.
+    """
+
+    def __init__(self, stream: trio.SocketStream) -> None:
+        self.stream = stream
+        self.last = trio.current_time()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes | bytearray:
+        data = await self.stream.receive_some(max_bytes)
+        self.last = trio.current_time()
+        return data
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.stream.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.stream.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self.stream.aclose()
 
 
 @attrs.frozen
@@ -77,6 +107,7 @@ class Connections:
         self._ready = ready
         self._health = health
         self.active: set[ClientQueue] = set()
+        self._slots = 0  # connections accepted or being accepted (bounded by max_connections)
         self.accepted = 0
         self.rejected = 0
         self.closed_idle = 0
@@ -92,30 +123,45 @@ class Connections:
 
     async def handle_stream(self, stream: trio.SocketStream) -> None:
         """``trio.serve_tcp`` handler: one call per incoming TCP connection."""
+        received = _Received(stream)
         try:
             async with trio.open_nursery() as nursery:  # trio-websocket's reader task
                 with trio.move_on_after(_HANDSHAKE_TIMEOUT) as handshake:
                     request = await wrap_server_stream(
-                        nursery, stream, max_message_size=self.limits.max_message_size
+                        nursery,
+                        received,
+                        max_message_size=self.limits.max_message_size,
                     )
                 if not handshake.cancelled_caught:
-                    await self._handle(request, stream)
+                    await self._handle(request, stream, received)
                 nursery.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):
                 await stream.aclose()
 
-    async def _handle(self, request: WebSocketRequest, stream: trio.SocketStream) -> None:
+    async def _handle(
+        self, request: WebSocketRequest, stream: trio.SocketStream, received: _Received
+    ) -> None:
         path = request.path.split("?", 1)[0]
         if path not in WS_PATHS:
             self.rejected += 1
             await request.reject(404, body=b"hlbook serves WebSocket at /ws\n")
             return
-        if len(self.active) >= self.limits.max_connections:
+        if self._slots >= self.limits.max_connections:
             self.rejected += 1
             await request.reject(503, body=b"too many connections\n")
             return
-        ws = await request.accept()
+        # Taken before the handshake's await, so simultaneous connects cannot overshoot.
+        self._slots += 1
+        try:
+            ws = await request.accept()
+            await self._run_client(ws, stream, received)
+        finally:
+            self._slots -= 1
+
+    async def _run_client(
+        self, ws: WebSocketConnection, stream: trio.SocketStream, received: _Received
+    ) -> None:
         closing = trio.Event()
         client = ClientQueue(
             max_messages=self.limits.queue_messages, max_bytes=self.limits.queue_bytes
@@ -134,7 +180,7 @@ class Connections:
         log.debug("client %d connected from %s", client.id, peer)
         try:
             async with trio.open_nursery() as nursery:
-                nursery.start_soon(self._read, ws, client)
+                nursery.start_soon(self._read, ws, client, received)
                 nursery.start_soon(writer.run)
                 await closing.wait()
                 # Stop reading; let the writer finish the frame it is on (bounded).
@@ -156,31 +202,71 @@ class Connections:
                     with trio.move_on_after(_CLOSE_TIMEOUT):
                         await ws.aclose(code, reason)
 
-    async def _read(self, ws: WebSocketConnection, client: ClientQueue) -> None:
-        code, reason = await self._reader(ws, client)
+    async def _read(
+        self, ws: WebSocketConnection, client: ClientQueue, received: _Received
+    ) -> None:
+        async with trio.open_nursery() as nursery:
+            code, reason = await self._reader(ws, client, received, nursery)
+            nursery.cancel_scope.cancel()
         client.close(code, reason)
 
-    async def _reader(self, ws: WebSocketConnection, client: ClientQueue) -> tuple[int, str]:
+    async def _reader(
+        self,
+        ws: WebSocketConnection,
+        client: ClientQueue,
+        received: _Received,
+        nursery: trio.Nursery,
+    ) -> tuple[int, str]:
         idle = self.limits.idle_timeout
+        # Subscription requests that arrive while the books are still loading, answered
+        # in order once they are ready; meanwhile pings are answered and idleness timed.
+        pending: list[Subscribe | Unsubscribe] = []
         while True:
             message: str | bytes | None = None
-            with trio.move_on_after(idle):
+            with trio.move_on_at(received.last + idle):
                 try:
                     message = await ws.get_message()
                 except ConnectionClosed:
                     return (1000, "")
             if message is None:
+                if trio.current_time() < received.last + idle:
+                    continue  # a WebSocket ping or other control frame came in
                 self.closed_idle += 1
                 return (1000, f"idle timeout: nothing received for {idle:g} s")
-            reply = await self._answer(client, message)
-            for text in reply:
-                if not client.put(text):
-                    self.hub.disconnect_slow(client, "replies not read")
-                    assert client.close_reason is not None
-                    return client.close_reason
+            request = parse_request(message)
+            if isinstance(request, Subscribe | Unsubscribe) and (
+                pending or not self._ready().is_set()
+            ):
+                if len(pending) < self.limits.max_subscriptions:
+                    if not pending:
+                        nursery.start_soon(self._answer_when_ready, client, pending)
+                    pending.append(request)
+                    continue
+                replies = [error_message(too_many(self.limits.max_subscriptions))]
+            else:
+                replies = self._answer(client, request)
+            if not self._reply(client, replies):
+                assert client.close_reason is not None
+                return client.close_reason
 
-    async def _answer(self, client: ClientQueue, message: str | bytes) -> list[str]:
-        request = parse_request(message)
+    async def _answer_when_ready(
+        self, client: ClientQueue, pending: list[Subscribe | Unsubscribe]
+    ) -> None:
+        await self._ready().wait()
+        # No checkpoint from here on: the reader queues behind us, never in between.
+        while pending:
+            if not self._reply(client, self._answer(client, pending.pop(0))):
+                return
+
+    def _reply(self, client: ClientQueue, replies: list[str]) -> bool:
+        """Queue replies; False if the client was disconnected for not reading them."""
+        for text in replies:
+            if not client.put(text, allowance=_REPLY_ALLOWANCE):
+                self.hub.disconnect_slow(client, "replies not read")
+                return False
+        return True
+
+    def _answer(self, client: ClientQueue, request: Request) -> list[str]:
         if isinstance(request, Ping):
             return [pong_message()]
         if isinstance(request, Health):
@@ -188,17 +274,14 @@ class Connections:
         if isinstance(request, ProtocolError):
             self.protocol_errors += 1
             return [error_message(request.text)]
-        # Subscriptions need the books: wait for the first snapshot if still loading.
-        await self._ready().wait()
         books = self._books()
-        assert books is not None
+        assert books is not None  # the caller waited for the books to be ready
         sub = request.subscription
         if isinstance(request, Unsubscribe):
             if sub not in client.subscriptions:
                 return [error_message(already(False, request.echo))]
             self.hub.unsubscribe(client, sub)
             return [subscription_response("unsubscribe", request.echo)]
-        assert isinstance(request, Subscribe)
         if sub.coin not in books:
             self.protocol_errors += 1
             return [error_message(invalid_subscription(request.echo))]

@@ -239,7 +239,9 @@ class SimConfig:
     duration: float | None = None
     """Stop writing after this many seconds."""
     info_host: str = "127.0.0.1"
-    info_port: int = 3001
+    info_port: int = attrs.field(
+        default=3001, validator=[attrs.validators.ge(0), attrs.validators.le(65535)]
+    )
     """Port of the info server; 0 picks a free one."""
     partial_writes: bool = False
     """Write each stream's bytes in pieces cut mid-line, with a pause in between."""

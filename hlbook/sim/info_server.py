@@ -20,6 +20,8 @@ import h11
 import msgspec
 import trio
 
+from hlbook.listen import open_listeners
+
 __all__ = ["SnapshotWriter", "serve_info"]
 
 log = logging.getLogger(__name__)
@@ -56,7 +58,7 @@ async def serve_info(
 
     Reports the bound port (useful with port 0) once it accepts connections.
     """
-    listeners = await trio.open_tcp_listeners(port, host=host)
+    listeners = await open_listeners(host, port, "the info server")
     bound: int = listeners[0].socket.getsockname()[1]
     log.debug("info server listening on %s:%d", host, bound)
 
