@@ -16,7 +16,10 @@ One nursery owns:
   and repairs the coins that differ.
 
 A divergence, a gap, a malformed line or a snapshot that is too old makes the
-book task hold blocks and ask for a new snapshot; it never exits.
+book task hold blocks and ask for a new snapshot; it never exits. If the shape
+of the node's output changes (a fills directory appears; with ``--ingest auto``,
+the node switches layout while hlbook is stale), ingestion starts over on the
+new shape and re-bootstraps; clients stay connected.
 """
 
 import logging
@@ -32,7 +35,7 @@ from hlbook.book.books import Books
 from hlbook.book.join import BlockJoiner, Gap
 from hlbook.book.validate import MovedSnapshot, compare_moved
 from hlbook.config import Config
-from hlbook.errors import DivergenceError, NodeFormatError, SnapshotError
+from hlbook.errors import DivergenceError, HlbookError, NodeFormatError
 from hlbook.feed import BookUpdate, Feed
 from hlbook.model import Block
 from hlbook.node.files import StartPoint, StreamTailer, detect_layout, stream_dir
@@ -165,19 +168,36 @@ class Pipeline:
         self._log: _BlockLog | None = None
         self._stale = False
         self._height_waiters: list[tuple[int, trio.Event]] = []
+        self._snapshot_file = config.snapshot_file  # used until one bootstrap succeeds
+        self._restart: str | None = None  # why ingestion must start over
 
     # -- lifecycle --------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Run until cancelled."""
-        layout = await self._wait_for_layout()
-        self.layout = layout
+        from_start = self.config.from_start
+        while True:
+            layout = await self._wait_for_layout()
+            self.layout = layout
+            await self._ingest_layout(layout, from_start=from_start)
+            log.warning("%s: starting ingestion over", self._restart)
+            self._restart = None
+            self.layout = self.config.layout
+            from_start = False  # a fresh snapshot covers what came before
+
+    async def _ingest_layout(self, layout: Layout, *, from_start: bool) -> None:
+        """Tail, join, apply and heal one output shape until it changes (returns)."""
         streams = [
             s for s in Stream if s is not Stream.FILLS or self._stream_present(Stream.FILLS, layout)
         ]
         if Stream.FILLS not in streams:
             log.warning("no fills directory under %s: trades will be empty", self.config.node_data)
         self._joiner = BlockJoiner(layout, streams, quiet_after=self.config.stream_quiet_after)
+        self._gates = {}
+        self.tailers = {}
+        self._log = None
+        self._too_old = 0
+        self._bootstrap_wanted = trio.Event()
         send, receive = trio.open_memory_channel[_Item](4)
         async with send, trio.open_nursery() as nursery:
             for stream in streams:
@@ -185,14 +205,33 @@ class Pipeline:
                 self._gates[stream].set()
                 tailer = StreamTailer(
                     stream_dir(self.config.node_data.expanduser(), stream, layout),
-                    from_start=self.config.from_start,
+                    from_start=from_start,
                 )
                 self.tailers[stream] = tailer
                 nursery.start_soon(self._ingest, stream, tailer, send.clone())
             nursery.start_soon(self._bootstrap_task, send.clone())
             nursery.start_soon(self._validation_task, send.clone())
-            self._want_bootstrap("starting up")
+            nursery.start_soon(self._watch_output, layout, streams, nursery.cancel_scope)
+            self._want_bootstrap("starting up" if self.books is None else "ingestion restarted")
             await self._book_task(receive)
+
+    async def _watch_output(
+        self, layout: Layout, streams: list[Stream], scope: trio.CancelScope
+    ) -> None:
+        """Notice the node's output changing shape; then end this ingestion (``scope``)."""
+        node_data = self.config.node_data.expanduser()
+        while True:
+            await trio.sleep(1.0)
+            if Stream.FILLS not in streams and self._stream_present(Stream.FILLS, layout):
+                self._restart = f"a fills directory appeared under {node_data}"
+            elif self.config.layout is None and self._stale:
+                # Only while stale: a healthy feed is proof enough of the layout.
+                found = await trio.to_thread.run_sync(detect_layout, node_data)
+                if found is not None and found is not layout:
+                    self._restart = f"the node now writes the {found.value} layout"
+            if self._restart is not None:
+                scope.cancel()
+                return
 
     def _stream_present(self, stream: Stream, layout: Layout) -> bool:
         return stream_dir(self.config.node_data.expanduser(), stream, layout).exists()
@@ -312,7 +351,7 @@ class Pipeline:
         deadline = math.inf
         if self._joiner is not None:
             deadline = self._joiner.next_deadline() or math.inf
-        if self.status == "live" and self.last_block_at is not None:
+        if not self._stale and self.books is not None and self.last_block_at is not None:
             deadline = min(deadline, self.last_block_at + self.config.stale_after)
         return deadline
 
@@ -412,6 +451,7 @@ class Pipeline:
         self.ready.set()
         self.status = "live"
         self.status_detail = ""
+        self._stale = False
         self.last_block_at = trio.current_time()
         self._wake_height_waiters(books.height)
         return released
@@ -422,25 +462,29 @@ class Pipeline:
             feed.push(update)
 
     def _check_stale(self, now: float) -> None:
-        if self.status != "live" or self.last_block_at is None or self._stale:
+        books = self.books
+        if books is None or self.last_block_at is None or self._stale:
             return
         if now - self.last_block_at < self.config.stale_after:
             return
         self._stale = True
-        self.status = "stale"
         self.stats.stale_periods += 1
-        text = (
-            f"feed stale: no block from the node for {self.config.stale_after:g} s "
-            f"(last height {self.books.height if self.books else None})"
-        )
-        self.status_detail = text
+        after, height = self.config.stale_after, books.height
+        if self.status == "live":
+            self.status = "stale"
+            text = f"feed stale: no block from the node for {after:g} s (last height {height})"
+            self.status_detail = text
+        else:  # a resync that cannot finish (e.g. the info server is down)
+            text = (
+                f"feed stale: no block applied for {after:g} s while {self.status} "
+                f"({self.status_detail}); books held at height {height}"
+            )
         log.warning("%s", text)
         self.hub.notify_all(error_message(text))
 
     # -- bootstrap --------------------------------------------------------------------------
 
     async def _bootstrap_task(self, send: trio.MemorySendChannel[_Item]) -> None:
-        use_file = self.config.snapshot_file
         async with send:
             while True:
                 await self._bootstrap_wanted.wait()
@@ -451,26 +495,28 @@ class Pipeline:
                     await trio.sleep(min(0.25 * 2**self._too_old, self.config.retry_max))
                 delay = 0.5
                 while True:
+                    use_file = self._snapshot_file
                     try:
                         if use_file is not None:
                             source = str(use_file)
                             data = await trio.to_thread.run_sync(
                                 read_snapshot, use_file, abandon_on_cancel=True
                             )
-                            use_file = None  # later re-bootstraps ask the node
                         else:
                             source = self.config.info_url
                             data = await self._fetch(self.config.snapshot_out)
                         books = await trio.to_thread.run_sync(
                             self._load, data, abandon_on_cancel=True
                         )
-                    except SnapshotError as exc:
+                    except HlbookError as exc:
+                        # Unreadable, malformed or inconsistent (a duplicate oid): retry.
                         self.stats.last_error = str(exc)
                         self.status_detail = f"{exc} (retrying in {delay:.0f} s)"
                         log.warning("snapshot failed: %s; retrying in %.1f s", exc, delay)
                         await trio.sleep(delay)
                         delay = min(delay * 2, self.config.retry_max)
                         continue
+                    self._snapshot_file = None  # later re-bootstraps ask the node
                     await send.send(_Loaded(books, source, generation))
                     break
 
@@ -519,7 +565,7 @@ class Pipeline:
             height, coins = await trio.to_thread.run_sync(
                 decode_snapshot_file, data, abandon_on_cancel=True
             )
-        except SnapshotError as exc:
+        except HlbookError as exc:
             log.warning("validation skipped: %s", exc)
             return None
         with trio.move_on_after(max(self.config.stale_after, 5.0)):
@@ -586,9 +632,14 @@ class Pipeline:
             self._fail(f"validation found differences in {sorted(moved_coins)[:10]}", [])
             return
         # The other coins did not change since the snapshot: it is their exact state now.
-        for coin in result.coins:
-            bids, asks = moved.snapshot_coin(coin)
-            books.set_coin(coin, bids, asks)
+        try:
+            for coin in result.coins:
+                bids, asks = moved.snapshot_coin(coin)
+                books.set_coin(coin, bids, asks)
+        except DivergenceError as exc:
+            # E.g. an oid the node has under another coin than we do: start over.
+            self._fail(f"repair from the node's snapshot failed: {exc}", [])
+            return
         log.error("repaired %d coin(s) from the node's snapshot", len(result.coins))
         self.stats.coins_repaired += len(result.coins)
         self.hub.resync(books, result.coins)

@@ -9,8 +9,11 @@ import socket
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import trio
+from fixtures import MainnetSlice
+from recorded_node import RecordedNode
 from server_support import (
     same_books,
     send,
@@ -21,7 +24,8 @@ from server_support import (
 )
 from trio_websocket import ConnectionClosed, open_websocket_url, wrap_client_stream
 
-from hlbook.node.formats import Stream
+import hlbook
+from hlbook.node.formats import Layout, Stream
 
 pytestmark = pytest.mark.slow
 
@@ -248,3 +252,142 @@ async def test_many_connects_and_disconnects_leak_nothing(tmp_path: Path) -> Non
         assert handle.health()["connections"]["accepted"] >= 150
         with pytest.raises(ConnectionClosed):
             raise ConnectionClosed(None)  # keep the import honest for type checkers
+
+
+async def test_a_snapshot_with_a_duplicate_order_is_retried_never_fatal(
+    tmp_path: Path, mainnet: MainnetSlice
+) -> None:
+    height, coins = orjson.loads(mainnet.snapshot)
+    bids = coins[0][1][0]
+    bids.append(bids[0])  # the same oid twice
+    snapshot = tmp_path / "snapshot.json"
+    snapshot.write_bytes(orjson.dumps([height, coins]))
+    node = RecordedNode(tmp_path / "data", mainnet, Layout.BY_BLOCK)
+    config = hlbook.Config(
+        node_data=tmp_path / "data",
+        snapshot_file=snapshot,
+        info_url="http://127.0.0.1:9/info",  # nothing there: the file is the only source
+        from_start=True,
+        port=0,
+        validate_every=0,
+        retry_max=0.2,
+    )
+    async with trio.open_nursery() as nursery:
+        await node.replay(interval=0, blocks=5)
+        handle = await nursery.start(hlbook.serve, config)
+        with trio.fail_after(10):
+            while "rests twice" not in (handle.health()["pipeline"]["last_error"] or ""):
+                await trio.sleep(0.05)
+        assert handle.health()["status"] == "bootstrapping"
+        snapshot.write_bytes(mainnet.snapshot)  # the operator fixes the file
+        with trio.fail_after(10):
+            await handle.wait_for_height(mainnet.height + 5)
+        assert handle.health()["status"] == "live"
+        node.close()
+        nursery.cancel_scope.cancel()
+
+
+async def test_subscribers_hear_when_a_resync_cannot_finish(tmp_path: Path) -> None:
+    async with (
+        sim_and_server(tmp_path, stale_after=0.5, retry_max=0.2) as (handle, node),
+        open_websocket_url(handle.url) as ws,
+    ):
+        await send(ws, subscribe("BTC", "l2Book"))
+        # The node can no longer write snapshots where hlbook asks for them...
+        snapshot = tmp_path / "snapshot.json"
+        snapshot.unlink()
+        snapshot.mkdir()
+        node.skip_block()  # ...and a lost block needs one.
+        with trio.fail_after(10):
+            while True:
+                message = json.loads(await ws.get_message())
+                if message["channel"] == "error":
+                    break
+        assert message["data"].startswith("feed stale: no block applied for 0.5 s while resyncing")
+        assert handle.health()["status"] == "resyncing"
+        snapshot.rmdir()
+        with trio.fail_after(10):
+            while handle.health()["status"] != "live":
+                await trio.sleep(0.02)
+        await settle(handle, node)
+        assert same_books(handle, node) == []
+
+
+async def test_a_fills_directory_that_appears_late_is_followed(tmp_path: Path) -> None:
+    from hlbook.sim import SimConfig, run_simulator
+
+    sim = SimConfig(node_data=tmp_path / "data", info_port=0, scale=0.2, seed=3)
+    async with trio.open_nursery() as nursery:
+        node = await nursery.start(run_simulator, sim)
+        with trio.fail_after(10):
+            while node.current_file(Stream.FILLS) is None:  # its file is open
+                await trio.sleep(0.01)
+        fills = node.stream_dir(Stream.FILLS)
+        hidden = fills.with_name("hidden")
+        fills.rename(hidden)  # the simulator keeps writing through its open file
+        config = hlbook.Config(
+            node_data=tmp_path / "data",
+            info_url=node.info_url,
+            snapshot_path=tmp_path / "snapshot.json",
+            port=0,
+            validate_every=0,
+        )
+        handle = await nursery.start(hlbook.serve, config)
+        with trio.fail_after(30):
+            await handle.wait_ready()
+        assert "fills" not in handle.health()["streams"]
+        async with open_websocket_url(handle.url) as ws:
+            for coin in node.coins():
+                await send(ws, subscribe(coin, "trades"))
+            hidden.rename(fills)
+            with trio.fail_after(30):
+                while True:
+                    message = json.loads(await ws.get_message())
+                    if message["channel"] == "trades":
+                        break
+        assert "fills" in handle.health()["streams"]
+        assert handle.health()["pipeline"]["bootstraps"] == 2
+        nursery.cancel_scope.cancel()
+
+
+async def test_ingest_auto_follows_the_node_to_a_new_layout(tmp_path: Path) -> None:
+    from hlbook.sim import SimConfig, run_simulator
+
+    data = tmp_path / "data"
+    with socket.socket() as probe:  # one info port for both runs of the node
+        probe.bind(("127.0.0.1", 0))
+        info_port = probe.getsockname()[1]
+    by_block = SimConfig(node_data=data, info_port=info_port, scale=0.1, seed=3)
+    async with trio.open_nursery() as nursery:
+        node = await nursery.start(run_simulator, by_block)
+        config = hlbook.Config(
+            node_data=data,
+            info_url=node.info_url,
+            snapshot_path=tmp_path / "snapshot.json",
+            port=0,
+            validate_every=0,
+            stale_after=0.5,
+        )
+        handle = await nursery.start(hlbook.serve, config)
+        with trio.fail_after(30):
+            await handle.wait_for_height(by_block.start_height + 5)
+        assert handle.health()["pipeline"]["bootstraps"] == 1
+        node.stop()
+        await trio.sleep(0.2)
+        # The node restarts writing the streaming layout (and other books).
+        streaming = SimConfig(
+            node_data=data,
+            info_port=info_port,
+            scale=0.1,
+            seed=4,
+            layout=Layout.STREAMING,
+            start_height=node.height + 1000,
+        )
+        node = await nursery.start(run_simulator, streaming)
+        with trio.fail_after(30):
+            await handle.wait_for_height(streaming.start_height + 5)
+        await settle(handle, node)
+        assert same_books(handle, node) == []
+        assert handle.health()["status"] == "live"
+        assert handle.health()["pipeline"]["bootstraps"] == 2
+        nursery.cancel_scope.cancel()
