@@ -331,6 +331,8 @@ class Pipeline:
                 elif isinstance(item, _BadLine):
                     self.stats.bad_lines += 1
                     self._fail(f"{item.error}", [])
+                    # Its block must come from a snapshot, never be applied without the line.
+                    outputs.extend(joiner.lost(item.stream, item.error.block))
                 elif isinstance(item, _Fault):
                     self._fail(item.reason, [])
                 elif isinstance(item, _CaughtUp):

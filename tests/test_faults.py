@@ -100,6 +100,27 @@ async def test_a_malformed_line_is_reported_and_healed(tmp_path: Path) -> None:
         assert health["pipeline"]["bootstraps"] >= 2
 
 
+async def test_a_line_garbled_in_place_is_never_half_applied(tmp_path: Path) -> None:
+    """Streaming: the garbled diff line's events are lost; its block must come from a
+    snapshot (one at or past it), never be applied without them."""
+    async with sim_and_server(
+        tmp_path, sim={"layout": Layout.STREAMING, "scale": 0.2, "diff_ahead": 3}
+    ) as (
+        handle,
+        node,
+    ):
+        await node.wait_for_height(node.height + 2)
+        node.corrupt_next_line(Stream.DIFFS, replace=True)
+        await node.wait_for_height(node.height + 10)
+        await settle(handle, node)
+        assert same_books(handle, node) == []
+        health = handle.health()
+        assert health["pipeline"]["bad_lines"] == 1
+        # Healed by the snapshot alone: no incomplete block was applied and then diverged.
+        assert health["pipeline"]["divergences"] == 0
+        assert health["status"] == "live"
+
+
 async def test_validation_checks_a_live_feed(tmp_path: Path) -> None:
     """Snapshots are older than the books by the time they are read: they are moved forward."""
     async with sim_and_server(tmp_path, sim={"scale": 0.2}, validate_every=0.2) as (handle, node):

@@ -533,3 +533,46 @@ def test_release_remembers_the_snapshot_blocks_time() -> None:
     joiner.hold()
     joiner.release(20)
     assert joiner.snapshot_time is None
+
+
+# -- unreadable lines -------------------------------------------------------------
+
+
+def test_a_lost_line_of_known_height_makes_its_block_a_gap() -> None:
+    joiner = BlockJoiner(Layout.STREAMING, quiet_after=0.3)
+    feed_all(joiner, [(D, ln(D, 100, 1)), (S, ln(S, 100, 2)), (F, ln(F, 100, 3))])
+    joiner.release(100)
+    out = feed_all(joiner, [(D, ln(D, 101, 4))])
+    out += joiner.lost(S, 101)  # the status line of 101 was garbage
+    out += feed_all(joiner, [(D, ln(D, 102, 5)), (S, ln(S, 102, 6)), (F, ln(F, 102, 7))])
+    out += feed_all(joiner, [(D, ln(D, 103, 8)), (S, ln(S, 103, 9)), (F, ln(F, 103, 10))])
+    assert heights(out) == ["gap 100-102", 102]
+
+
+def test_a_lost_line_of_unknown_height_spans_until_the_streams_next_line() -> None:
+    joiner = BlockJoiner(Layout.STREAMING, quiet_after=0.3)
+    feed_all(joiner, [(D, ln(D, 100, 1)), (S, ln(S, 100, 2)), (F, ln(F, 100, 3))])
+    joiner.release(100)
+    out = joiner.lost(S, None)  # garbage after the status line of 100
+    out += feed_all(joiner, [(D, ln(D, 101, 4)), (F, ln(F, 101, 5))])
+    out += feed_all(joiner, [(D, ln(D, 102, 6)), (S, ln(S, 102, 7)), (F, ln(F, 102, 8))])
+    out += feed_all(joiner, [(D, ln(D, 103, 9)), (S, ln(S, 103, 10)), (F, ln(F, 103, 11))])
+    # The garbage may have been 101's or 102's status line: neither is handed out.
+    assert heights(out) == ["gap 100-102", "gap 101-103"]
+    out = feed_all(joiner, [(D, ln(D, 104, 12)), (S, ln(S, 104, 13)), (F, ln(F, 104, 14))])
+    assert heights(out) == [103]
+
+
+def test_a_lost_line_while_holding_needs_a_snapshot_at_or_past_it() -> None:
+    joiner = BlockJoiner(Layout.BY_BLOCK)
+    joiner.release(0)
+    assert heights(feed_all(joiner, by_block_lines(1) + by_block_lines(2))) == [1, 2]
+    joiner.hold()  # e.g. the pipeline re-bootstraps because of the bad line below
+    assert joiner.lost(S, 3) == []
+    assert feed_all(joiner, [(D, ln(D, 3, 31)), (F, ln(F, 3, 32))]) == []
+    assert feed_all(joiner, by_block_lines(4)) == []
+    released = joiner.release(2)
+    assert heights(released) == ["gap 2-4", 4]  # too old: 3 lost its status line
+    joiner.hold([b for b in released if isinstance(b, Block)])  # as the pipeline does
+    assert heights(joiner.release(3)) == [4]
+    assert heights(feed_all(joiner, by_block_lines(5))) == [5]

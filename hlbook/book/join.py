@@ -38,6 +38,10 @@ at or below it are dropped. :meth:`hold` starts holding again (to
 re-bootstrap), taking back blocks the caller had not applied. While the held
 buffer is full, or a stream runs too far ahead of the others, :meth:`paused`
 tells the caller to stop reading that stream: the files are the buffer.
+
+A line that could not be read (:meth:`lost`) makes its block, or every block
+it may belong to when its height is unknown, a :class:`Gap`: an incomplete
+block is never handed out.
 """
 
 from collections import deque
@@ -124,6 +128,8 @@ class BlockJoiner:
         self._holding = True
         self._held: deque[Output] = deque()
         self._retained_from = 0  # while holding: every block from here on is retained
+        self._lost: tuple[int, int] | None = None  # heights that lost a line: a Gap each
+        self._lost_after: dict[Stream, int] = {}  # a line of unknown height was lost after
         self.late_lines = 0
         self.dropped_lines = 0
         self.gaps = 0
@@ -147,6 +153,10 @@ class BlockJoiner:
             return self._late(stream, line)
         if stream not in self._first:
             self._first[stream] = height
+        lost_after = self._lost_after.pop(stream, None)
+        if lost_after is not None:
+            # The unreadable line came between this stream's lines at these heights.
+            self._lose(lost_after, height)
         if height > self._watermark[stream]:
             self._watermark[stream] = height
         elif (
@@ -178,6 +188,36 @@ class BlockJoiner:
             raise ValueError(f"stream {stream.value} is not joined")
         self._caught_up_at.setdefault(stream, now)
         return self._collect(now)
+
+    def lost(self, stream: Stream, height: int | None) -> list[Output]:
+        """A line of ``stream`` could not be read (malformed); ``height`` if known.
+
+        Its block becomes a :class:`Gap`. With no height, the line lies between
+        the stream's last line and its next one: every block in that range does.
+        """
+        if stream not in self._watermark:
+            raise ValueError(f"stream {stream.value} is not joined")
+        if height is None:
+            self._lost_after.setdefault(stream, max(self._watermark[stream], self._floor + 1))
+            return []
+        return self._lose(height, height)
+
+    def _lose(self, low: int, high: int) -> list[Output]:
+        if high <= self._floor:
+            return []
+        out: list[Output] = []
+        if low <= self._emitted:
+            self.gaps += 1
+            last = min(high, self._emitted)
+            out.append(Gap(low - 1, last + 1, "a line of these blocks was unreadable"))
+        if high > self._emitted:
+            current = self._lost
+            self._lost = (
+                (max(low, self._emitted + 1), high)
+                if current is None
+                else (min(current[0], low), max(current[1], high))
+            )
+        return self._out(out)
 
     def start_after(self, stream: Stream, height: int) -> None:
         """Reading of ``stream`` began where every block above ``height`` is complete.
@@ -382,7 +422,14 @@ class BlockJoiner:
                 break
             del pending[height]
             self._emitted = height
+            lost = self._lost
+            if lost is not None and lost[0] <= height <= lost[1]:
+                self.gaps += 1
+                out.append(Gap(height - 1, height + 1, "a line of this block was unreadable"))
+                continue
             out.append(partial.block())
+        if self._lost is not None and self._lost[1] <= self._emitted:
+            self._lost = None
         return self._out(out)
 
     def _complete_streaming(self, height: int, now: float) -> bool:

@@ -404,9 +404,12 @@ class SimHandle:
         """Do not write the next block: to any stream, or only to ``stream`` (a real gap)."""
         self._node.skip_block(stream)
 
-    def corrupt_next_line(self, stream: Stream) -> None:
-        """Write one malformed line to ``stream`` just before its next real line."""
+    def corrupt_next_line(self, stream: Stream, *, replace: bool = False) -> None:
+        """Write one malformed line to ``stream`` just before its next real line, or
+        (``replace``) instead of it: that line's events are then lost to readers."""
         self._node.writer.corrupt.add(stream)
+        if replace:
+            self._node.writer.replace.add(stream)
 
     def disagree_next_snapshot(self) -> None:
         """Alter one order (its size, by one lot) in the next ``fileSnapshot`` answer."""

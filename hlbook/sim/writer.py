@@ -98,6 +98,8 @@ class BlockWriter:
         self.rng = rng
         self.pause = pause
         self.corrupt: set[Stream] = set()
+        self.replace: set[Stream] = set()
+        """Of ``corrupt``: streams whose next line is garbled in place (its events lost)."""
         self.corrupted = 0
 
     async def write(self, stream: Stream, segments: list[Segment]) -> None:
@@ -107,6 +109,9 @@ class BlockWriter:
                 self.corrupt.discard(stream)
                 self.corrupted += 1
                 self.files.append(stream, hour, _malformed(data))
+                if stream in self.replace:
+                    self.replace.discard(stream)
+                    data = data.split(b"\n", 1)[1]  # the garbled line stands in for it
             if not self.partial_writes:
                 self.files.append(stream, hour, data)
                 continue
