@@ -292,10 +292,14 @@ class Pipeline:
         async def on_idle(now: float) -> None:
             await send.send(_CaughtUp(stream, now))
 
+        async def on_loss(why: str) -> None:
+            # Skipped bytes are a line of unknown height lost: the same as a malformed one.
+            await send.send(_BadLine(stream, NodeFormatError(stream.value, why)))
+
         async with send:
             while True:
                 try:
-                    await tailer.run(deliver, on_start, on_idle)
+                    await tailer.run(deliver, on_start, on_idle, on_loss)
                 except OSError as exc:
                     # The files are the truth; lost bytes mean a re-bootstrap.
                     await send.send(_Fault(f"reading {stream.value} failed: {exc}"))

@@ -51,6 +51,14 @@ def test_overlong_line_is_reported_once_and_skipped() -> None:
     assert splitter.consumed == len(b"ok\n0123456789abcdefgh\nnext\n")
 
 
+def test_lines_before_an_overlong_one_in_the_same_chunk_are_kept() -> None:
+    splitter = LineSplitter(max_line=8)
+    with pytest.raises(LineTooLongError) as raised:
+        splitter.feed(b"ok\nfine\n0123456789")
+    assert raised.value.lines == [b"ok", b"fine"]
+    assert splitter.feed(b"x\nnext\n") == [b"next"]
+
+
 def test_skip_line_discards_a_partial_first_line() -> None:
     splitter = LineSplitter()
     splitter.skip_line()

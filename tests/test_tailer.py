@@ -127,9 +127,14 @@ async def test_an_abandoned_partial_line_is_dropped_after_the_timeout(tmp_path: 
     old = hour_file(tmp_path, "20260505", 1)
     old.write_bytes(b"")
     got = Collector()
+    losses: list[str] = []
     tailer = StreamTailer(tmp_path, settle=0.02, rotation_timeout=0.2)
+
+    async def on_loss(why: str) -> None:
+        losses.append(why)
+
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(tailer.run, got)
+        nursery.start_soon(tailer.run, got, None, None, on_loss)
         await trio.sleep(0.05)
         append(old, b'{"a":1}\n{"never finished"')
         append(hour_file(tmp_path, "20260505", 2), b'{"b":2}\n')
@@ -137,6 +142,33 @@ async def test_an_abandoned_partial_line_is_dropped_after_the_timeout(tmp_path: 
         nursery.cancel_scope.cancel()
     assert got.lines == [b'{"a":1}', b'{"b":2}']
     assert tailer.stats.partial_dropped == 1
+    assert len(losses) == 1
+    assert "unfinished line" in losses[0]
+
+
+async def test_a_line_too_long_is_skipped_and_reported(tmp_path: Path) -> None:
+    path = hour_file(tmp_path, "20260505", 1)
+    path.write_bytes(b"")
+    got = Collector()
+    losses: list[str] = []
+    tailer = StreamTailer(tmp_path, max_line=64)
+
+    async def on_loss(why: str) -> None:
+        losses.append(why)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(tailer.run, got, None, None, on_loss)
+        await trio.sleep(0.05)
+        # Unfinished lines are what the limit bounds (a complete line is read whole).
+        append(path, b'{"a":1}\n{"pad":"' + b"x" * 200)
+        await wait_until(lambda: tailer.stats.long_lines == 1)
+        append(path, b'"}\n{"b":2}\n')
+        await wait_until(lambda: len(got.lines) >= 2)
+        nursery.cancel_scope.cancel()
+    assert got.lines == [b'{"a":1}', b'{"b":2}']
+    assert tailer.stats.long_lines == 1
+    assert len(losses) == 1
+    assert "longer than 64 bytes" in losses[0]
 
 
 async def test_waits_for_directories_that_appear_late(tmp_path: Path) -> None:

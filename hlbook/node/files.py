@@ -22,7 +22,7 @@ import attrs
 import trio
 
 from hlbook.node.formats import Layout, Stream
-from hlbook.node.lines import LineSplitter, LineTooLongError
+from hlbook.node.lines import DEFAULT_MAX_LINE, LineSplitter, LineTooLongError
 from hlbook.node.watch import ChangeWatcher
 
 __all__ = [
@@ -45,6 +45,9 @@ OnStart = Callable[["StartPoint"], Awaitable[None]]
 
 OnIdle = Callable[[float], Awaitable[None]]
 """Told (with ``trio.current_time()``) when everything the node wrote so far was read."""
+
+OnLoss = Callable[[str], Awaitable[None]]
+"""Told why bytes of the node's output were skipped (a line too long, a line never finished)."""
 
 _MAX_LOOKBACK = 64 * 1024 * 1024
 
@@ -155,8 +158,10 @@ class StreamTailer:
         rotation_timeout: float = 30.0,
         dir_check_interval: float = 0.1,
         use_inotify: bool = True,
+        max_line: int = DEFAULT_MAX_LINE,
     ) -> None:
         self.directory = directory
+        self.max_line = max_line
         self.from_start = from_start
         self.chunk_size = chunk_size
         self.settle = settle
@@ -166,17 +171,25 @@ class StreamTailer:
         self.stats = TailStats()
         self._on_start: OnStart | None = None
         self._on_idle: OnIdle | None = None
+        self._on_loss: OnLoss | None = None
 
     async def run(
-        self, deliver: Deliver, on_start: OnStart | None = None, on_idle: OnIdle | None = None
+        self,
+        deliver: Deliver,
+        on_start: OnStart | None = None,
+        on_idle: OnIdle | None = None,
+        on_loss: OnLoss | None = None,
     ) -> None:
         """Tail forever (until cancelled).
 
         ``on_start`` learns where reading began; ``on_idle`` is called each time
-        the tailer has read everything in the newest file (after new data).
+        the tailer has read everything in the newest file (after new data);
+        ``on_loss`` whenever bytes had to be skipped, so that nothing is lost
+        silently.
         """
         with ChangeWatcher(use_inotify=self.use_inotify) as watcher:
             self._on_idle = on_idle
+            self._on_loss = on_loss
             path, at_end = await self._first_file(watcher)
             self._on_start = on_start
             while True:
@@ -208,7 +221,7 @@ class StreamTailer:
         """Read ``path`` until the node has moved on to a newer file; return that file."""
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
         try:
-            splitter = LineSplitter()
+            splitter = LineSplitter(self.max_line)
             start = 0
             skipped = False
             if at_end:
@@ -278,7 +291,8 @@ class StreamTailer:
                 except LineTooLongError as exc:
                     stats.long_lines += 1
                     log.error("%s: %s; skipping it", path, exc)
-                    lines = []
+                    await self._lost(f"{path} from byte {offset}: {exc}")
+                    lines = exc.lines
                 stats.offset = start + splitter.consumed
                 if lines:
                     stats.lines += len(lines)
@@ -315,8 +329,13 @@ class StreamTailer:
                     splitter.pending,
                 )
                 splitter.reset()
+                await self._lost(f"{path}: an unfinished line was abandoned by the node")
                 return newer
             await watcher.wait(self.settle / 2)
+
+    async def _lost(self, why: str) -> None:
+        if self._on_loss is not None:
+            await self._on_loss(why)
 
 
 def _last_line(fd: int, end: int) -> bytes | None:

@@ -13,7 +13,15 @@ DEFAULT_MAX_LINE = 256 * 1024 * 1024
 
 
 class LineTooLongError(ValueError):
-    """A line grew past the splitter's limit without a newline."""
+    """A line grew past the splitter's limit without a newline.
+
+    ``lines`` are the complete lines the same :meth:`LineSplitter.feed` call
+    split off before it: they are good and must still be used.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.lines: list[bytes] = []
 
 
 class LineSplitter:
@@ -55,7 +63,11 @@ class LineSplitter:
         tail = rest.pop()
         lines.extend(line for line in rest if line)
         self.consumed += held + len(data) - len(tail)
-        self._keep(tail)
+        try:
+            self._keep(tail)
+        except LineTooLongError as exc:
+            exc.lines = lines
+            raise
         return lines
 
     def skip_line(self) -> None:
