@@ -158,12 +158,19 @@ async def serve(
         ready=lambda: pipeline.ready,
         health=lambda: handle_box[0].health(),
     )
-    async with trio.open_nursery() as nursery:
-        listeners = await open_listeners(config.host, config.port, "hlbook")
-        await nursery.start(trio.serve_listeners, connections.handle_stream, listeners)
-        port = listeners[0].socket.getsockname()[1]
-        nursery.start_soon(connections.flusher.run)
-        handle = ServerHandle(config, config.host, port, pipeline, connections)
-        handle_box.append(handle)
-        nursery.start_soon(pipeline.run)
-        task_status.started(handle)
+    # Opened before the nursery, so that a taken port is a plain StartupError
+    # raised by ``nursery.start(serve, ...)``, not one wrapped in a group.
+    listeners = await open_listeners(config.host, config.port, "hlbook")
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(trio.serve_listeners, connections.handle_stream, listeners)
+            port = listeners[0].socket.getsockname()[1]
+            nursery.start_soon(connections.flusher.run)
+            handle = ServerHandle(config, config.host, port, pipeline, connections)
+            handle_box.append(handle)
+            nursery.start_soon(pipeline.run)
+            task_status.started(handle)
+    finally:
+        # Consumers iterating a feed elsewhere see it end rather than wait forever.
+        for feed in list(feeds):
+            feed.close()

@@ -7,11 +7,14 @@
             book = update.books.book("BTC")
             ...
 
-Each :class:`BookUpdate` refers to the live books, which are exact as of
-``update.height`` until the consumer next awaits. The buffer is bounded: a
-consumer that falls more than ``max_buffer`` blocks behind gets
-:class:`FeedOverflowError` (after the updates it already had) instead of a
-silent gap; it can open a new feed and re-read the books.
+Each :class:`BookUpdate` refers to the live books. A consumer that keeps up
+sees them exactly as of ``update.height`` (until it next awaits); one that
+has fallen behind sees a later state — ``update.books.height ==
+update.height`` tells which, and ``update.block``/``update.trades`` always
+hold that block's own events. The buffer is bounded: a consumer that falls
+more than ``max_buffer`` blocks behind gets :class:`FeedOverflowError` (after
+the updates it already had) instead of a silent gap; it can open a new feed
+and re-read the books. When the server stops, iteration ends.
 """
 
 from collections import deque

@@ -107,7 +107,7 @@ class BlockJoiner:
         streams: Iterable[Stream] = tuple(Stream),
         *,
         quiet_after: float = 0.3,
-        max_held: int = 1000,
+        max_held: int = 200,
         max_pending: int = 2000,
     ) -> None:
         self.layout = layout
@@ -115,6 +115,8 @@ class BlockJoiner:
         if Stream.DIFFS not in self.streams:
             raise ValueError("the diff stream is required")
         self.quiet_after = quiet_after
+        # Held blocks cost ~0.8 MB each at mainnet size; beyond the cap reading pauses
+        # and the files are the buffer (read back at ~80x real time once released).
         self.max_held = max_held
         self.max_pending = max_pending
         self._pending: dict[int, _Partial] = {}
