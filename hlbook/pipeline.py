@@ -22,6 +22,7 @@ the node switches layout while hlbook is stale), ingestion starts over on the
 new shape and re-bootstraps; clients stay connected.
 """
 
+import contextlib
 import logging
 import math
 import time
@@ -531,7 +532,13 @@ class Pipeline:
 
     async def _fetch(self, path: Path) -> bytes:
         log.info("requesting a snapshot from %s into %s", self.config.info_url, path)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise InfoServerError(f"cannot create {path.parent}: {exc.strerror or exc}") from None
+        # An old snapshot left in place would be read as the answer if the node wrote none.
+        with contextlib.suppress(OSError):  # absent, not ours to delete, not a file
+            await trio.Path(path).unlink()
         try:
             with trio.fail_after(self.config.snapshot_timeout):
                 await request_file_snapshot(self.config.info_url, path)
@@ -540,6 +547,11 @@ class Pipeline:
                 f"{self.config.info_url} did not write a snapshot within "
                 f"{self.config.snapshot_timeout:g} s"
             ) from None
+        if not await trio.Path(path).exists():
+            raise InfoServerError(
+                f"{self.config.info_url} answered but wrote no snapshot to {path} "
+                "(is the path writable by the node?)"
+            )
         return await trio.to_thread.run_sync(read_snapshot, path, abandon_on_cancel=True)
 
     # -- validation -------------------------------------------------------------------------

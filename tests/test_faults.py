@@ -412,3 +412,34 @@ async def test_ingest_auto_follows_the_node_to_a_new_layout(tmp_path: Path) -> N
         assert handle.health()["status"] == "live"
         assert handle.health()["pipeline"]["bootstraps"] == 2
         nursery.cancel_scope.cancel()
+
+
+async def test_a_node_that_answers_without_writing_is_named_not_an_old_file_read(
+    tmp_path: Path, mainnet: MainnetSlice
+) -> None:
+    from hlbook.sim.info_server import serve_info
+
+    async def write_nothing(_out: Path, _with_height: bool) -> int:
+        return mainnet.height
+
+    node = RecordedNode(tmp_path / "data", mainnet, Layout.BY_BLOCK)
+    stale = tmp_path / "snapshot.json"
+    stale.write_bytes(mainnet.snapshot)  # left over from an earlier run
+    async with trio.open_nursery() as nursery:
+        port = await nursery.start(serve_info, write_nothing, "127.0.0.1", 0)
+        config = hlbook.Config(
+            node_data=tmp_path / "data",
+            info_url=f"http://127.0.0.1:{port}/info",
+            snapshot_path=stale,
+            port=0,
+            validate_every=0,
+            retry_max=0.2,
+        )
+        handle = await nursery.start(hlbook.serve, config)
+        with trio.fail_after(10):
+            while "wrote no snapshot" not in (handle.health()["pipeline"]["last_error"] or ""):
+                await trio.sleep(0.05)
+        assert handle.books is None  # the leftover file was not taken for an answer
+        assert not stale.exists()
+        node.close()
+        nursery.cancel_scope.cancel()

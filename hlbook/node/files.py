@@ -107,10 +107,17 @@ def _file_key(path: Path) -> tuple[int, int]:
 
 
 def _next_file(directory: Path, current: Path) -> Path | None:
-    key = _file_key(current)
-    for path in hourly_files(directory):
-        if _file_key(path) > key:
-            return path
+    """The first hourly file after ``current``. Called often while idle, so it only
+    lists the current date and later ones, never the node's whole history."""
+    day, hour = _file_key(current)
+    hourly = directory / "hourly"
+    for number, date in _numbered(hourly):
+        if number < day:
+            continue
+        for later, name in _numbered(hourly / date):
+            path = hourly / date / name
+            if (number, later) > (day, hour) and path.is_file():
+                return path
     return None
 
 

@@ -69,8 +69,13 @@ async def request_file_snapshot(info_url: str, out_path: Path) -> None:
         stream = await trio.open_tcp_stream(host, port)
         async with stream:
             status, answer = await _post(stream, host, url.path or "/", body)
-    except (OSError, trio.BrokenResourceError, h11.ProtocolError) as exc:
-        raise InfoServerError(f"cannot reach the node's info server at {info_url}: {exc}") from None
+    except OSError as exc:
+        why = exc.strerror or str(exc)
+        raise InfoServerError(f"cannot reach the node's info server at {info_url}: {why}") from None
+    except (trio.BrokenResourceError, h11.ProtocolError):
+        raise InfoServerError(
+            f"the node's info server at {info_url} closed the connection without a valid answer"
+        ) from None
     if not 200 <= status < 300:
         text = answer[:300].decode("utf-8", "replace")
         raise InfoServerError(f"{info_url} answered HTTP {status}: {text}")
