@@ -254,16 +254,24 @@ def test_resync_after_a_repair_at_the_same_height_sends_the_repaired_l4_snapshot
     assert fresh["data"]["Snapshot"]["levels"] == [[], []]
 
 
-def test_a_newer_view_never_goes_out_before_older_news() -> None:
+def test_a_conflated_view_keeps_its_place_behind_no_backlog() -> None:
     books, hub, client = started_books(), Hub(), ClientQueue()
     hub.subscribe(client, L2BookSub("BTC"), books)
     hub.subscribe(client, TradesSub("BTC"), books)
-    fills = [fill(BUYER, 11, side="B", crossed=True), fill(SELLER, 11, side="A", crossed=False)]
-    hub.publish(books.apply(make_block(11, diffs=[update(1, "1.0", "0.9")])), books)
-    hub.publish(books.apply(make_block(12, fills=fills)), books)
-    hub.publish(books.apply(make_block(13, diffs=[update(1, "0.9", "0.8")])), books)
-    # The block-13 view replaces the block-11 one and goes out after block 12's trades.
-    assert [m["channel"] for m in drain(client)] == ["trades", "l2Book"]
+    for height in range(11, 21):  # trades every block; the view changes every block too
+        fills = [
+            fill(BUYER, height, side="B", crossed=True),
+            fill(SELLER, height, side="A", crossed=False),
+        ]
+        previous = books.order(1)
+        assert previous is not None
+        size = f"{height}.0"
+        block = make_block(height, diffs=[update(1, previous.sz, size)], fills=fills)
+        hub.publish(books.apply(block), books)
+    messages = drain(client)
+    # The newest view goes out first, not after the ten blocks of trades queued behind it.
+    assert [m["channel"] for m in messages] == ["l2Book"] + ["trades"] * 10
+    assert messages[0]["data"]["levels"][0][0]["sz"] == "20.0"
 
 
 def test_resubscribing_while_lagging_gets_no_stale_view_after_the_fresh_one() -> None:

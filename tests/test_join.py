@@ -576,3 +576,24 @@ def test_a_lost_line_while_holding_needs_a_snapshot_at_or_past_it() -> None:
     joiner.hold([b for b in released if isinstance(b, Block)])  # as the pipeline does
     assert heights(joiner.release(3)) == [4]
     assert heights(feed_all(joiner, by_block_lines(5))) == [5]
+
+
+def test_a_stream_that_lost_a_line_is_not_quiet_until_its_next_line() -> None:
+    joiner = BlockJoiner(Layout.STREAMING, quiet_after=0.3)
+    feed_all(joiner, [(D, ln(D, 100, 1)), (S, ln(S, 100, 2)), (F, ln(F, 100, 3))])
+    joiner.release(100)
+    joiner.caught_up(D, 0.0)  # the diff reader had read to the end...
+    joiner.hold()  # ...then a garbled diff line (block 101's) made the pipeline re-bootstrap
+    assert joiner.lost(D, None) == []
+    out = feed_all(joiner, [(S, ln(S, 101, 4)), (F, ln(F, 101, 5))], now=0.1)
+    out += joiner.caught_up(D, 0.1)
+    out += joiner.poll(5.0)  # long past quiet_after: still 101 must not complete
+    out += joiner.release(100)
+    assert out == []
+    out = feed_all(joiner, [(D, ln(D, 103, 8)), (S, ln(S, 103, 9)), (F, ln(F, 103, 10))], 6)
+    out += feed_all(joiner, [(D, ln(D, 104, 11)), (S, ln(S, 104, 12)), (F, ln(F, 104, 13))], 6)
+    for stream in (D, S, F):
+        out += joiner.caught_up(stream, 6)
+    out += joiner.poll(7)
+    # 101 (and 103, which the lost line might have belonged to) are gaps; 104 is whole.
+    assert heights(out) == ["gap 100-102", "gap 102-104", 104]

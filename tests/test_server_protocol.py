@@ -2,6 +2,7 @@
 
 import json
 import socket
+import struct
 import threading
 from pathlib import Path
 from typing import Any
@@ -156,6 +157,26 @@ async def test_simultaneous_connects_never_exceed_the_limit(
         release.set()
 
 
+async def test_a_client_resetting_mid_handshake_does_not_stop_the_server(
+    tmp_path: Path, mainnet: MainnetSlice
+) -> None:
+    handshake = (
+        b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+    )
+    async with replay_server(tmp_path, mainnet) as (handle, _node):
+        for _ in range(20):
+            sock = trio.socket.socket()
+            await sock.connect(("127.0.0.1", handle.port))
+            await sock.send(handshake)
+            # SO_LINGER 0: close with a reset, as a crashing client does.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            sock.close()
+        await trio.sleep(0.3)
+        async with open_websocket_url(handle.url) as ws:
+            assert await request(ws, {"method": "ping"}) == {"channel": "pong"}
+
+
 async def test_websocket_pings_count_as_activity(tmp_path: Path, mainnet: MainnetSlice) -> None:
     """A client library's keepalive (WebSocket ping frames) keeps an idle connection open."""
     async with (
@@ -187,6 +208,7 @@ async def test_subscribing_before_the_books_load_keeps_the_connection_responsive
         port=0,
         validate_every=0,
         retry_max=0.2,
+        idle_timeout=0.5,
     )
     async with trio.open_nursery() as nursery:
         handle = await nursery.start(hlbook.serve, config)
@@ -197,6 +219,8 @@ async def test_subscribing_before_the_books_load_keeps_the_connection_responsive
             )
             await send(ws, subscribe("BTC", "trades"))
             assert await request(ws, {"method": "ping"}) == {"channel": "pong"}
+            await trio.sleep(1.5)  # silent, but waiting for replies: not idle
+            assert ws.closed is None
             assert handle.health()["status"] != "live"
             await nursery.start(node.serve_info, info_port)
             replies = await receive_until(
@@ -214,6 +238,11 @@ async def test_subscribing_before_the_books_load_keeps_the_connection_responsive
                 ("subscriptionResponse", "subscribe"),
             ]
             assert handle.health()["status"] == "live"
+            # Answered: from now on silence counts again.
+            with pytest.raises(ConnectionClosed) as closed, trio.fail_after(5):
+                await _read_forever(ws)
+            assert closed.value.reason is not None
+            assert "idle" in (closed.value.reason.reason or "")
         node.close()
         nursery.cancel_scope.cancel()
 

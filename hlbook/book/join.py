@@ -155,10 +155,11 @@ class BlockJoiner:
             return self._late(stream, line)
         if stream not in self._first:
             self._first[stream] = height
+        early: list[Output] = []
         lost_after = self._lost_after.pop(stream, None)
         if lost_after is not None:
             # The unreadable line came between this stream's lines at these heights.
-            self._lose(lost_after, height)
+            early = self._lose(lost_after, height)
         if height > self._watermark[stream]:
             self._watermark[stream] = height
         elif (
@@ -178,7 +179,7 @@ class BlockJoiner:
         else:
             partial.fills.extend(line.events)
         partial.delivered.add(stream)
-        return self._collect(now)
+        return early + self._collect(now) if early else self._collect(now)
 
     def caught_up(self, stream: Stream, now: float) -> list[Output]:
         """``stream``'s reader has read everything its file holds, as of ``now``.
@@ -201,6 +202,9 @@ class BlockJoiner:
             raise ValueError(f"stream {stream.value} is not joined")
         if height is None:
             self._lost_after.setdefault(stream, max(self._watermark[stream], self._floor + 1))
+            # Until its next line shows where the lost one was, the stream is not quiet:
+            # a block must not complete without it.
+            self._caught_up_at.pop(stream, None)
             return []
         return self._lose(height, height)
 
@@ -386,6 +390,8 @@ class BlockJoiner:
         return True
 
     def _quiet(self, stream: Stream, now: float) -> bool:
+        if stream in self._lost_after:
+            return False
         at = self._caught_up_at.get(stream)
         return at is not None and now - at >= self.quiet_after
 

@@ -128,7 +128,10 @@ def detect_layout(node_data: Path) -> Layout | None:
         newest = newest_file(stream_dir(node_data, Stream.DIFFS, layout))
         if newest is None:
             continue
-        mtime = newest.stat().st_mtime
+        try:
+            mtime = newest.stat().st_mtime
+        except OSError:  # pruned by the node a moment ago
+            continue
         if best is None or mtime > best[0]:
             best = (mtime, layout)
     return None if best is None else best[1]
@@ -293,19 +296,21 @@ class StreamTailer:
                 told_idle = False
                 stats.bytes_read += len(data)
                 offset = start + splitter.consumed
+                lost: LineTooLongError | None = None
                 try:
                     lines = splitter.feed(data)
                 except LineTooLongError as exc:
                     stats.long_lines += 1
                     log.error("%s: %s; skipping it", path, exc)
-                    await self._lost(f"{path} from byte {offset}: {exc}")
-                    lines = exc.lines
+                    lost, lines = exc, exc.lines
                 stats.offset = start + splitter.consumed
                 if lines:
                     stats.lines += len(lines)
                     await deliver(lines, f"{path} from byte {offset}")
                 else:
                     await trio.lowlevel.checkpoint()
+                if lost is not None:  # after the good lines before it: the order matters
+                    await self._lost(f"{path} from byte {offset}: {lost}")
                 continue
             now = trio.current_time()
             if newer is None and (now >= next_dir_check or not told_idle):

@@ -121,12 +121,11 @@ class ClientQueue:
         """Queue a message that replaces an unsent one with the same ``key``."""
         if self.close_reason is not None:
             return
-        queue = self._queue
-        if queue.pop(key, None) is not None:
+        if key in self._queue:
             self.stats.conflated += 1
-        # At the back, not where the replaced message was: messages leave in the
-        # order they were made, so a newer view never goes out before older news.
-        queue[key] = payload
+        # In the replaced message's place: moving it to the back would let a steady
+        # backlog of trades/l4Book messages hold the view back for as long as it lasts.
+        self._queue[key] = payload
         self.wake()
 
     def forget(self, key: Hashable) -> None:

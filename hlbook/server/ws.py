@@ -8,6 +8,7 @@ bounded time.
 """
 
 import logging
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -78,6 +79,17 @@ class _Received(trio.abc.Stream):
         await self.stream.aclose()
 
 
+@attrs.define
+class _Deferred:
+    """A client's subscription requests that wait for the books (in order), and the
+    reader's current wait, which must not time the client out meanwhile."""
+
+    requests: list[Subscribe | Unsubscribe] = attrs.Factory(list)
+    wait: trio.CancelScope | None = None
+    answered_at: float = -math.inf
+    """When the last of them was answered: idleness counts from then at the earliest."""
+
+
 @attrs.frozen
 class ConnectionLimits:
     """Per-connection limits (from :class:`~hlbook.config.Config`)."""
@@ -122,7 +134,11 @@ class Connections:
         self.sent_bytes += size
 
     async def handle_stream(self, stream: trio.SocketStream) -> None:
-        """``trio.serve_tcp`` handler: one call per incoming TCP connection."""
+        """``trio.serve_tcp`` handler: one call per incoming TCP connection.
+
+        Whatever happens to one connection stays with it: a client that resets
+        mid-handshake, or a bug met serving it, is logged and the server goes on.
+        """
         received = _Received(stream)
         try:
             async with trio.open_nursery() as nursery:  # trio-websocket's reader task
@@ -135,6 +151,10 @@ class Connections:
                 if not handshake.cancelled_caught:
                     await self._handle(request, stream, received)
                 nursery.cancel_scope.cancel()
+        except* (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError) as lost:
+            log.debug("%s: connection lost: %r", _peer(stream), lost.exceptions[0])
+        except* Exception:
+            log.exception("%s: error serving this client (others are unaffected)", _peer(stream))
         finally:
             with trio.CancelScope(shield=True):
                 await stream.aclose()
@@ -218,29 +238,34 @@ class Connections:
         nursery: trio.Nursery,
     ) -> tuple[int, str]:
         idle = self.limits.idle_timeout
-        # Subscription requests that arrive while the books are still loading, answered
-        # in order once they are ready; meanwhile pings are answered and idleness timed.
-        pending: list[Subscribe | Unsubscribe] = []
+        # Subscription requests that arrive while the books are still loading are
+        # answered in order once they are ready; meanwhile pings are answered, and the
+        # client, waiting for us, is not timed out.
+        deferred = _Deferred()
         while True:
             message: str | bytes | None = None
-            with trio.move_on_at(received.last + idle):
+            since = max(received.last, deferred.answered_at)
+            deadline = math.inf if deferred.requests else since + idle
+            with trio.CancelScope(deadline=deadline) as deferred.wait:
                 try:
                     message = await ws.get_message()
                 except ConnectionClosed:
                     return (1000, "")
+            deferred.wait = None
             if message is None:
-                if trio.current_time() < received.last + idle:
-                    continue  # a WebSocket ping or other control frame came in
+                since = max(received.last, deferred.answered_at)
+                if deferred.requests or trio.current_time() < since + idle:
+                    continue  # a WebSocket ping came in, or deferred replies went out
                 self.closed_idle += 1
                 return (1000, f"idle timeout: nothing received for {idle:g} s")
             request = parse_request(message)
             if isinstance(request, Subscribe | Unsubscribe) and (
-                pending or not self._ready().is_set()
+                deferred.requests or not self._ready().is_set()
             ):
-                if len(pending) < self.limits.max_subscriptions:
-                    if not pending:
-                        nursery.start_soon(self._answer_when_ready, client, pending)
-                    pending.append(request)
+                if len(deferred.requests) < self.limits.max_subscriptions:
+                    if not deferred.requests:
+                        nursery.start_soon(self._answer_when_ready, client, deferred)
+                    deferred.requests.append(request)
                     continue
                 replies = [error_message(too_many(self.limits.max_subscriptions))]
             else:
@@ -249,14 +274,16 @@ class Connections:
                 assert client.close_reason is not None
                 return client.close_reason
 
-    async def _answer_when_ready(
-        self, client: ClientQueue, pending: list[Subscribe | Unsubscribe]
-    ) -> None:
+    async def _answer_when_ready(self, client: ClientQueue, deferred: _Deferred) -> None:
         await self._ready().wait()
         # No checkpoint from here on: the reader queues behind us, never in between.
-        while pending:
-            if not self._reply(client, self._answer(client, pending.pop(0))):
+        requests = deferred.requests
+        while requests:
+            if not self._reply(client, self._answer(client, requests.pop(0))):
                 return
+        deferred.answered_at = trio.current_time()
+        if deferred.wait is not None:
+            deferred.wait.cancel()  # the reader's wait had no deadline: give it one
 
     def _reply(self, client: ClientQueue, replies: list[str]) -> bool:
         """Queue replies; False if the client was disconnected for not reading them."""
