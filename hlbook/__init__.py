@@ -26,6 +26,7 @@ from hlbook.errors import (
     NodeFormatError,
     OrderMismatchError,
     SnapshotError,
+    StartupError,
     UnknownOrderError,
 )
 from hlbook.feed import BookUpdate, Feed, FeedOverflowError
@@ -59,6 +60,7 @@ __all__ = [
     "OrderMismatchError",
     "ServerHandle",
     "SnapshotError",
+    "StartupError",
     "Stream",
     "Trade",
     "UnknownOrderError",

@@ -269,3 +269,15 @@ async def test_demo_prints_a_url_that_serves_books(tmp_path: Path) -> None:
         demo_dir = re.search(rb"files\s+to (\S+)/data", stdout)
         assert demo_dir is not None
         assert not Path(demo_dir.group(1).decode()).exists()  # the temporary directory is gone
+
+
+async def test_the_library_raises_startup_error_for_a_taken_port(tmp_path: Path) -> None:
+    import hlbook
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        config = hlbook.Config(node_data=tmp_path, port=taken.getsockname()[1])
+        async with trio.open_nursery() as nursery:
+            with pytest.raises(hlbook.StartupError, match=r"cannot listen on 127\.0\.0\.1"):
+                await nursery.start(hlbook.serve, config)
