@@ -99,6 +99,7 @@ class ServerHandle:
                 "rejected": connections.rejected,
                 "closed_idle": connections.closed_idle,
                 "protocol_errors": connections.protocol_errors,
+                "client_errors": connections.client_errors,
                 "messages_sent": connections.sent_messages,
                 "bytes_sent": connections.sent_bytes,
                 "recent_lag_disconnects": list(pipeline.hub.recent_disconnects),

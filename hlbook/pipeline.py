@@ -90,6 +90,8 @@ class _Start:
 class _CaughtUp:
     stream: Stream
     at: float
+    file_number: int  # where the reader was: see StreamTailer.grown_since
+    position: int
 
 
 @attrs.frozen
@@ -291,7 +293,8 @@ class Pipeline:
             await send.send(_Start(stream, floor))
 
         async def on_idle(now: float) -> None:
-            await send.send(_CaughtUp(stream, now))
+            mark = _CaughtUp(stream, now, tailer.stats.files_opened, tailer.position)
+            await send.send(mark)
 
         async def on_loss(why: str) -> None:
             # Skipped bytes are a line of unknown height lost: the same as a malformed one.
@@ -322,6 +325,8 @@ class Pipeline:
     async def _book_task(self, receive: trio.MemoryReceiveChannel[_Item]) -> None:
         joiner = self._joiner
         assert joiner is not None
+        # Streaming: where each reader last said it had read everything (see below).
+        idle_marks: dict[Stream, _CaughtUp] = {}
         async with receive:
             while True:
                 item: _Item | None = None
@@ -330,6 +335,14 @@ class Pipeline:
                 now = trio.current_time()
                 started = time.perf_counter()
                 outputs: list[Block | Gap] = []
+                # A stream written to since its reader's last "caught up" is not quiet,
+                # even if the reader has not run yet or its lines are still queued (a
+                # busy event loop): before this, a stall longer than quiet_after could
+                # complete a block without that stream's lines.
+                for stream, mark in list(idle_marks.items()):
+                    if self.tailers[stream].grown_since(mark.file_number, mark.position):
+                        joiner.reading(stream)
+                        del idle_marks[stream]
                 if isinstance(item, _Lines):
                     for line in item.lines:
                         outputs.extend(joiner.feed(item.stream, line, now))
@@ -342,6 +355,8 @@ class Pipeline:
                     self._fail(item.reason, [])
                 elif isinstance(item, _CaughtUp):
                     outputs.extend(joiner.caught_up(item.stream, item.at))
+                    if joiner.layout is Layout.STREAMING:
+                        idle_marks[item.stream] = item
                 elif isinstance(item, _Start):
                     joiner.start_after(item.stream, item.floor)
                 elif isinstance(item, _Loaded):

@@ -587,13 +587,55 @@ def test_a_stream_that_lost_a_line_is_not_quiet_until_its_next_line() -> None:
     assert joiner.lost(D, None) == []
     out = feed_all(joiner, [(S, ln(S, 101, 4)), (F, ln(F, 101, 5))], now=0.1)
     out += joiner.caught_up(D, 0.1)
-    out += joiner.poll(5.0)  # long past quiet_after: still 101 must not complete
+    out += joiner.poll(0.3)  # D would count as quiet by now: 101 must still not complete
     out += joiner.release(100)
     assert out == []
-    out = feed_all(joiner, [(D, ln(D, 103, 8)), (S, ln(S, 103, 9)), (F, ln(F, 103, 10))], 6)
+    # D's next line comes within quiet_after of its reader catching up (0.1 + 0.3).
+    out = feed_all(joiner, [(D, ln(D, 103, 8)), (S, ln(S, 103, 9)), (F, ln(F, 103, 10))], 0.35)
     out += feed_all(joiner, [(D, ln(D, 104, 11)), (S, ln(S, 104, 12)), (F, ln(F, 104, 13))], 6)
     for stream in (D, S, F):
         out += joiner.caught_up(stream, 6)
     out += joiner.poll(7)
     # 101 (and 103, which the lost line might have belonged to) are gaps; 104 is whole.
     assert heights(out) == ["gap 100-102", "gap 102-104", 104]
+
+
+def test_a_stream_that_lost_a_line_and_goes_quiet_releases_the_others() -> None:
+    """Fills lose a line and then have nothing to say (no trades): after quiet_after
+    the possible range is given up as a gap and later blocks flow; no busy polling."""
+    joiner = BlockJoiner(Layout.STREAMING, quiet_after=0.3, max_pending=50)
+    feed_all(joiner, [(s, ln(s, 100, 1)) for s in (D, S, F)])
+    joiner.release(100)
+    joiner.lost(F, None)
+    out = feed_all(joiner, [(D, ln(D, 101, 2)), (S, ln(S, 101, 3))], 0.0)
+    for stream in (D, S, F):
+        out += joiner.caught_up(stream, 0.0)
+    assert out == []
+    assert joiner.next_deadline() == 0.3
+    out = joiner.poll(0.3)
+    assert heights(out) == ["gap 100-102"]
+    assert joiner.next_deadline() is None  # nothing left to wait for: no spinning
+    out = []
+    for height in range(102, 160):
+        out += feed_all(joiner, [(D, ln(D, height, height)), (S, ln(S, height, -height))], 1)
+        out += joiner.caught_up(D, 1) + joiner.caught_up(S, 1)
+        out += joiner.poll(2)
+    assert heights(out) == list(range(102, 160))
+    assert not joiner.paused(D)
+
+
+def test_a_stream_written_to_since_it_caught_up_is_not_quiet() -> None:
+    joiner = BlockJoiner(Layout.STREAMING, quiet_after=0.3)
+    feed_all(joiner, [(s, ln(s, 100, 1)) for s in (D, S, F)])
+    joiner.release(100)
+    for stream in (D, S, F):
+        joiner.caught_up(stream, 0.0)
+    out = feed_all(joiner, [(S, ln(S, 101, 2)), (F, ln(F, 101, 3))], 1.0)
+    out += joiner.caught_up(S, 1.0) + joiner.caught_up(F, 1.0)
+    joiner.reading(D)  # the caller saw D's file grow; its reader has not delivered yet
+    out += joiner.poll(2.0)
+    assert out == []
+    out = feed_all(joiner, [(D, ln(D, 101, 4))], 2.1) + joiner.caught_up(D, 2.1)
+    out += joiner.poll(2.5)
+    assert heights(out) == [101]
+    assert tags(out[0]) == ([2], [4], [3])

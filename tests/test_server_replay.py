@@ -93,3 +93,40 @@ async def test_replayed_slice_gives_the_engines_books_to_every_client(
     health = handle.health()
     assert health["pipeline"]["divergences"] == 0
     assert health["pipeline"]["bootstraps"] == 1
+
+
+async def test_a_stalled_event_loop_does_not_make_a_busy_stream_look_quiet(
+    tmp_path: Path, mainnet: MainnetSlice
+) -> None:
+    """Streaming: the process stalls (GC, a busy CPU) just after the node wrote a block's
+    diffs, longer than --stream-quiet-after, while the status lines were already read.
+    When it resumes, the joiner must not take the diff stream's earlier silence for
+    quiet before its reader has run."""
+    import time
+
+    from recorded_node import streaming_lines
+
+    by_height: dict[int, list[tuple[Stream, bytes]]] = {}
+    for stream, line, height in streaming_lines(mainnet):
+        by_height.setdefault(height, []).append((stream, line))
+    async with replay_server(tmp_path, mainnet, Layout.STREAMING, stream_quiet_after=0.1) as (
+        handle,
+        node,
+    ):
+        blocks = sorted(by_height)[:20]
+        for height in blocks:
+            lines = by_height[height]
+            for stream, line in lines:  # statuses and fills first: they are read at once
+                if stream is not Stream.DIFFS:
+                    node._append(stream, line + b"\n", False)
+            await trio.sleep(0.05)
+            for stream, line in lines:
+                if stream is Stream.DIFFS:
+                    node._append(stream, line + b"\n", False)
+            time.sleep(0.2)  # the whole process stalls before the diff reader runs
+            await trio.sleep(0.3)
+            node.height = height
+        with trio.fail_after(20):
+            await handle.wait_for_height(blocks[-2])
+        assert handle.health()["pipeline"]["gaps"] == 0
+        assert handle.health()["pipeline"]["bootstraps"] == 1

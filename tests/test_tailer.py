@@ -209,3 +209,26 @@ async def test_large_lines_across_many_chunks(tmp_path: Path, chunk_size: int) -
         await wait_until(lambda: len(got.lines) >= 2)
         nursery.cancel_scope.cancel()
     assert got.lines == [big, b'{"small":1}']
+
+
+async def test_grown_since_tells_a_file_written_past_a_mark(tmp_path: Path) -> None:
+    path = hour_file(tmp_path, "20260505", 1)
+    path.write_bytes(b"")
+    got = Collector()
+    tailer = StreamTailer(tmp_path)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(tailer.run, got)
+        await trio.sleep(0.05)
+        append(path, b'{"a":1}\n')
+        await wait_until(lambda: len(got.lines) == 1)
+        mark = (tailer.stats.files_opened, tailer.position)
+        assert not tailer.grown_since(*mark)
+        append(path, b'{"b":2}\n')  # before or after the reader runs: grown either way
+        assert tailer.grown_since(*mark)
+        await wait_until(lambda: len(got.lines) == 2)
+        assert tailer.grown_since(*mark)
+        assert not tailer.grown_since(tailer.stats.files_opened, tailer.position)
+        append(hour_file(tmp_path, "20260505", 2), b'{"c":3}\n')
+        await wait_until(lambda: len(got.lines) == 3)
+        assert tailer.grown_since(*mark)  # it moved on to a new file
+        nursery.cancel_scope.cancel()

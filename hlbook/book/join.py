@@ -16,7 +16,9 @@ when every stream has either moved past the height or is **quiet**: its
 reader has reported (:meth:`caught_up`) that it read everything the file
 held, at least ``quiet_after`` seconds ago, and no line came since. Quiet is
 about the file, not about when lines happened to be fed: a reader that is
-behind (a backlog, a rotation in progress, a paused stream) is never quiet.
+behind (a backlog, a rotation in progress, a paused stream) is never quiet,
+and a caller that sees a file grow after its reader's report says so
+(:meth:`reading`), so that a stalled event loop cannot pass for silence.
 So a stream with nothing to say (fills in a block without trades) holds the
 others back by at most ``quiet_after``. A diff line that arrives for a block
 already emitted means that block was incomplete: a :class:`Gap`. Late status
@@ -192,6 +194,17 @@ class BlockJoiner:
         self._caught_up_at.setdefault(stream, now)
         return self._collect(now)
 
+    def reading(self, stream: Stream) -> None:
+        """``stream``'s file holds data its reader has not delivered yet.
+
+        Whatever :meth:`caught_up` said before no longer holds: the stream is
+        not quiet until its reader reports again. Callers that can look at the
+        files should say so before feeding or polling; it closes the window
+        in which a reader that has not run yet (a busy event loop) would let
+        a block complete without its lines.
+        """
+        self._caught_up_at.pop(stream, None)
+
     def lost(self, stream: Stream, height: int | None) -> list[Output]:
         """A line of ``stream`` could not be read (malformed); ``height`` if known.
 
@@ -202,8 +215,9 @@ class BlockJoiner:
             raise ValueError(f"stream {stream.value} is not joined")
         if height is None:
             self._lost_after.setdefault(stream, max(self._watermark[stream], self._floor + 1))
-            # Until its next line shows where the lost one was, the stream is not quiet:
-            # a block must not complete without it.
+            # Until its next line shows where the lost one was (or it has been quiet for
+            # ``quiet_after``, see _settle_lost), the stream is not quiet: a block must
+            # not complete without it.
             self._caught_up_at.pop(stream, None)
             return []
         return self._lose(height, height)
@@ -396,6 +410,23 @@ class BlockJoiner:
         return at is not None and now - at >= self.quiet_after
 
     def _collect(self, now: float) -> list[Output]:
+        if self._lost_after:
+            settled = self._settle_lost(now)
+            return settled + self._collect_blocks(now) if settled else self._collect_blocks(now)
+        return self._collect_blocks(now)
+
+    def _settle_lost(self, now: float) -> list[Output]:
+        """A stream that lost a line and then went quiet will not say where the line
+        was: it was at most as high as any stream has reached. Lose that range."""
+        out: list[Output] = []
+        for stream, low in list(self._lost_after.items()):
+            at = self._caught_up_at.get(stream)
+            if at is not None and now - at >= self.quiet_after:
+                del self._lost_after[stream]
+                out += self._lose(low, max(self._watermark.values()))
+        return out
+
+    def _collect_blocks(self, now: float) -> list[Output]:
         if not self._pending:
             return []
         started, emitted = self._started, self._emitted

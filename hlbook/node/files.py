@@ -182,6 +182,9 @@ class StreamTailer:
         self._on_start: OnStart | None = None
         self._on_idle: OnIdle | None = None
         self._on_loss: OnLoss | None = None
+        self._fd: int | None = None  # the file being followed
+        self.position = 0
+        """How far into the file being followed this tailer has read."""
 
     async def run(
         self,
@@ -254,12 +257,31 @@ class StreamTailer:
             watcher.watch(path)
             watcher.watch(path.parent)
             watcher.watch(path.parent.parent)
+            self._fd, self.position = fd, start
             try:
                 return await self._read_until_rotated(fd, path, start, splitter, deliver, watcher)
             finally:
                 watcher.unwatch(path)
         finally:
+            self._fd = None
             os.close(fd)
+
+    def grown_since(self, file_number: int, position: int) -> bool:
+        """True if the node wrote past ``position`` of file ``file_number`` (a count of
+        files opened, :attr:`TailStats.files_opened`) or moved on to another file.
+
+        A stream whose reader said it was caught up may have been written to
+        since, with its reader not yet run or its lines not yet used (a busy or
+        stalled event loop): its silence is then not quiet (see
+        :meth:`~hlbook.book.join.BlockJoiner.reading`). One ``fstat``.
+        """
+        fd = self._fd
+        if fd is None or file_number != self.stats.files_opened:
+            return True
+        try:
+            return os.fstat(fd).st_size > position
+        except OSError:
+            return True
 
     def _previous_line(self, fd: int, end: int, path: Path) -> tuple[bool, bytes | None]:
         """``(known, line)``: the last complete line before byte ``end``, or in the
@@ -292,6 +314,7 @@ class StreamTailer:
         while True:
             data = os.read(fd, self.chunk_size)
             if data:
+                self.position += len(data)
                 idle_since = None
                 told_idle = False
                 stats.bytes_read += len(data)

@@ -124,6 +124,7 @@ class Connections:
         self.rejected = 0
         self.closed_idle = 0
         self.protocol_errors = 0
+        self.client_errors = 0
         self.sent_messages = 0
         self.sent_bytes = 0
         self.flusher = Flusher()
@@ -140,6 +141,7 @@ class Connections:
         mid-handshake, or a bug met serving it, is logged and the server goes on.
         """
         received = _Received(stream)
+        peer = _peer(stream)  # now: once the socket is closed it has no peer name
         try:
             async with trio.open_nursery() as nursery:  # trio-websocket's reader task
                 with trio.move_on_after(_HANDSHAKE_TIMEOUT) as handshake:
@@ -152,9 +154,11 @@ class Connections:
                     await self._handle(request, stream, received)
                 nursery.cancel_scope.cancel()
         except* (ConnectionClosed, trio.BrokenResourceError, trio.ClosedResourceError) as lost:
-            log.debug("%s: connection lost: %r", _peer(stream), lost.exceptions[0])
+            log.debug("%s: connection lost: %r", peer, lost.exceptions[0])
         except* Exception:
-            log.exception("%s: error serving this client (others are unaffected)", _peer(stream))
+            # A bug, not the client's doing: counted in health so that it is seen.
+            self.client_errors += 1
+            log.exception("%s: error serving this client (others are unaffected)", peer)
         finally:
             with trio.CancelScope(shield=True):
                 await stream.aclose()
