@@ -15,6 +15,7 @@ import trio
 from fixtures import MainnetSlice
 from recorded_node import RecordedNode
 from server_support import (
+    receive_until,
     same_books,
     send,
     settle,
@@ -37,11 +38,7 @@ async def test_node_quiet_then_resuming(tmp_path: Path) -> None:
     ):
         await send(ws, subscribe("BTC", "l2Book"))
         node.pause()
-        with trio.fail_after(10):
-            while True:
-                message = json.loads(await ws.get_message())
-                if message["channel"] == "error":
-                    break
+        *_, message = await receive_until(ws, lambda m: m["channel"] == "error")
         assert message["data"].startswith("feed stale: no block from the node for 0.5 s")
         assert handle.health()["status"] == "stale"
         assert not handle.health()["live"]
@@ -319,11 +316,7 @@ async def test_subscribers_hear_when_a_resync_cannot_finish(tmp_path: Path) -> N
         snapshot.unlink()
         snapshot.mkdir()
         node.skip_block()  # ...and a lost block needs one.
-        with trio.fail_after(10):
-            while True:
-                message = json.loads(await ws.get_message())
-                if message["channel"] == "error":
-                    break
+        *_, message = await receive_until(ws, lambda m: m["channel"] == "error")
         assert message["data"].startswith("feed stale: no block applied for 0.5 s while resyncing")
         assert handle.health()["status"] == "resyncing"
         snapshot.rmdir()

@@ -17,10 +17,15 @@ class Collector:
     def __init__(self) -> None:
         self.lines: list[bytes] = []
         self.wheres: list[str] = []
+        self.losses: list[str] = []
 
     async def __call__(self, lines: list[bytes], where: str) -> None:
         self.lines.extend(lines)
         self.wheres.append(where)
+
+    async def lost(self, why: str) -> None:
+        """An ``on_loss`` callback."""
+        self.losses.append(why)
 
 
 async def wait_until(predicate: Callable[[], bool], limit: float = 5.0) -> None:
@@ -127,14 +132,9 @@ async def test_an_abandoned_partial_line_is_dropped_after_the_timeout(tmp_path: 
     old = hour_file(tmp_path, "20260505", 1)
     old.write_bytes(b"")
     got = Collector()
-    losses: list[str] = []
     tailer = StreamTailer(tmp_path, settle=0.02, rotation_timeout=0.2)
-
-    async def on_loss(why: str) -> None:
-        losses.append(why)
-
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(tailer.run, got, None, None, on_loss)
+        nursery.start_soon(tailer.run, got, None, None, got.lost)
         await trio.sleep(0.05)
         append(old, b'{"a":1}\n{"never finished"')
         append(hour_file(tmp_path, "20260505", 2), b'{"b":2}\n')
@@ -142,22 +142,17 @@ async def test_an_abandoned_partial_line_is_dropped_after_the_timeout(tmp_path: 
         nursery.cancel_scope.cancel()
     assert got.lines == [b'{"a":1}', b'{"b":2}']
     assert tailer.stats.partial_dropped == 1
-    assert len(losses) == 1
-    assert "unfinished line" in losses[0]
+    assert len(got.losses) == 1
+    assert "unfinished line" in got.losses[0]
 
 
 async def test_a_line_too_long_is_skipped_and_reported(tmp_path: Path) -> None:
     path = hour_file(tmp_path, "20260505", 1)
     path.write_bytes(b"")
     got = Collector()
-    losses: list[str] = []
     tailer = StreamTailer(tmp_path, max_line=64)
-
-    async def on_loss(why: str) -> None:
-        losses.append(why)
-
     async with trio.open_nursery() as nursery:
-        nursery.start_soon(tailer.run, got, None, None, on_loss)
+        nursery.start_soon(tailer.run, got, None, None, got.lost)
         await trio.sleep(0.05)
         # Unfinished lines are what the limit bounds (a complete line is read whole).
         append(path, b'{"a":1}\n{"pad":"' + b"x" * 200)
@@ -167,8 +162,8 @@ async def test_a_line_too_long_is_skipped_and_reported(tmp_path: Path) -> None:
         nursery.cancel_scope.cancel()
     assert got.lines == [b'{"a":1}', b'{"b":2}']
     assert tailer.stats.long_lines == 1
-    assert len(losses) == 1
-    assert "longer than 64 bytes" in losses[0]
+    assert len(got.losses) == 1
+    assert "longer than 64 bytes" in got.losses[0]
 
 
 async def test_waits_for_directories_that_appear_late(tmp_path: Path) -> None:
