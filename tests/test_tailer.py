@@ -227,3 +227,26 @@ async def test_grown_since_tells_a_file_written_past_a_mark(tmp_path: Path) -> N
         await wait_until(lambda: len(got.lines) == 3)
         assert tailer.grown_since(*mark)  # it moved on to a new file
         nursery.cancel_scope.cancel()
+
+
+async def test_a_line_appended_to_the_old_file_after_the_switch_is_still_read(
+    tmp_path: Path,
+) -> None:
+    old = hour_file(tmp_path, "20260505", 17)
+    old.write_bytes(b"")
+    got = Collector()
+    tailer = StreamTailer(tmp_path, settle=0.02, rotation_timeout=1.0)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(tailer.run, got)
+        await trio.sleep(0.05)
+        append(old, b'{"h":1}\n')
+        append(hour_file(tmp_path, "20260505", 18), b'{"h":3}\n')
+        await wait_until(lambda: len(got.lines) == 2)
+        assert tailer.stats.files_opened == 2
+        await trio.sleep(0.2)  # well after the switch...
+        append(old, b'{"h":2}\n')  # ...the node finishes the old file
+        await wait_until(lambda: len(got.lines) == 3)
+        assert got.wheres[-1].endswith("(after the node moved on)")
+        nursery.cancel_scope.cancel()
+    assert got.lines == [b'{"h":1}', b'{"h":3}', b'{"h":2}']  # late, but not lost
+    assert tailer.stats.late_lines == 1

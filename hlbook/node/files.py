@@ -137,6 +137,17 @@ def detect_layout(node_data: Path) -> Layout | None:
     return None if best is None else best[1]
 
 
+@attrs.define(eq=False)
+class _Draining:
+    """A file the node has moved away from, still read for a while: the node may
+    finish it after starting the next one."""
+
+    fd: int
+    path: Path
+    splitter: LineSplitter
+    until: float
+
+
 @attrs.define
 class TailStats:
     """What a tailer has done so far."""
@@ -148,6 +159,8 @@ class TailStats:
     files_opened: int = 0
     long_lines: int = 0
     partial_dropped: int = 0
+    late_lines: int = 0
+    """Lines the node appended to a file after moving on to the next one."""
 
 
 class StreamTailer:
@@ -183,6 +196,7 @@ class StreamTailer:
         self._on_idle: OnIdle | None = None
         self._on_loss: OnLoss | None = None
         self._fd: int | None = None  # the file being followed
+        self._draining: list[_Draining] = []
         self.position = 0
         """How far into the file being followed this tailer has read."""
 
@@ -205,9 +219,14 @@ class StreamTailer:
             self._on_loss = on_loss
             path, at_end = await self._first_file(watcher)
             self._on_start = on_start
-            while True:
-                path = await self._follow(path, at_end, deliver, watcher)
-                at_end = False
+            try:
+                while True:
+                    path = await self._follow(path, at_end, deliver, watcher)
+                    at_end = False
+            finally:
+                for old in self._draining:
+                    os.close(old.fd)
+                self._draining.clear()
 
     async def _first_file(self, watcher: ChangeWatcher) -> tuple[Path, bool]:
         said = False
@@ -336,6 +355,9 @@ class StreamTailer:
                     await self._lost(f"{path} from byte {offset}: {lost}")
                 continue
             now = trio.current_time()
+            if self._draining and await self._drain_old(deliver, now):
+                told_idle = False
+                continue
             if newer is None and (now >= next_dir_check or not told_idle):
                 next_dir_check = now + self.dir_check_interval
                 newer = _next_file(self.directory, path)
@@ -352,6 +374,12 @@ class StreamTailer:
                 idle_since = now
             idle = now - idle_since
             if idle >= self.settle and splitter.pending == 0:
+                # Keep an eye on it for a while: lines appended late are still delivered
+                # (late; the block joiner decides what they mean) rather than never read.
+                until = now + self.rotation_timeout
+                self._draining.append(
+                    _Draining(os.dup(fd), path, LineSplitter(self.max_line), until)
+                )
                 return newer
             if idle >= self.rotation_timeout:
                 stats.partial_dropped += 1
@@ -371,6 +399,30 @@ class StreamTailer:
     async def _lost(self, why: str) -> None:
         if self._on_loss is not None:
             await self._on_loss(why)
+
+    async def _drain_old(self, deliver: Deliver, now: float) -> bool:
+        """Deliver lines appended to files the node moved away from; True if any came."""
+        got = False
+        for old in list(self._draining):
+            while data := os.read(old.fd, self.chunk_size):
+                try:
+                    lines = old.splitter.feed(data)
+                except LineTooLongError as exc:
+                    lines = exc.lines
+                    await self._lost(f"{old.path}: {exc}")
+                if lines:
+                    got = True
+                    self.stats.late_lines += len(lines)
+                    log.warning(
+                        "%s: %d line(s) appended after the node moved on", old.path, len(lines)
+                    )
+                    await deliver(lines, f"{old.path} (after the node moved on)")
+            if now >= old.until:
+                if old.splitter.pending:
+                    await self._lost(f"{old.path}: an unfinished line was abandoned by the node")
+                os.close(old.fd)
+                self._draining.remove(old)
+        return got
 
 
 def _last_line(fd: int, end: int) -> bytes | None:
