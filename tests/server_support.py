@@ -59,6 +59,19 @@ def order_keys(
     return [(o.oid, o.limitPx, o.sz) for o in bids], [(o.oid, o.limitPx, o.sz) for o in asks]
 
 
+def server_config(tmp_path: Path, info_url: str, **overrides: Any) -> hlbook.Config:
+    """hlbook for a test node under ``tmp_path/data``: any free port, no validation."""
+    settings: dict[str, Any] = {
+        "node_data": tmp_path / "data",
+        "info_url": info_url,
+        "snapshot_path": tmp_path / "snapshot.json",
+        "port": 0,
+        "validate_every": 0,
+    }
+    settings.update(overrides)
+    return hlbook.Config(**settings)
+
+
 @asynccontextmanager
 async def replay_server(
     tmp_path: Path, mainnet: MainnetSlice, layout: Layout = Layout.BY_BLOCK, **config: Any
@@ -67,15 +80,8 @@ async def replay_server(
     node = RecordedNode(tmp_path / "data", mainnet, layout)
     async with trio.open_nursery() as nursery:
         port = await nursery.start(node.serve_info)
-        settings: dict[str, Any] = {
-            "node_data": tmp_path / "data",
-            "info_url": f"http://127.0.0.1:{port}/info",
-            "snapshot_path": tmp_path / "snapshot.json",
-            "port": 0,
-            "validate_every": 0,
-        }
-        settings.update(config)
-        handle = await nursery.start(hlbook.serve, hlbook.Config(**settings))
+        info_url = f"http://127.0.0.1:{port}/info"
+        handle = await nursery.start(hlbook.serve, server_config(tmp_path, info_url, **config))
         with trio.fail_after(30):
             await handle.wait_ready()
         try:
@@ -135,15 +141,7 @@ async def sim_and_server(
     sim_settings.update(sim or {})
     async with trio.open_nursery() as nursery:
         node = await nursery.start(run_simulator, SimConfig(**sim_settings))
-        settings: dict[str, Any] = {
-            "node_data": tmp_path / "data",
-            "info_url": node.info_url,
-            "snapshot_path": tmp_path / "snapshot.json",
-            "port": 0,
-            "validate_every": 0,
-        }
-        settings.update(config)
-        handle = await nursery.start(hlbook.serve, hlbook.Config(**settings))
+        handle = await nursery.start(hlbook.serve, server_config(tmp_path, node.info_url, **config))
         with trio.fail_after(30):
             await handle.wait_ready()
         yield handle, node

@@ -18,6 +18,7 @@ from server_support import (
     receive_until,
     same_books,
     send,
+    server_config,
     settle,
     sim_and_server,
     subscribe,
@@ -281,13 +282,11 @@ async def test_a_snapshot_with_a_duplicate_order_is_retried_never_fatal(
     snapshot = tmp_path / "snapshot.json"
     snapshot.write_bytes(orjson.dumps([height, coins]))
     node = RecordedNode(tmp_path / "data", mainnet, Layout.BY_BLOCK)
-    config = hlbook.Config(
-        node_data=tmp_path / "data",
+    config = server_config(
+        tmp_path,
+        "http://127.0.0.1:9/info",  # nothing there: the file is the only source
         snapshot_file=snapshot,
-        info_url="http://127.0.0.1:9/info",  # nothing there: the file is the only source
         from_start=True,
-        port=0,
-        validate_every=0,
         retry_max=0.2,
     )
     async with trio.open_nursery() as nursery:
@@ -339,13 +338,7 @@ async def test_a_fills_directory_that_appears_late_is_followed(tmp_path: Path) -
         fills = node.stream_dir(Stream.FILLS)
         hidden = fills.with_name("hidden")
         fills.rename(hidden)  # the simulator keeps writing through its open file
-        config = hlbook.Config(
-            node_data=tmp_path / "data",
-            info_url=node.info_url,
-            snapshot_path=tmp_path / "snapshot.json",
-            port=0,
-            validate_every=0,
-        )
+        config = server_config(tmp_path, node.info_url)
         handle = await nursery.start(hlbook.serve, config)
         with trio.fail_after(30):
             await handle.wait_ready()
@@ -374,14 +367,7 @@ async def test_ingest_auto_follows_the_node_to_a_new_layout(tmp_path: Path) -> N
     by_block = SimConfig(node_data=data, info_port=info_port, scale=0.1, seed=3)
     async with trio.open_nursery() as nursery:
         node = await nursery.start(run_simulator, by_block)
-        config = hlbook.Config(
-            node_data=data,
-            info_url=node.info_url,
-            snapshot_path=tmp_path / "snapshot.json",
-            port=0,
-            validate_every=0,
-            stale_after=0.5,
-        )
+        config = server_config(tmp_path, node.info_url, stale_after=0.5)
         handle = await nursery.start(hlbook.serve, config)
         with trio.fail_after(30):
             await handle.wait_for_height(by_block.start_height + 5)
@@ -420,14 +406,8 @@ async def test_a_node_that_answers_without_writing_is_named_not_an_old_file_read
     stale.write_bytes(mainnet.snapshot)  # left over from an earlier run
     async with trio.open_nursery() as nursery:
         port = await nursery.start(serve_info, write_nothing, "127.0.0.1", 0)
-        config = hlbook.Config(
-            node_data=tmp_path / "data",
-            info_url=f"http://127.0.0.1:{port}/info",
-            snapshot_path=stale,
-            port=0,
-            validate_every=0,
-            retry_max=0.2,
-        )
+        info_url = f"http://127.0.0.1:{port}/info"
+        config = server_config(tmp_path, info_url, snapshot_path=stale, retry_max=0.2)
         handle = await nursery.start(hlbook.serve, config)
         with trio.fail_after(10):
             while "wrote no snapshot" not in (handle.health()["pipeline"]["last_error"] or ""):

@@ -11,7 +11,14 @@ import pytest
 import trio
 from fixtures import MainnetSlice
 from recorded_node import RecordedNode
-from server_support import receive_until, replay_server, request, send, subscribe
+from server_support import (
+    receive_until,
+    replay_server,
+    request,
+    send,
+    server_config,
+    subscribe,
+)
 from trio_websocket import (
     ConnectionClosed,
     ConnectionRejected,
@@ -201,15 +208,8 @@ async def test_subscribing_before_the_books_load_keeps_the_connection_responsive
         probe.bind(("127.0.0.1", 0))
         info_port = probe.getsockname()[1]
     node = RecordedNode(tmp_path / "data", mainnet, Layout.BY_BLOCK)
-    config = hlbook.Config(
-        node_data=tmp_path / "data",
-        info_url=f"http://127.0.0.1:{info_port}/info",
-        snapshot_path=tmp_path / "snapshot.json",
-        port=0,
-        validate_every=0,
-        retry_max=0.2,
-        idle_timeout=0.5,
-    )
+    info_url = f"http://127.0.0.1:{info_port}/info"
+    config = server_config(tmp_path, info_url, retry_max=0.2, idle_timeout=0.5)
     async with trio.open_nursery() as nursery:
         handle = await nursery.start(hlbook.serve, config)
         async with open_websocket_url(handle.url) as ws:

@@ -158,10 +158,11 @@ class BlockJoiner:
         if stream not in self._first:
             self._first[stream] = height
         early: list[Output] = []
-        lost_after = self._lost_after.pop(stream, None)
-        if lost_after is not None:
-            # The unreadable line came between this stream's lines at these heights.
-            early = self._lose(lost_after, height)
+        if self._lost_after:  # rare: checked before any per-line dict work
+            lost_after = self._lost_after.pop(stream, None)
+            if lost_after is not None:
+                # The unreadable line came between this stream's lines at these heights.
+                early = self._lose(lost_after, height)
         if height > self._watermark[stream]:
             self._watermark[stream] = height
         elif (
@@ -409,12 +410,6 @@ class BlockJoiner:
         at = self._caught_up_at.get(stream)
         return at is not None and now - at >= self.quiet_after
 
-    def _collect(self, now: float) -> list[Output]:
-        if self._lost_after:
-            settled = self._settle_lost(now)
-            return settled + self._collect_blocks(now) if settled else self._collect_blocks(now)
-        return self._collect_blocks(now)
-
     def _settle_lost(self, now: float) -> list[Output]:
         """A stream that lost a line and then went quiet will not say where the line
         was: it was at most as high as any stream has reached. Lose that range."""
@@ -426,7 +421,12 @@ class BlockJoiner:
                 out += self._lose(low, max(self._watermark.values()))
         return out
 
-    def _collect_blocks(self, now: float) -> list[Output]:
+    def _collect(self, now: float) -> list[Output]:
+        if self._lost_after:
+            settled = self._settle_lost(now)
+            if settled:
+                return settled + self._collect(now)  # settled streams are gone: no loop
+
         if not self._pending:
             return []
         started, emitted = self._started, self._emitted
