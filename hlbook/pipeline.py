@@ -49,7 +49,7 @@ from hlbook.node.snapshot import (
     request_file_snapshot,
 )
 from hlbook.server.fanout import Hub
-from hlbook.server.protocol import error_message
+from hlbook.stages import Stage
 
 __all__ = ["Pipeline", "PipelineStats"]
 
@@ -413,7 +413,8 @@ class Pipeline:
                     self._validate_now.set()
             self.status = "live"
             self.status_detail = ""
-            self.hub.publish(applied, books)
+            for stage in Stage:
+                self.hub.publish(stage, item, books, applied.touched)
             if self.feeds:
                 update = BookUpdate(item.height, item.time, frozenset(applied.touched), books, item)
                 for feed in list(self.feeds):
@@ -502,7 +503,7 @@ class Pipeline:
                 f"({self.status_detail}); books held at height {height}"
             )
         log.warning("%s", text)
-        self.hub.notify_all(error_message(text))
+        self.hub.notify(text)
 
     # -- bootstrap --------------------------------------------------------------------------
 

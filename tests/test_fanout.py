@@ -6,9 +6,10 @@ from typing import Any
 from fixtures import block as make_block
 from fixtures import fill, new, remove, status, update
 
-from hlbook.book.books import Books
+from hlbook.book.books import Applied, Books
 from hlbook.server.fanout import SLOW_CLIENT_CODE, ClientQueue, Hub
 from hlbook.server.protocol import BboSub, L2BookSub, L4BookSub, TradesSub
+from hlbook.stages import Stage
 
 BUYER = "0x" + "b" * 40
 SELLER = "0x" + "5" * 40
@@ -29,6 +30,12 @@ def started_books() -> Books:
         )
     )
     return books
+
+
+def publish(hub: Hub, applied: Applied, books: Books) -> None:
+    """Every stage of one applied block, in order (as the data path does)."""
+    for stage in Stage:
+        hub.publish(stage, applied.block, books, applied.touched)
 
 
 def drain(client: ClientQueue) -> list[dict[str, Any]]:
@@ -66,7 +73,7 @@ def test_one_message_built_per_view_and_shared_by_all_subscribers() -> None:
         hub.subscribe(client, L2BookSub("BTC"), books)
     before = hub.stats.messages_built
     applied = books.apply(make_block(11, diffs=[update(1, "1.0", "0.4")]))
-    hub.publish(applied, books)
+    publish(hub, applied, books)
     assert hub.stats.messages_built == before + 1
     payloads = [client.pop() for client in clients]
     assert len({id(p) for p in payloads}) == 1  # the very same str object
@@ -82,10 +89,10 @@ def test_only_changed_views_are_sent() -> None:
     hub.subscribe(client, L2BookSub("ETH"), books)
     # A bid below the best changes BTC's full book but neither the top level nor the bbo.
     applied = books.apply(make_block(11, diffs=[new(9, px="99.0")]))
-    hub.publish(applied, books)
+    publish(hub, applied, books)
     assert drain(client) == []
     applied = books.apply(make_block(12, diffs=[new(10, coin="ETH", px="11.0")]))
-    hub.publish(applied, books)
+    publish(hub, applied, books)
     assert [m["channel"] for m in drain(client)] == ["l2Book"]
 
 
@@ -97,7 +104,7 @@ def test_l2_and_bbo_conflate_for_a_slow_client() -> None:
         previous = books.order(1)
         assert previous is not None
         applied = books.apply(make_block(height, diffs=[update(1, previous.sz, size)]))
-        hub.publish(applied, books)
+        publish(hub, applied, books)
     messages = {m["channel"]: m["data"] for m in drain(client)}
     assert sorted(messages) == ["bbo", "l2Book"]  # the newest of each, nothing else
     assert messages["l2Book"]["levels"][0][0]["sz"] == "21.0"
@@ -115,7 +122,7 @@ def test_trades_overflow_disconnects_with_a_reason_never_a_gap() -> None:
             fill(BUYER, height, side="B", crossed=True),
             fill(SELLER, height, side="A", crossed=False),
         ]
-        hub.publish(books.apply(make_block(height, fills=fills)), books)
+        publish(hub, books.apply(make_block(height, fills=fills)), books)
         while fast.pop() is not None:
             pass
     assert slow.close_reason is not None
@@ -137,7 +144,7 @@ def test_trades_message_pairs_fills() -> None:
         fill(SELLER, 77, side="A", crossed=True, px="100.0", sz="0.5"),
         fill(BUYER, 77, side="B", crossed=False, px="100.0", sz="0.5"),
     ]
-    hub.publish(books.apply(make_block(11, fills=fills)), books)
+    publish(hub, books.apply(make_block(11, fills=fills)), books)
     [message] = drain(client)
     assert message["channel"] == "trades"
     assert message["data"] == [
@@ -162,7 +169,7 @@ def test_l4_overflow_resends_a_fresh_snapshot() -> None:
     client.put(first, None)
     for height in range(11, 15):
         applied = books.apply(make_block(height, diffs=[new(100 + height, px="99.0")]))
-        hub.publish(applied, books)
+        publish(hub, applied, books)
     assert client.close_reason is None
     assert client.stats.resnapshots >= 1
     messages = drain(client)
@@ -195,7 +202,7 @@ def test_l4_updates_carry_the_nodes_events_for_the_coin_only() -> None:
             ],
         )
     )
-    hub.publish(applied, books)
+    publish(hub, applied, books)
     [message] = drain(client)
     updates = message["data"]["Updates"]
     assert updates["height"] == 11
@@ -214,7 +221,7 @@ def test_unsubscribe_and_drop_forget_the_client() -> None:
     hub.drop(client)
     assert hub.subscription_count == 0
     applied = books.apply(make_block(11, diffs=[update(1, "1.0", "0.5")]))
-    hub.publish(applied, books)
+    publish(hub, applied, books)
     assert client.pop() is None
 
 
@@ -234,7 +241,7 @@ def test_notify_all_reaches_every_subscribed_client() -> None:
     a, b, idle = ClientQueue(), ClientQueue(), ClientQueue()
     hub.subscribe(a, L2BookSub("BTC"), books)
     hub.subscribe(b, TradesSub("ETH"), books)
-    hub.notify_all('{"channel":"error","data":"feed stale"}')
+    hub.notify("feed stale")
     assert a.pop() == b.pop() == '{"channel":"error","data":"feed stale"}'
     assert idle.pop() is None
 
@@ -267,7 +274,7 @@ def test_a_conflated_view_keeps_its_place_behind_no_backlog() -> None:
         assert previous is not None
         size = f"{height}.0"
         block = make_block(height, diffs=[update(1, previous.sz, size)], fills=fills)
-        hub.publish(books.apply(block), books)
+        publish(hub, books.apply(block), books)
     messages = drain(client)
     # The newest view goes out first, not after the ten blocks of trades queued behind it.
     assert [m["channel"] for m in messages] == ["l2Book"] + ["trades"] * 10
@@ -278,13 +285,13 @@ def test_resubscribing_while_lagging_gets_no_stale_view_after_the_fresh_one() ->
     books, hub, client = started_books(), Hub(), ClientQueue()
     sub = L2BookSub("BTC")
     hub.subscribe(client, sub, books)
-    hub.publish(books.apply(make_block(11, diffs=[update(1, "1.0", "0.9")])), books)
+    publish(hub, books.apply(make_block(11, diffs=[update(1, "1.0", "0.9")])), books)
     hub.unsubscribe(client, sub)  # the unsent block-11 view goes with the subscription
     client.put('{"channel":"subscriptionResponse"}')
     snapshot = hub.subscribe(client, sub, books)
     assert snapshot is not None
     client.put(snapshot)
-    hub.publish(books.apply(make_block(12, diffs=[update(1, "0.9", "0.7")])), books)
+    publish(hub, books.apply(make_block(12, diffs=[update(1, "0.9", "0.7")])), books)
     sizes = [m["data"]["levels"][0][0]["sz"] for m in drain(client) if m["channel"] == "l2Book"]
     assert sizes == ["0.9", "0.7"]
 

@@ -18,15 +18,16 @@ every subscriber's :class:`ClientQueue`, never waiting for anyone:
 
 import itertools
 from collections import OrderedDict, deque
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any
 
 import attrs
 
-from hlbook.book.books import Applied, Books
+from hlbook.book.books import Books
 from hlbook.book.l2 import bbo, l2_levels
-from hlbook.book.l4 import ASK, BID
+from hlbook.book.l4 import ASK, BID, CoinBook
 from hlbook.book.trades import trades_by_coin
+from hlbook.model import Block
 from hlbook.server.messages import (
     bbo_message,
     l2_book_message,
@@ -34,7 +35,15 @@ from hlbook.server.messages import (
     l4_updates_message,
     trades_message,
 )
-from hlbook.server.protocol import BboSub, L2BookSub, L4BookSub, Subscription, TradesSub
+from hlbook.server.protocol import (
+    BboSub,
+    L2BookSub,
+    L4BookSub,
+    Subscription,
+    TradesSub,
+    error_message,
+)
+from hlbook.stages import Stage
 
 __all__ = ["SLOW_CLIENT_CODE", "ClientQueue", "ClientStats", "Hub", "HubStats"]
 
@@ -289,14 +298,36 @@ class Hub:
         self.stats.messages_built += 1
         return message
 
-    def publish(self, applied: Applied, books: Books) -> None:
-        """Offer everything block ``applied`` changed to its subscribers."""
-        self.stats.blocks += 1
-        block = applied.block
+    def publish(
+        self, stage: Stage, block: Block, books: Books, touched: Mapping[str, CoinBook]
+    ) -> None:
+        """Offer what ``stage`` of ``block`` completed to its subscribers (a
+        :class:`~hlbook.stages.BlockSink`)."""
+        if stage is Stage.BLOCK:
+            self.stats.blocks += 1
+            return
         by_coin = self._by_coin
         if not by_coin:
             return
-        for coin, book in applied.touched.items():
+        if stage is Stage.DIFFS:
+            self._publish_levels(block, touched)
+        elif stage is Stage.FILLS:
+            if block.fills:
+                for coin, trades in trades_by_coin(block.fills).items():
+                    sub = TradesSub(coin)
+                    if sub in self._subscribers:
+                        self._offer_lossless(sub, trades_message(trades), books)
+        else:
+            for l4 in list(self._l4):
+                statuses = block.statuses_by_coin.get(l4.coin, ())
+                diffs = block.diffs_by_coin.get(l4.coin, ())
+                if statuses or diffs:
+                    message = l4_updates_message(block.time, block.height, statuses, diffs)
+                    self._offer_lossless(l4, message, books)
+
+    def _publish_levels(self, block: Block, touched: Mapping[str, CoinBook]) -> None:
+        by_coin = self._by_coin
+        for coin, book in touched.items():
             subs = by_coin.get(coin)
             if not subs:
                 continue
@@ -315,17 +346,6 @@ class Hub:
                         continue
                     self._last_bbo[coin] = best
                     self._offer_latest(sub, bbo_message(coin, block.time, *best))
-        if block.fills:
-            for coin, trades in trades_by_coin(block.fills).items():
-                sub = TradesSub(coin)
-                if sub in self._subscribers:
-                    self._offer_lossless(sub, trades_message(trades), books)
-        for l4 in list(self._l4):
-            statuses = block.statuses_by_coin.get(l4.coin, ())
-            diffs = block.diffs_by_coin.get(l4.coin, ())
-            if statuses or diffs:
-                message = l4_updates_message(block.time, block.height, statuses, diffs)
-                self._offer_lossless(l4, message, books)
 
     def resync(self, books: Books, coins: Iterable[str] | None = None) -> None:
         """After a re-bootstrap or repair: send every subscriber of ``coins`` (default: all)
@@ -352,8 +372,9 @@ class Hub:
                 else:
                     self._offer_latest(sub, message)
 
-    def notify_all(self, message: str) -> None:
-        """Send a message (e.g. a stale-feed error) to every subscribed client."""
+    def notify(self, text: str) -> None:
+        """Send an error message (e.g. the feed is stale) to every subscribed client."""
+        message = error_message(text)
         for client in self.clients():
             if not client.put(message):
                 self.disconnect_slow(client, "queue full")
