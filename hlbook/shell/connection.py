@@ -55,6 +55,8 @@ log = logging.getLogger("hlbook.server")
 
 WS_PATHS = ("/ws", "/")
 _CLOSE_TIMEOUT = 2.0
+_LINGER_SECONDS = 1.0
+_LINGER_BYTES = 1 << 20
 _READ_SIZE = 64 * 1024
 _GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
 _REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
@@ -175,6 +177,7 @@ class Server:
         )
         with trio.move_on_after(1.0):
             await stream.send_all(data)
+        await _linger(stream)
 
     async def _serve(self, stream: trio.abc.Stream, slot: Slot, peer: str) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_head)
@@ -285,6 +288,8 @@ class Server:
             return  # the connection cannot carry a response any more
         with trio.move_on_after(self.limits.handshake_timeout):
             await stream.send_all(data)
+        if response.close:
+            await _linger(stream)
 
     # -- WebSocket ------------------------------------------------------------------------
 
@@ -344,7 +349,7 @@ class Server:
             stream,
             client,
             fd=fd,
-            budget=CompressionBudget(limits.compression_rate, 4 * limits.compression_rate),
+            budget=CompressionBudget(limits.compression_rate, 16 * limits.compression_rate),
             on_sent=self._count_sent,
         )
         reader_scope = trio.CancelScope()
@@ -533,6 +538,16 @@ def _error(status: int, code: str, msg: str) -> Response:
 
 def _too_large(limit: int) -> Response:
     return _error(413, "tooLarge", f"request body larger than {limit} bytes")
+
+
+async def _linger(stream: trio.abc.Stream) -> None:
+    """Before closing after an error, let the client's unread bytes arrive (bounded): closing
+    with them unread would reset the connection and could destroy the answer in flight."""
+    with contextlib.suppress(*_GONE, AttributeError), trio.move_on_after(_LINGER_SECONDS):
+        await stream.send_eof()  # type: ignore[attr-defined]
+        drained = 0
+        while drained < _LINGER_BYTES and (chunk := await stream.receive_some(_READ_SIZE)):
+            drained += len(chunk)
 
 
 def _peer(stream: trio.abc.Stream) -> str:

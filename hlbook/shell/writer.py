@@ -23,7 +23,8 @@ all of them. A message only this client receives is compressed at the
 client's own cost, out of a budget (:class:`CompressionBudget`); beyond it
 the client gets plain frames (RFC 7692 lets the sender choose per message),
 so one connection with a thousand distinct views cannot make the server
-compress a thousand messages per block.
+compress a thousand messages per block. Large messages (an ``l4Book``
+snapshot) are compressed in a worker thread, never on the Trio thread.
 """
 
 import os
@@ -34,11 +35,13 @@ import trio
 from hlbook.server.fanout import ClientQueue
 from hlbook.server.frames import Frames, Message, close_frame
 
-__all__ = ["BATCH_BYTES", "CompressionBudget", "Flusher", "Waker", "Writer"]
+__all__ = ["BATCH_BYTES", "THREAD_COMPRESS", "CompressionBudget", "Flusher", "Waker", "Writer"]
 
 BATCH_BYTES = 256 * 1024
 """At most this much payload is taken from a queue per write."""
 _STEP = 16 * 1024  # the writer task's writes: at least this much, ending on a frame boundary
+THREAD_COMPRESS = 256 * 1024
+"""Messages larger than this are compressed in a worker thread, never on the Trio thread."""
 
 
 class Waker:
@@ -123,6 +126,7 @@ class Writer:
         self._offset = 0
         self._bounds: list[int] = []
         self._busy = False  # the task is in send_all
+        self._held: list[Message] = []  # taken from the queue, waiting to be compressed
 
     @property
     def mid_frame(self) -> bool:
@@ -134,26 +138,41 @@ class Writer:
         self._control.append(frame)
         self.waker.set()
 
-    def _frames(self, message: Message, now: float) -> Frames:
+    def _frames(self, message: Message, now: float, *, wait: bool) -> Frames | None:
+        """The frames to send ``message`` in, or ``None`` if compressing it must not
+        happen here (it is large: the writer task compresses it in a thread)."""
         deflater = self.client.deflater
         if deflater is None or len(message.payload) < deflater.threshold:
             return message.plain()
-        free = message.shared > 1 or message.deflated_ready(deflater)
-        if not free and not self.budget.take(len(message.payload), now):
+        ready = message.deflated_ready(deflater)
+        if not ready and message.shared <= 1 and not self.budget.take(len(message.payload), now):
             return message.plain()
+        if not ready and not wait and len(message.payload) > THREAD_COMPRESS:
+            return None
         self.client.stats.compressed_messages += 1
         return message.deflated(deflater)
 
-    def _take(self) -> bool:
-        """Move the next batch (control frames first) into the buffer; False if none."""
+    def _take(self, *, wait: bool = False) -> bool:
+        """Move the next batch (control frames first) into the buffer; False if none.
+
+        With ``wait`` false (the flusher), stops before a message that must be
+        compressed in a thread, which stays for the writer task.
+        """
         parts: list[bytes] = self._control
         self._control = []
-        batch = self.client.pop_batch(BATCH_BYTES)
+        batch = self._held or self.client.pop_batch(BATCH_BYTES)
+        self._held = []
+        sent = 0
         if batch:
             now = trio.current_time()
-            for message in batch:
-                parts.extend(self._frames(message, now))
-            self.client.stats.messages_sent += len(batch)
+            for index, message in enumerate(batch):
+                frames = self._frames(message, now, wait=wait)
+                if frames is None:
+                    self._held = batch[index:]
+                    break
+                parts.extend(frames)
+                sent += 1
+            self.client.stats.messages_sent += sent
         if not parts:
             return False
         bounds = []
@@ -164,7 +183,7 @@ class Writer:
         self._buffer = b"".join(parts)
         self._offset = 0
         self._bounds = bounds
-        self.on_sent(len(batch), end)
+        self.on_sent(sent, end)
         self.client.stats.bytes_sent += end
         return True
 
@@ -174,12 +193,15 @@ class Writer:
             self._fd is None
             or self._busy
             or self._buffer
+            or self._held  # the task is compressing what comes next: it goes on from there
             or self.closed
             or self.client.close_reason is not None
         ):
             self.waker.set()
             return
         if not self._take():
+            if self._held:
+                self.waker.set()  # a large message to compress: the task does it
             return
         try:
             written = os.write(self._fd, self._buffer)
@@ -208,7 +230,10 @@ class Writer:
                     until = next((b for b in self._bounds if b >= want), self._bounds[-1])
                     await self._write(until)
                     continue
-                if self._take():
+                if self._held:
+                    # The flusher leaves the buffer alone meanwhile (see write_now).
+                    await self._compress(self._held[0])
+                if self._take(wait=True):
                     self.client.stats.backlogged_writes += 1
                     continue
                 await self.waker.wait()
@@ -216,6 +241,12 @@ class Writer:
             client.close(1006, "connection lost")
         finally:
             self.done.set()
+
+    async def _compress(self, message: Message) -> None:
+        """Compress a large message in a thread (zlib lets go of the GIL): others go on."""
+        deflater = self.client.deflater
+        if deflater is not None and not message.deflated_ready(deflater):
+            await trio.to_thread.run_sync(message.deflated, deflater)
 
     async def _write(self, until: int) -> None:
         """Write the buffer up to offset ``until``."""
