@@ -200,6 +200,7 @@ async def _collect(
     async def client() -> list[Any]:
         out = []
         async with websockets.connect(url, compression=compression, max_size=None) as ws:
+            assert ws.response is not None
             extensions = ws.response.headers.get("Sec-WebSocket-Extensions")
             out.append({"extensions": extensions})
             for kind in ("trades", "l4Book"):

@@ -224,7 +224,11 @@ async def test_a_node_that_is_down_or_slow_gets_502_or_504(
     cases = ((dead_port, 502, "upstreamUnavailable"), (slow_port, 504, "upstreamTimeout"))
     for port, status, code in cases:
         url = f"http://127.0.0.1:{port}/info"
-        settings = {"info_url": url, "snapshot_file": snapshot, "info_timeout": 0.5}
+        settings: dict[str, Any] = {
+            "info_url": url,
+            "snapshot_file": snapshot,
+            "info_timeout": 0.5,
+        }
         async with (
             replay_server(tmp_path / str(port), mainnet, **settings) as (handle, _node),
             httpx.AsyncClient(base_url=handle.http_url) as client,
@@ -340,8 +344,11 @@ async def test_half_open_floods_cannot_hold_every_slot(
 
 
 async def test_over_capacity_is_503(tmp_path: Path, mainnet: MainnetSlice) -> None:
-    async with replay_server(tmp_path, mainnet, max_connections=2) as (handle, _node):
-        async with open_websocket_url(handle.url), open_websocket_url(handle.url):  # noqa: SIM117
-            received = await raw_exchange(handle.port, b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
-            assert received.startswith(b"HTTP/1.1 503")
-            assert b'"overCapacity"' in received
+    async with (
+        replay_server(tmp_path, mainnet, max_connections=2) as (handle, _node),
+        open_websocket_url(handle.url),
+        open_websocket_url(handle.url),
+    ):
+        received = await raw_exchange(handle.port, b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
+        assert received.startswith(b"HTTP/1.1 503")
+        assert b'"overCapacity"' in received
