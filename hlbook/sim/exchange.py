@@ -149,7 +149,8 @@ class Exchange:
         self._spot = {spec.name: spec.market == "spot" for spec in specs}
         self._next_oid = first_oid
         self._trades = rng.getrandbits(40)
-        self._positions: dict[tuple[str, str], int] = {}
+        self.positions: dict[tuple[str, str], int] = {}
+        """Each ``(user, coin)``'s position (perps) or balance change (spot), scaled."""
         self.block = BlockEvents(0, 0, "")
         self.time_ms = 0
 
@@ -459,9 +460,9 @@ class Exchange:
         tx_hash: str,
     ) -> Fill:
         key = (user, coin)
-        start = self._positions.get(key, 0)
+        start = self.positions.get(key, 0)
         end = start + sz if side == BID else start - sz
-        self._positions[key] = end
+        self.positions[key] = end
         if self._spot[coin]:
             direction = "Buy" if side == BID else "Sell"
         else:

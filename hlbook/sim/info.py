@@ -208,6 +208,7 @@ def frontend_open_order(order: Order) -> dict[str, Any]:
     """One entry of ``frontendOpenOrders``: every field of the node's order object."""
     entry: dict[str, Any] = msgspec.to_builtins(order)
     entry.pop("user", None)
+    entry["children"] = list(entry["children"])  # a JSON array, as it is once sent
     return entry
 
 
