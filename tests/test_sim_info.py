@@ -673,3 +673,18 @@ def test_a_random_trader_is_not_a_named_user() -> None:
     traders = generator.traders
     everyone = {*traders.makers, *traders.takers, *traders.spammers}
     assert not everyone & set(NAMED_USERS)
+
+
+async def test_made_up_request_types_are_counted_in_bounded_space(tmp_path: Path) -> None:
+    async with trio.open_nursery() as nursery:
+        handle: SimHandle = await nursery.start(run_simulator, _config(tmp_path, blocks=1))
+        for index in range(400):
+            with pytest.raises(InfoError):
+                await handle.info({"type": f"madeUp{index}"})
+        await handle.info({"type": "meta"})
+        counts = handle.info_requests()
+        assert len(counts) == 256 + 2  # 256 made-up types, then "(other)"; and meta
+        assert counts["node", "(other)"] > 100
+        assert counts["node", "meta"] == 1  # known types are always counted by name
+        assert sum(counts.values()) == 401
+        nursery.cancel_scope.cancel()

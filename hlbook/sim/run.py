@@ -322,10 +322,11 @@ class _Node:
     async def answer(self, role: Role, message: dict[str, Any]) -> Any:
         """Answer a decoded info request as ``role``."""
         kind: str = message["type"]
-        if kind not in _KNOWN_TYPES and len(self.requests) >= _COUNTED_TYPES:
-            kind = "(other)"  # a client sending made-up types cannot grow the counter
-        self.requests[role.value, kind] += 1
-        kind = message["type"]
+        key = (role.value, kind)
+        full = len(self.requests) >= _COUNTED_TYPES
+        if full and kind not in _KNOWN_TYPES and key not in self.requests:
+            key = (role.value, "(other)")  # made-up types cannot grow the counter forever
+        self.requests[key] += 1
         api = self.apis[role]
         if role is Role.NODE and kind == "fileSnapshot":
             return await answer_file_snapshot(self.write_snapshot, message)
