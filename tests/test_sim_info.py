@@ -36,6 +36,7 @@ from hlbook.sim import (
 )
 from hlbook.sim.config import coin_spec
 from hlbook.sim.exchange import BlockEvents, Exchange
+from hlbook.sim.info import frontend_open_order, open_order
 from hlbook.sim.markets import sz_decimals
 from hlbook.sim.users import NamedUsers
 
@@ -355,6 +356,12 @@ async def test_open_orders_are_the_simulators_own(tmp_path: Path) -> None:
             # Newest first.
             keys = [(o["timestamp"], o["oid"]) for o in main if o["coin"] != "xyz:XYZ100"]
             assert keys == sorted(keys, reverse=True)
+        # What a node's files can tell: the resting orders only.
+        resting = [o for o in handle.resting_orders(TRIGGER_USER) if o.coin != "xyz:XYZ100"]
+        newest = sorted(resting, key=lambda o: (o.timestamp, o.oid), reverse=True)
+        assert handle.open_orders(TRIGGER_USER, triggers=False) == [open_order(o) for o in newest]
+        front = handle.frontend_open_orders(TRIGGER_USER, triggers=False)
+        assert front == [frontend_open_order(o) for o in newest]
         # The named users have what tests follow them for.
         assert handle.trigger_orders(TRIGGER_USER)
         assert len(handle.resting_orders(FILLS_USER)) >= 3

@@ -516,22 +516,24 @@ class SimHandle:
         return self._user_orders(user, height)[1]
 
     def open_orders(
-        self, user: str, dex: str = "", height: int | None = None
+        self, user: str, dex: str = "", height: int | None = None, *, triggers: bool = True
     ) -> list[dict[str, Any]]:
         """The node's ``openOrders`` answer for ``user`` and ``dex`` as of ``height``:
-        resting and untriggered trigger orders, newest first."""
-        return [open_order(o) for o in self._open(user, dex, height)]
+        resting and untriggered trigger orders, newest first. With ``triggers=False``,
+        the resting orders only: all that a node's files and snapshots can tell."""
+        return [open_order(o) for o in self._open(user, dex, height, triggers)]
 
     def frontend_open_orders(
-        self, user: str, dex: str = "", height: int | None = None
+        self, user: str, dex: str = "", height: int | None = None, *, triggers: bool = True
     ) -> list[dict[str, Any]]:
-        """The node's ``frontendOpenOrders`` answer for ``user`` and ``dex`` as of ``height``."""
-        return [frontend_open_order(o) for o in self._open(user, dex, height)]
+        """The node's ``frontendOpenOrders`` answer for ``user`` and ``dex`` as of
+        ``height`` (``triggers=False``: without the untriggered trigger orders)."""
+        return [frontend_open_order(o) for o in self._open(user, dex, height, triggers)]
 
-    def _open(self, user: str, dex: str, height: int | None) -> list[Order]:
+    def _open(self, user: str, dex: str, height: int | None, triggers: bool) -> list[Order]:
         resting, pending = self._user_orders(user, height)
         coins = self._node.markets.dex_coins(dex)
-        orders = [o for o in (*resting, *pending) if o.coin in coins]
+        orders = [o for o in (*resting, *(pending if triggers else ())) if o.coin in coins]
         return sorted(orders, key=lambda o: (o.timestamp, o.oid), reverse=True)
 
     def fills(self, user: str, height: int | None = None) -> list[Fill]:
