@@ -15,18 +15,25 @@ logging; cancel the nursery to stop it.
 """
 
 import time
+from collections.abc import Callable
 from typing import Any
 
 import attrs
+import httpx
 import trio
 
 from hlbook.book.books import Books
+from hlbook.book.views import Ladders
+from hlbook.channels import Registry, Shared
 from hlbook.config import Config
 from hlbook.feed import Feed
+from hlbook.info import InfoRegistry
+from hlbook.info.l2book import L2BookInfo
+from hlbook.info.proxy import InfoUpstream, NodeInfo, Refused
 from hlbook.listen import open_listeners
 from hlbook.pipeline import Pipeline
 from hlbook.server.fanout import Hub
-from hlbook.server.ws import ConnectionLimits, Connections
+from hlbook.shell.connection import Server, ServerLimits
 
 __all__ = ["ServerHandle", "serve"]
 
@@ -35,19 +42,24 @@ class ServerHandle:
     """What :func:`serve` hands back once clients can connect."""
 
     def __init__(
-        self, config: Config, host: str, port: int, pipeline: Pipeline, connections: Connections
+        self, config: Config, host: str, port: int, pipeline: Pipeline, server: Server
     ) -> None:
         self.config = config
         self.host = host
         self.port = port
-        """The bound WebSocket port (useful with ``Config(port=0)``)."""
+        """The bound port, HTTP and WebSocket (useful with ``Config(port=0)``)."""
         self._pipeline = pipeline
-        self._connections = connections
+        self._server = server
 
     @property
     def url(self) -> str:
         """``ws://host:port/ws``."""
         return f"ws://{self.host}:{self.port}/ws"
+
+    @property
+    def http_url(self) -> str:
+        """``http://host:port``: the base URL for ``POST /info`` (what SDKs call ``base_url``)."""
+        return f"http://{self.host}:{self.port}"
 
     @property
     def books(self) -> Books | None:
@@ -71,18 +83,22 @@ class ServerHandle:
         """A new in-process feed of per-block updates (see :mod:`hlbook.feed`)."""
         return Feed(self._pipeline.feeds, max_buffer)
 
-    def health(self) -> dict[str, Any]:
-        """Whether the feed is live, its height and lag, clients served, and counters."""
+    def health(self, *, public: bool = False) -> dict[str, Any]:
+        """Whether the feed is live, its height and lag, clients served, and counters.
+
+        ``public=True`` is what remote clients get (``/health``, the WebSocket
+        ``health`` method): counters, but no file paths, URLs or error texts, which
+        stay in the logs (and the in-process handle).
+        """
         pipeline, books = self._pipeline, self._pipeline.books
-        connections = self._connections
+        server = self._server
+        stats = server.stats
         now = time.time()
         block_time = books.time if books is not None and books.time else None
-        return {
+        health: dict[str, Any] = {
             "status": pipeline.status,
-            "detail": pipeline.status_detail,
             "live": pipeline.status == "live",
             "uptime_s": round(time.monotonic() - pipeline.started_at, 3),
-            "layout": pipeline.layout.value if pipeline.layout else None,
             "height": books.height if books is not None else None,
             "block_time": block_time,
             "lag_ms": int(now * 1000) - block_time if block_time else None,
@@ -91,26 +107,35 @@ class ServerHandle:
             ),
             "coins": len(books.coins()) if books is not None else 0,
             "orders": len(books) if books is not None else 0,
-            "clients": len(connections.active),
+            "clients": len(server.active),
             "subscriptions": pipeline.hub.subscription_count,
-            "queued_messages": connections.queued(),
+            "queued_messages": server.queued(),
             "connections": {
-                "accepted": connections.accepted,
-                "rejected": connections.rejected,
-                "closed_idle": connections.closed_idle,
-                "protocol_errors": connections.protocol_errors,
-                "client_errors": connections.client_errors,
-                "messages_sent": connections.sent_messages,
-                "bytes_sent": connections.sent_bytes,
+                "accepted": stats.accepted,
+                "rejected": stats.rejected + server.slots.refused,
+                "websockets": stats.websockets,
+                "compressed_websockets": stats.compressed_websockets,
+                "http_requests": stats.http_requests,
+                "closed_idle": stats.closed_idle,
+                "protocol_errors": stats.protocol_errors,
+                "client_errors": stats.client_errors,
+                "messages_sent": stats.messages_sent,
+                "bytes_sent": stats.bytes_sent,
                 "recent_lag_disconnects": list(pipeline.hub.recent_disconnects),
             },
             "fanout": _asdict(pipeline.hub.stats),
             "pipeline": _asdict(pipeline.stats),
             "joiner": pipeline.joiner_stats(),
-            "streams": {
-                stream.value: _asdict(tailer.stats) for stream, tailer in pipeline.tailers.items()
-            },
         }
+        if public:
+            health["pipeline"].pop("last_error", None)
+            return health
+        health["detail"] = pipeline.status_detail
+        health["layout"] = pipeline.layout.value if pipeline.layout else None
+        health["streams"] = {
+            stream.value: _asdict(tailer.stats) for stream, tailer in pipeline.tailers.items()
+        }
+        return health
 
     def client_stats(self) -> list[dict[str, Any]]:
         """Per-client counters: queued, sent, conflated, resnapshots, lag disconnects."""
@@ -120,9 +145,10 @@ class ServerHandle:
                 "subscriptions": len(client.subscriptions),
                 "queued": len(client),
                 "queued_bytes": client.queued_bytes,
+                "compressed": client.deflater is not None,
                 **_asdict(client.stats),
             }
-            for client in self._connections.active
+            for client in self._server.active
         ]
 
 
@@ -136,38 +162,37 @@ async def serve(
 ) -> None:
     """Run hlbook until cancelled. Use as ``handle = await nursery.start(serve, config)``.
 
-    ``task_status.started`` is called with a :class:`ServerHandle` once the
-    WebSocket port accepts connections; books load in the background
+    ``task_status.started`` is called with a :class:`ServerHandle` once the port
+    accepts connections (HTTP and WebSocket); books load in the background
     (:meth:`ServerHandle.wait_ready`).
     """
-    hub = Hub()
+    ladders = Ladders()
+    hub = Hub(Registry(Shared(ladders=ladders)))
     feeds: set[Feed] = set()
     pipeline = Pipeline(config, hub, feeds)
-    limits = ConnectionLimits(
-        idle_timeout=config.idle_timeout,
-        max_message_size=config.max_message_size,
-        max_connections=config.max_connections,
-        max_subscriptions=config.max_subscriptions,
-        queue_messages=config.client_queue_messages,
-        queue_bytes=config.client_queue_bytes,
-    )
     handle_box: list[ServerHandle] = []
-    connections = Connections(
-        hub,
-        limits,
-        books=lambda: pipeline.books,
-        ready=lambda: pipeline.ready,
-        health=lambda: handle_box[0].health(),
-    )
     # Opened before the nursery, so that a taken port is a plain StartupError
     # raised by ``nursery.start(serve, ...)``, not one wrapped in a group.
     listeners = await open_listeners(config.host, config.port, "hlbook")
     try:
-        async with trio.open_nursery() as nursery:
-            await nursery.start(trio.serve_listeners, connections.handle_stream, listeners)
+        async with (
+            httpx.AsyncClient(
+                limits=httpx.Limits(max_connections=32, max_keepalive_connections=8)
+            ) as http,
+            trio.open_nursery() as nursery,
+        ):
+            server = Server(
+                hub,
+                _info_registry(config, http, lambda: pipeline.books, ladders),
+                books=lambda: pipeline.books,
+                ready=lambda: pipeline.ready,
+                health=lambda: handle_box[0].health(public=True),
+                limits=_limits(config),
+            )
+            await nursery.start(trio.serve_listeners, server.handle_stream, listeners)
             port = listeners[0].socket.getsockname()[1]
-            nursery.start_soon(connections.flusher.run)
-            handle = ServerHandle(config, config.host, port, pipeline, connections)
+            nursery.start_soon(server.flusher.run)
+            handle = ServerHandle(config, config.host, port, pipeline, server)
             handle_box.append(handle)
             nursery.start_soon(pipeline.run)
             task_status.started(handle)
@@ -175,3 +200,39 @@ async def serve(
         # Consumers iterating a feed elsewhere see it end rather than wait forever.
         for feed in list(feeds):
             feed.close()
+
+
+def _limits(config: Config) -> ServerLimits:
+    return ServerLimits(
+        max_connections=config.max_connections,
+        max_half_open=config.max_half_open,
+        handshake_timeout=config.handshake_timeout,
+        http_idle_timeout=config.http_idle_timeout,
+        max_body=config.max_message_size,
+        max_message_size=config.max_message_size,
+        idle_timeout=config.idle_timeout,
+        max_subscriptions=config.max_subscriptions,
+        queue_messages=config.client_queue_messages,
+        queue_bytes=config.client_queue_bytes,
+        compression_level=config.compression_level,
+    )
+
+
+def _info_registry(
+    config: Config, http: httpx.AsyncClient, books: "Callable[[], Books | None]", ladders: Ladders
+) -> InfoRegistry:
+    node = InfoUpstream(
+        http,
+        config.info_url,
+        f"the node's info server at {config.info_url}",
+        timeout=config.info_timeout,
+    )
+    fallback = None
+    if config.fallback_info_url:
+        fallback = InfoUpstream(
+            http,
+            config.fallback_info_url,
+            f"the fallback info server at {config.fallback_info_url}",
+            timeout=config.info_timeout,
+        )
+    return InfoRegistry([L2BookInfo(books, ladders), Refused()], NodeInfo(node, fallback))

@@ -56,6 +56,22 @@ def _add_server_flags(parser: argparse.ArgumentParser, *, node: bool = True) -> 
             help="the node's info server, asked for fileSnapshot (default: %(default)s)",
         )
         src.add_argument(
+            "--fallback-info-url",
+            default=None,
+            metavar="URL",
+            help="pass info types neither hlbook nor the node answer (metaAndAssetCtxs, "
+            "funding, ...) to this info server, e.g. https://api.hyperliquid.xyz/info "
+            "(default: refuse them with a reason)",
+        )
+        src.add_argument(
+            "--info-timeout",
+            type=float,
+            default=d.info_timeout,
+            metavar="SECONDS",
+            help="how long to wait for the node's (or fallback's) answer to a passed-on "
+            "info request; then 504 (default: %(default)g)",
+        )
+        src.add_argument(
             "--snapshot-path",
             type=Path,
             default=None,
@@ -117,7 +133,7 @@ def _add_server_flags(parser: argparse.ArgumentParser, *, node: bool = True) -> 
             help="streaming layout: a silent stream stops holding a block back after this "
             "long (default: %(default)g)",
         )
-    ws = parser.add_argument_group("websocket server")
+    ws = parser.add_argument_group("server (HTTP and WebSocket on one port)")
     ws.add_argument("--host", default=d.host, help="address to listen on (default: %(default)s)")
     ws.add_argument(
         "--port",
@@ -153,6 +169,37 @@ def _add_server_flags(parser: argparse.ArgumentParser, *, node: bool = True) -> 
         "(default: %(default)s)",
     )
     ws.add_argument(
+        "--compression-level",
+        type=int,
+        choices=range(10),
+        default=d.compression_level,
+        metavar="0-9",
+        help="permessage-deflate level for WebSocket clients that offer it; each message "
+        "is compressed once for all clients; 0 disables (default: %(default)s)",
+    )
+    ws.add_argument(
+        "--handshake-timeout",
+        type=float,
+        default=d.handshake_timeout,
+        metavar="SECONDS",
+        help="time a connection has to send a whole request or WebSocket upgrade "
+        "(default: %(default)g)",
+    )
+    ws.add_argument(
+        "--http-idle-timeout",
+        type=float,
+        default=d.http_idle_timeout,
+        metavar="SECONDS",
+        help="close idle keep-alive HTTP connections after this long (default: %(default)g)",
+    )
+    ws.add_argument(
+        "--max-half-open",
+        type=int,
+        default=d.max_half_open,
+        help="connections that have not sent a request yet; beyond this the oldest is "
+        "dropped (default: %(default)s)",
+    )
+    ws.add_argument(
         "--client-queue",
         type=int,
         default=d.client_queue_messages,
@@ -181,6 +228,12 @@ _FLAGS = {
     "max_subscriptions": "max_subscriptions",
     "max_message_size": "max_message_size",
     "client_queue_messages": "client_queue",
+    "compression_level": "compression_level",
+    "handshake_timeout": "handshake_timeout",
+    "http_idle_timeout": "http_idle_timeout",
+    "max_half_open": "max_half_open",
+    "fallback_info_url": "fallback_info_url",
+    "info_timeout": "info_timeout",
 }
 
 
@@ -211,10 +264,11 @@ def _run_serve(args: argparse.Namespace) -> int:
 def _add_serve(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
     parser = commands.add_parser(
         "serve",
-        help="serve a node's books over WebSocket",
+        help="serve a node's books over WebSocket and HTTP",
         description="Tail a Hyperliquid node's order status, raw book diff and fill files, keep "
-        "exact per-order books for every coin, and serve them over WebSocket at ws://HOST:PORT/ws "
-        "in Hyperliquid's API format (l2Book, bbo, trades, l4Book).",
+        "exact per-order books for every coin, and serve them in Hyperliquid's API format on one "
+        "port: WebSocket at ws://HOST:PORT/ws (l2Book, bbo, trades, l4Book), POST /info and "
+        "GET /health over HTTP.",
     )
     _add_server_flags(parser)
     add_log_level(parser)
@@ -258,6 +312,8 @@ def _run_demo(args: argparse.Namespace) -> int:
                     f"\nhlbook demo: a simulated node is writing {sim_config.layout.value} files "
                     f"to {node_data}\n"
                     f"  WebSocket:  {handle.url}\n"
+                    f"  HTTP API:   {handle.http_url}  (POST /info, GET /health; the SDKs' "
+                    f"base_url)\n"
                     f"  coins:      {coins}\n"
                     f"  try:        python examples/l2_ladder.py {handle.url} BTC\n"
                     f"              python examples/trades_tail.py {handle.url} BTC\n"

@@ -52,7 +52,23 @@ class Config:
     max_subscriptions: int = attrs.field(default=1000, validator=attrs.validators.gt(0))
     """Per connection."""
     max_message_size: int = attrs.field(default=64 * 1024, validator=attrs.validators.gt(0))
-    """Largest client message accepted, in bytes (larger: close code 1009)."""
+    """Largest client message accepted, in bytes (larger: close code 1009; HTTP bodies: 413)."""
+    compression_level: int = attrs.field(
+        default=1, validator=[attrs.validators.ge(0), attrs.validators.le(9)]
+    )
+    """permessage-deflate level for clients that offer it; 0 disables compression."""
+    handshake_timeout: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
+    """Seconds a connection has to send a complete request (head and body, or the
+    WebSocket upgrade) once it opened or started one."""
+    http_idle_timeout: float = attrs.field(default=30.0, validator=attrs.validators.gt(0))
+    """Seconds an idle keep-alive HTTP connection is kept open."""
+    max_half_open: int = attrs.field(default=256, validator=attrs.validators.gt(0))
+    """Connections that have not sent their first request yet; beyond it the oldest is dropped."""
+    fallback_info_url: str | None = None
+    """Where info types neither hlbook nor the node answer are passed on (e.g. the public
+    API's ``https://api.hyperliquid.xyz/info``); unset: refused with a reason."""
+    info_timeout: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
+    """Seconds to wait for the node's (or the fallback's) answer to a passed-on info request."""
     client_queue_messages: int = attrs.field(default=4096, validator=attrs.validators.gt(0))
     """Lossless (trades, l4Book) messages a client may have queued before the lag policy."""
     client_queue_bytes: int = attrs.field(

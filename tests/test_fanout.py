@@ -8,7 +8,7 @@ from fixtures import fill, new, remove, status, update
 
 from hlbook.book.books import Applied, Books
 from hlbook.server.fanout import SLOW_CLIENT_CODE, ClientQueue, Hub
-from hlbook.server.protocol import BboSub, L2BookSub, L4BookSub, TradesSub
+from hlbook.server.frames import Message
 from hlbook.stages import Stage
 
 BUYER = "0x" + "b" * 40
@@ -40,53 +40,87 @@ def publish(hub: Hub, applied: Applied, books: Books) -> None:
 
 def drain(client: ClientQueue) -> list[dict[str, Any]]:
     out = []
-    while (payload := client.pop()) is not None:
-        out.append(json.loads(payload))
+    while (message := client.pop()) is not None:
+        out.append(json.loads(message.payload))
     return out
+
+
+def L2BookSub(coin: str, n_levels: int | None = None) -> dict[str, Any]:
+    raw: dict[str, Any] = {"type": "l2Book", "coin": coin}
+    if n_levels is not None:
+        raw["nLevels"] = n_levels
+    return raw
+
+
+def BboSub(coin: str) -> dict[str, Any]:
+    return {"type": "bbo", "coin": coin}
+
+
+def TradesSub(coin: str) -> dict[str, Any]:
+    return {"type": "trades", "coin": coin}
+
+
+def L4BookSub(coin: str) -> dict[str, Any]:
+    return {"type": "l4Book", "coin": coin}
+
+
+def subscribe(hub: Hub, client: ClientQueue, raw: dict[str, Any], books: Books) -> Message | None:
+    """Subscribe as a session does: parse through the registry, then the hub."""
+    channel, key, echo = hub.registry.parse(raw)
+    return hub.subscribe(client, channel, key, books, echo)
+
+
+def key(hub: Hub, raw: dict[str, Any]) -> Any:
+    return hub.registry.parse(raw)[1]
+
+
+def loads(message: Message | None) -> Any:
+    assert message is not None
+    return json.loads(message.payload)
 
 
 def test_subscribe_returns_the_immediate_snapshot() -> None:
     books, hub, client = started_books(), Hub(), ClientQueue()
-    l2 = json.loads(hub.subscribe(client, L2BookSub("BTC"), books) or "")
+    l2 = loads(subscribe(hub, client, L2BookSub("BTC"), books))
     assert l2["channel"] == "l2Book"
     assert l2["data"]["levels"] == [
         [{"px": "100.0", "sz": "1.0", "n": 1}],
         [{"px": "101.0", "sz": "2.0", "n": 1}],
     ]
-    bbo = json.loads(hub.subscribe(client, BboSub("BTC"), books) or "")
+    bbo = loads(subscribe(hub, client, BboSub("BTC"), books))
     assert bbo["data"]["bbo"] == [
         {"px": "100.0", "sz": "1.0", "n": 1},
         {"px": "101.0", "sz": "2.0", "n": 1},
     ]
-    l4 = json.loads(hub.subscribe(client, L4BookSub("BTC"), books) or "")
+    l4 = loads(subscribe(hub, client, L4BookSub("BTC"), books))
     snap = l4["data"]["Snapshot"]
     assert (snap["coin"], snap["height"]) == ("BTC", 10)
     assert [o["oid"] for o in snap["levels"][0]] == [1]
     assert snap["levels"][0][0]["user"].startswith("0x")
-    assert hub.subscribe(client, TradesSub("BTC"), books) is None
+    assert subscribe(hub, client, TradesSub("BTC"), books) is None
 
 
 def test_one_message_built_per_view_and_shared_by_all_subscribers() -> None:
     books, hub = started_books(), Hub()
     clients = [ClientQueue() for _ in range(50)]
     for client in clients:
-        hub.subscribe(client, L2BookSub("BTC"), books)
+        subscribe(hub, client, L2BookSub("BTC"), books)
     before = hub.stats.messages_built
     applied = books.apply(make_block(11, diffs=[update(1, "1.0", "0.4")]))
     publish(hub, applied, books)
     assert hub.stats.messages_built == before + 1
-    payloads = [client.pop() for client in clients]
-    assert len({id(p) for p in payloads}) == 1  # the very same str object
-    assert json.loads(payloads[0] or "")["data"]["levels"][0] == [
-        {"px": "100.0", "sz": "0.4", "n": 1}
-    ]
+    messages = [client.pop() for client in clients]
+    assert len({id(m) for m in messages}) == 1  # the very same Message (and frames)
+    assert messages[0] is not None
+    assert messages[0].shared == 50
+    assert loads(messages[0])["data"]["levels"][0] == [{"px": "100.0", "sz": "0.4", "n": 1}]
 
 
 def test_only_changed_views_are_sent() -> None:
     books, hub, client = started_books(), Hub(), ClientQueue()
-    hub.subscribe(client, L2BookSub("BTC", n_levels=1), books)
-    hub.subscribe(client, BboSub("BTC"), books)
-    hub.subscribe(client, L2BookSub("ETH"), books)
+    subscribe(hub, client, L2BookSub("BTC", n_levels=1), books)
+    subscribe(hub, client, BboSub("BTC"), books)
+    subscribe(hub, client, L2BookSub("ETH"), books)
     # A bid below the best changes BTC's full book but neither the top level nor the bbo.
     applied = books.apply(make_block(11, diffs=[new(9, px="99.0")]))
     publish(hub, applied, books)
@@ -98,8 +132,8 @@ def test_only_changed_views_are_sent() -> None:
 
 def test_l2_and_bbo_conflate_for_a_slow_client() -> None:
     books, hub, client = started_books(), Hub(), ClientQueue()
-    hub.subscribe(client, L2BookSub("BTC"), books)
-    hub.subscribe(client, BboSub("BTC"), books)
+    subscribe(hub, client, L2BookSub("BTC"), books)
+    subscribe(hub, client, BboSub("BTC"), books)
     for height, size in zip(range(11, 31), [f"{i}.0" for i in range(2, 22)], strict=True):
         previous = books.order(1)
         assert previous is not None
@@ -116,7 +150,7 @@ def test_trades_overflow_disconnects_with_a_reason_never_a_gap() -> None:
     books, hub = started_books(), Hub()
     slow, fast = ClientQueue(max_messages=3), ClientQueue(max_messages=100)
     for client in (slow, fast):
-        hub.subscribe(client, TradesSub("BTC"), books)
+        subscribe(hub, client, TradesSub("BTC"), books)
     for height in range(11, 16):
         fills = [
             fill(BUYER, height, side="B", crossed=True),
@@ -139,7 +173,7 @@ def test_trades_overflow_disconnects_with_a_reason_never_a_gap() -> None:
 
 def test_trades_message_pairs_fills() -> None:
     books, hub, client = started_books(), Hub(), ClientQueue()
-    hub.subscribe(client, TradesSub("BTC"), books)
+    subscribe(hub, client, TradesSub("BTC"), books)
     fills = [
         fill(SELLER, 77, side="A", crossed=True, px="100.0", sz="0.5"),
         fill(BUYER, 77, side="B", crossed=False, px="100.0", sz="0.5"),
@@ -164,9 +198,9 @@ def test_trades_message_pairs_fills() -> None:
 def test_l4_overflow_resends_a_fresh_snapshot() -> None:
     books, hub = started_books(), Hub()
     client = ClientQueue(max_messages=2)
-    first = hub.subscribe(client, L4BookSub("BTC"), books)
+    first = subscribe(hub, client, L4BookSub("BTC"), books)
     assert first is not None
-    client.put(first, None)
+    client.put(first, key(hub, L4BookSub("BTC")))
     for height in range(11, 15):
         applied = books.apply(make_block(height, diffs=[new(100 + height, px="99.0")]))
         publish(hub, applied, books)
@@ -186,7 +220,7 @@ def test_l4_overflow_resends_a_fresh_snapshot() -> None:
 
 def test_l4_updates_carry_the_nodes_events_for_the_coin_only() -> None:
     books, hub, client = started_books(), Hub(), ClientQueue()
-    hub.subscribe(client, L4BookSub("ETH"), books)
+    subscribe(hub, client, L4BookSub("ETH"), books)
     applied = books.apply(
         make_block(
             11,
@@ -213,10 +247,10 @@ def test_l4_updates_carry_the_nodes_events_for_the_coin_only() -> None:
 
 def test_unsubscribe_and_drop_forget_the_client() -> None:
     books, hub, client = started_books(), Hub(), ClientQueue()
-    hub.subscribe(client, L2BookSub("BTC"), books)
-    hub.subscribe(client, TradesSub("BTC"), books)
-    assert set(client.subscriptions) == {L2BookSub("BTC"), TradesSub("BTC")}
-    hub.unsubscribe(client, L2BookSub("BTC"))
+    subscribe(hub, client, L2BookSub("BTC"), books)
+    subscribe(hub, client, TradesSub("BTC"), books)
+    assert set(client.subscriptions) == {key(hub, L2BookSub("BTC")), key(hub, TradesSub("BTC"))}
+    hub.unsubscribe(client, key(hub, L2BookSub("BTC")))
     assert hub.subscription_count == 1
     hub.drop(client)
     assert hub.subscription_count == 0
@@ -227,9 +261,9 @@ def test_unsubscribe_and_drop_forget_the_client() -> None:
 
 def test_resync_sends_fresh_views_and_l4_snapshots() -> None:
     books, hub, client = started_books(), Hub(), ClientQueue()
-    hub.subscribe(client, L2BookSub("BTC"), books)
-    hub.subscribe(client, L4BookSub("BTC"), books)
-    hub.subscribe(client, L2BookSub("ETH"), books)
+    subscribe(hub, client, L2BookSub("BTC"), books)
+    subscribe(hub, client, L4BookSub("BTC"), books)
+    subscribe(hub, client, L2BookSub("ETH"), books)
     hub.resync(books, ["BTC"])
     messages = drain(client)
     assert sorted(m["channel"] for m in messages) == ["l2Book", "l4Book"]
@@ -239,17 +273,17 @@ def test_resync_sends_fresh_views_and_l4_snapshots() -> None:
 def test_notify_all_reaches_every_subscribed_client() -> None:
     books, hub = started_books(), Hub()
     a, b, idle = ClientQueue(), ClientQueue(), ClientQueue()
-    hub.subscribe(a, L2BookSub("BTC"), books)
-    hub.subscribe(b, TradesSub("ETH"), books)
+    subscribe(hub, a, L2BookSub("BTC"), books)
+    subscribe(hub, b, TradesSub("ETH"), books)
     hub.notify("feed stale")
-    assert a.pop() == b.pop() == '{"channel":"error","data":"feed stale"}'
+    assert loads(a.pop()) == loads(b.pop()) == {"channel": "error", "data": "feed stale"}
     assert idle.pop() is None
 
 
 def test_resync_after_a_repair_at_the_same_height_sends_the_repaired_l4_snapshot() -> None:
     books, hub = started_books(), Hub()
     watcher, late = ClientQueue(), ClientQueue()
-    first = json.loads(hub.subscribe(watcher, L4BookSub("BTC"), books) or "")
+    first = loads(subscribe(hub, watcher, L4BookSub("BTC"), books))
     assert [o["oid"] for o in first["data"]["Snapshot"]["levels"][0]] == [1]
     # A validation repair replaces BTC's book without a new block (same height).
     books.set_coin("BTC", [], [])
@@ -257,14 +291,14 @@ def test_resync_after_a_repair_at_the_same_height_sends_the_repaired_l4_snapshot
     [message] = drain(watcher)
     assert message["data"]["Snapshot"]["height"] == 10
     assert message["data"]["Snapshot"]["levels"] == [[], []]
-    fresh = json.loads(hub.subscribe(late, L4BookSub("BTC"), books) or "")
+    fresh = loads(subscribe(hub, late, L4BookSub("BTC"), books))
     assert fresh["data"]["Snapshot"]["levels"] == [[], []]
 
 
 def test_a_conflated_view_keeps_its_place_behind_no_backlog() -> None:
     books, hub, client = started_books(), Hub(), ClientQueue()
-    hub.subscribe(client, L2BookSub("BTC"), books)
-    hub.subscribe(client, TradesSub("BTC"), books)
+    subscribe(hub, client, L2BookSub("BTC"), books)
+    subscribe(hub, client, TradesSub("BTC"), books)
     for height in range(11, 21):  # trades every block; the view changes every block too
         fills = [
             fill(BUYER, height, side="B", crossed=True),
@@ -284,23 +318,35 @@ def test_a_conflated_view_keeps_its_place_behind_no_backlog() -> None:
 def test_resubscribing_while_lagging_gets_no_stale_view_after_the_fresh_one() -> None:
     books, hub, client = started_books(), Hub(), ClientQueue()
     sub = L2BookSub("BTC")
-    hub.subscribe(client, sub, books)
+    subscribe(hub, client, sub, books)
     publish(hub, books.apply(make_block(11, diffs=[update(1, "1.0", "0.9")])), books)
-    hub.unsubscribe(client, sub)  # the unsent block-11 view goes with the subscription
-    client.put('{"channel":"subscriptionResponse"}')
-    snapshot = hub.subscribe(client, sub, books)
+    hub.unsubscribe(client, key(hub, sub))  # the unsent block-11 view goes with the subscription
+    client.reply(Message(b'{"channel":"subscriptionResponse"}'))
+    snapshot = subscribe(hub, client, sub, books)
     assert snapshot is not None
-    client.put(snapshot)
+    client.put(snapshot, key(hub, sub))
     publish(hub, books.apply(make_block(12, diffs=[update(1, "0.9", "0.7")])), books)
     sizes = [m["data"]["levels"][0][0]["sz"] for m in drain(client) if m["channel"] == "l2Book"]
     assert sizes == ["0.9", "0.7"]
 
 
-def test_replies_have_an_allowance_beyond_the_queue_limit() -> None:
-    client = ClientQueue(max_messages=2)
-    assert client.put("a")
-    assert client.put("b")
-    assert not client.put("c")
-    assert client.put('{"channel":"pong"}', allowance=1)
-    assert not client.put('{"channel":"pong"}', allowance=1)
-    assert [client.pop() for _ in range(4)] == ["a", "b", '{"channel":"pong"}', None]
+def test_replies_have_their_own_budget_beside_the_queue_limit() -> None:
+    client = ClientQueue(max_messages=2, max_reply_bytes=40)
+    a, b, c = (Message(x) for x in (b"a", b"b", b"c"))
+    assert client.put(a)
+    assert client.put(b)
+    assert not client.put(c)
+    pong = Message(b'{"channel":"pong"}')  # 18 bytes
+    assert client.reply(pong)
+    assert client.reply(pong)
+    assert not client.reply(pong)  # 54 bytes of unread replies: over the budget
+    assert [client.pop() for _ in range(5)] == [a, b, pong, pong, None]
+    assert client.reply(pong)  # read: room again
+
+
+def test_queues_count_bytes_not_characters() -> None:
+    client = ClientQueue(max_bytes=10)
+    accented = Message("ééééé".encode())  # 5 characters, 10 bytes
+    assert client.put(accented)
+    assert client.queued_bytes == 10
+    assert not client.put(Message(b"x"))

@@ -9,21 +9,9 @@ import trio
 from server_support import send, sim_and_server, subscribe
 from trio_websocket import open_websocket_url, wrap_client_stream
 
-from hlbook.server.frames import Text, text_frame
-from hlbook.server.writer import Waker
+from hlbook.shell.writer import Waker
 
 pytestmark = pytest.mark.slow
-
-
-def test_frames_follow_rfc6455_lengths() -> None:
-    for size, header in ((5, b"\x81\x05"), (125, b"\x81\x7d"), (126, b"\x81\x7e\x00\x7e")):
-        assert text_frame("x" * size) == header + b"x" * size
-    big = text_frame("é" * 40_000)  # 80,000 UTF-8 bytes: the 64-bit length form
-    assert big[:2] == b"\x81\x7f"
-    assert int.from_bytes(big[2:10], "big") == 80_000
-    text = Text('{"channel":"pong"}')
-    assert text.frame() is text.frame()  # built once, shared
-    assert json.loads(text) == {"channel": "pong"}
 
 
 async def test_waker_wakes_once_and_remembers_an_early_set() -> None:

@@ -376,16 +376,18 @@ class Books:
                 else:
                     level.insert_before(arg, order.oid, size)
                 index[order.oid] = order
+                book.changed(side, px, size, 1)
             elif kind == _UPDATE:
                 levels[px].resize(size)
                 order.sz = fmt(arg)
+                book.changed(side, px, size, 0)
             else:
                 level = levels[px]
                 level.remove(order.oid, size)
                 if not level.oids:
                     del levels[px]
                 del index[order.oid]
-            book.changed(side, px)
+                book.changed(side, px, -size, -1)
             touched[coin] = book
         return touched
 

@@ -10,7 +10,7 @@ a third of a dict's memory for the two or three orders a typical level holds
 
 from collections.abc import Iterator
 from itertools import islice
-from typing import TypeAlias
+from typing import Protocol, TypeAlias
 
 import msgspec
 from sortedcontainers import SortedDict
@@ -18,7 +18,7 @@ from sortedcontainers import SortedDict
 from hlbook.node.formats import Order
 from hlbook.numbers import fmt
 
-__all__ = ["ASK", "BID", "CoinBook", "Level", "LevelView"]
+__all__ = ["ASK", "BID", "CoinBook", "Level", "LevelView", "LevelWatcher"]
 
 BID = "B"
 ASK = "A"
@@ -81,6 +81,13 @@ class Level(msgspec.Struct, gc=False):
         return f"Level({self.px_str}, total={fmt(self.total)}, n={len(self.oids)})"
 
 
+class LevelWatcher(Protocol):
+    """Something kept up to date level change by level change (e.g. an aggregated ladder)."""
+
+    def level_changed(self, side: str, px: int, size: int, count: int) -> None:
+        """The level at ``px`` on ``side`` changed by ``size`` (scaled) and ``count`` orders."""
+
+
 class CoinBook:
     """Both sides of one coin. Bids and asks are keyed by scaled price."""
 
@@ -89,6 +96,7 @@ class CoinBook:
         "_ask_edge",
         "_bid_depth",
         "_bid_edge",
+        "_watchers",
         "asks",
         "bids",
         "coin",
@@ -107,6 +115,7 @@ class CoinBook:
         self._ask_depth: dict[int, list[LevelView]] = {}
         self._bid_edge: int | None = None
         self._ask_edge: int | None = None
+        self._watchers: list[LevelWatcher] | None = None
 
     def side(self, side: str) -> SortedDict:
         """The price → :class:`Level` map of ``side`` (``"B"`` or ``"A"``)."""
@@ -183,8 +192,26 @@ class CoinBook:
         cache[n] = views
         return views
 
-    def changed(self, side: str, px: int) -> None:
-        """The level at ``px`` on ``side`` changed (or appeared, or went away)."""
+    def watch(self, watcher: "LevelWatcher") -> None:
+        """Tell ``watcher`` about every level change from now on (see :meth:`changed`)."""
+        if self._watchers is None:
+            self._watchers = []
+        self._watchers.append(watcher)
+
+    def unwatch(self, watcher: "LevelWatcher") -> None:
+        """Stop telling ``watcher``."""
+        if self._watchers is not None and watcher in self._watchers:
+            self._watchers.remove(watcher)
+            if not self._watchers:
+                self._watchers = None
+
+    def changed(self, side: str, px: int, size: int = 0, count: int = 0) -> None:
+        """The level at ``px`` on ``side`` changed by ``size`` (scaled) and ``count`` orders
+        (or appeared, or went away)."""
+        watchers = self._watchers
+        if watchers is not None:
+            for watcher in watchers:
+                watcher.level_changed(side, px, size, count)
         if side == BID:
             if self._bid_depth and (self._bid_edge is None or px >= self._bid_edge):
                 self._bid_depth = {}

@@ -1,19 +1,25 @@
-"""Fan-out: subscriptions, per-client bounded queues, and the policy when a client lags.
+"""Fan-out: who is subscribed to what, per-client bounded queues, and each channel's policy.
 
-Sans I/O. After each applied block the :class:`Hub` builds each needed
-message once per (channel, coin, parameters) and offers the same ``str`` to
-every subscriber's :class:`ClientQueue`, never waiting for anyone:
+Sans I/O. The :class:`Hub` is the data path's :class:`~hlbook.stages.BlockSink`:
+after each stage of a block it asks the channels that publish at that stage
+(:mod:`hlbook.channels`) for the messages of their subscribed keys — each
+built once, as bytes — and offers the same :class:`~hlbook.server.frames.Message`
+to every subscriber's :class:`ClientQueue`, never waiting for anyone. What a
+client that lags gets is the channel's :class:`~hlbook.channels.Policy`:
 
-* ``l2Book`` and ``bbo`` are *conflated*: a newer message replaces an older
-  one of the same subscription that has not been sent yet, so a slow client
-  always gets the latest book and its queue cannot grow past one message per
-  subscription;
-* ``trades`` is *lossless*: a client whose queue is full is disconnected with
+* ``CONFLATE`` (``l2Book``, ``bbo``): a newer message replaces an unsent older
+  one of the same subscription, so a slow client always gets the latest view
+  and its queue holds at most one message per subscription;
+* ``LOSSLESS`` (``trades``): a client whose queue is full is disconnected with
   close code 1008 and a reason — never a silent gap;
-* ``l4Book`` is *lossless or resynced*: on overflow the client's queued
-  updates for that coin are dropped and replaced by a fresh ``Snapshot``
-  (consistent with the updates that follow); if even that does not fit, the
-  client is disconnected.
+* ``RESNAPSHOT`` (``l4Book``): on overflow the client's queued messages of that
+  subscription are replaced by a fresh first message (consistent with what
+  follows); if even that does not fit, the client is disconnected.
+
+Queues count bytes of payload, not characters. Replies to the client's own
+requests (pongs, errors, answers) have their own small budget: a client that
+sends requests and never reads the answers is disconnected long before it
+costs the server memory.
 """
 
 import itertools
@@ -22,35 +28,35 @@ from collections.abc import Callable, Hashable, Iterable, Mapping
 from typing import Any
 
 import attrs
+import orjson
 
 from hlbook.book.books import Books
-from hlbook.book.l2 import bbo, l2_levels
-from hlbook.book.l4 import ASK, BID, CoinBook
-from hlbook.book.trades import trades_by_coin
+from hlbook.book.l4 import CoinBook
+from hlbook.channels import Channel, Policy, Registry
+from hlbook.channels.l4book import L4Book
 from hlbook.model import Block
-from hlbook.server.messages import (
-    bbo_message,
-    l2_book_message,
-    l4_snapshot_message,
-    l4_updates_message,
-    trades_message,
-)
-from hlbook.server.protocol import (
-    BboSub,
-    L2BookSub,
-    L4BookSub,
-    Subscription,
-    TradesSub,
-    error_message,
-)
+from hlbook.server.frames import Deflater, Message
 from hlbook.stages import Stage
 
-__all__ = ["SLOW_CLIENT_CODE", "ClientQueue", "ClientStats", "Hub", "HubStats"]
+__all__ = [
+    "SLOW_CLIENT_CODE",
+    "ChannelStats",
+    "ClientQueue",
+    "ClientStats",
+    "Hub",
+    "HubStats",
+    "error_message",
+]
 
 SLOW_CLIENT_CODE = 1008
 """WebSocket close code for a client disconnected because it could not keep up."""
 
 _counter = itertools.count(1)
+
+
+def error_message(text: str) -> Message:
+    """``{"channel":"error","data":text}``."""
+    return Message(orjson.dumps({"channel": "error", "data": text}))
 
 
 @attrs.define
@@ -59,6 +65,8 @@ class ClientStats:
 
     messages_sent: int = 0
     bytes_sent: int = 0
+    """Bytes on the wire (compressed where it was)."""
+    compressed_messages: int = 0
     conflated: int = 0
     resnapshots: int = 0
     dropped: int = 0
@@ -73,9 +81,10 @@ class ClientQueue:
     """One client's outgoing messages, bounded, in order.
 
     ``max_messages``/``max_bytes`` bound the lossless part of the queue;
-    conflated messages are bounded by the number of subscriptions instead.
-    ``wake`` is called whenever something becomes ready to send, ``on_close``
-    once when the connection is to be closed.
+    conflated messages are bounded by the number of subscriptions instead, and
+    replies by ``max_reply_bytes``. ``wake`` is called whenever something
+    becomes ready to send, ``on_close`` once when the connection is to be
+    closed. ``deflater`` is the client's negotiated compression (``None``: none).
     """
 
     def __init__(
@@ -83,95 +92,113 @@ class ClientQueue:
         *,
         max_messages: int = 4096,
         max_bytes: int = 64 * 1024 * 1024,
+        max_reply_bytes: int = 1024 * 1024,
         wake: Callable[[], None] = lambda: None,
         on_close: Callable[[], None] = lambda: None,
     ) -> None:
         self.id = next(_counter)
         self.max_messages = max_messages
         self.max_bytes = max_bytes
+        self.max_reply_bytes = max_reply_bytes
         self.wake = wake
         self.on_close = on_close
-        self.subscriptions: dict[Subscription, dict[str, Any]] = {}
+        self.deflater: Deflater | None = None
+        self.subscriptions: dict[Hashable, dict[str, Any]] = {}
+        """Subscribed keys and the client's own subscription objects (for echoes)."""
         self.stats = ClientStats()
         self.close_reason: tuple[int, str] | None = None
-        self._queue: OrderedDict[Hashable, str] = OrderedDict()
+        # Keys: a subscription key (conflated), (group, n) (lossless), ("reply", n).
+        self._queue: OrderedDict[Hashable, Message] = OrderedDict()
         self._lossless = 0
         self._bytes = 0
+        self._reply_bytes = 0
 
     def __len__(self) -> int:
         return len(self._queue)
 
     @property
     def queued_bytes(self) -> int:
-        """Bytes waiting in the lossless part of the queue."""
+        """Payload bytes waiting in the lossless part of the queue."""
         return self._bytes
 
-    def put(self, payload: str, group: Hashable = None, *, allowance: int = 0) -> bool:
-        """Queue a message that must not be lost; False (nothing queued) if full.
-
-        ``allowance`` extra messages may be queued beyond ``max_messages``: replies
-        to the client's own requests use it, so that a pong does not cost an
-        ``l4Book`` subscriber its resync.
-        """
+    def put(self, message: Message, group: Hashable = None) -> bool:
+        """Queue a message that must not be lost; False (nothing queued) if full."""
         if self.close_reason is not None:
             return True
-        if (
-            self._lossless >= self.max_messages + allowance
-            or self._bytes + len(payload) > self.max_bytes
-        ):
+        size = len(message.payload)
+        if self._lossless >= self.max_messages or self._bytes + size > self.max_bytes:
             return False
-        self._queue[(group, next(_counter))] = payload
+        self._queue[(group, next(_counter))] = message
         self._lossless += 1
-        self._bytes += len(payload)
+        self._bytes += size
         self.wake()
         return True
 
-    def put_latest(self, key: Hashable, payload: str) -> None:
+    def reply(self, message: Message) -> bool:
+        """Queue an answer to the client's own request; False if its replies are not read."""
+        if self.close_reason is not None:
+            return True
+        size = len(message.payload)
+        if self._reply_bytes + size > self.max_reply_bytes and self._reply_bytes:
+            return False
+        self._queue[("reply", next(_counter))] = message
+        self._reply_bytes += size
+        self.wake()
+        return True
+
+    def put_latest(self, key: Hashable, message: Message) -> None:
         """Queue a message that replaces an unsent one with the same ``key``."""
         if self.close_reason is not None:
             return
         if key in self._queue:
             self.stats.conflated += 1
         # In the replaced message's place: moving it to the back would let a steady
-        # backlog of trades/l4Book messages hold the view back for as long as it lasts.
-        self._queue[key] = payload
+        # backlog of lossless messages hold the view back for as long as it lasts.
+        self._queue[key] = message
         self.wake()
 
     def forget(self, key: Hashable) -> None:
         """Drop an unsent conflated message (its subscription ended)."""
         self._queue.pop(key, None)
 
-    def pop(self) -> str | None:
+    def _popped(self, key: Hashable, message: Message) -> None:
+        if type(key) is tuple:
+            size = len(message.payload)
+            if key[0] == "reply":
+                self._reply_bytes -= size
+            else:
+                self._lossless -= 1
+                self._bytes -= size
+
+    def pop(self) -> Message | None:
         """The next message to send, or ``None``."""
         if not self._queue:
             return None
-        key, payload = self._queue.popitem(last=False)
-        if isinstance(key, tuple):  # lossless; conflated keys are subscriptions
-            self._lossless -= 1
-            self._bytes -= len(payload)
-        return payload
+        key, message = self._queue.popitem(last=False)
+        self._popped(key, message)
+        return message
 
-    def pop_batch(self, max_chars: int) -> list[str]:
-        """The next messages to send, up to about ``max_chars`` (at least one if any)."""
-        batch: list[str] = []
+    def pop_batch(self, max_bytes: int) -> list[Message]:
+        """The next messages to send, up to about ``max_bytes`` (at least one if any)."""
+        batch: list[Message] = []
         total = 0
         queue = self._queue
-        while queue and total < max_chars:
-            key, payload = queue.popitem(last=False)
-            if isinstance(key, tuple):
-                self._lossless -= 1
-                self._bytes -= len(payload)
-            batch.append(payload)
-            total += len(payload)
+        while queue and total < max_bytes:
+            key, message = queue.popitem(last=False)
+            self._popped(key, message)
+            batch.append(message)
+            total += len(message.payload)
         return batch
 
     def discard(self, group: Hashable) -> int:
         """Drop queued lossless messages of ``group``; return how many."""
-        doomed = [key for key in self._queue if isinstance(key, tuple) and key[0] == group]
+        doomed = [
+            key
+            for key in self._queue
+            if type(key) is tuple and key[0] == group and key[0] != "reply"
+        ]
         for key in doomed:
-            payload = self._queue.pop(key)
-            self._lossless -= 1
-            self._bytes -= len(payload)
+            self._popped(key, self._queue.pop(key))
         self.stats.dropped += len(doomed)
         return len(doomed)
 
@@ -180,9 +207,23 @@ class ClientQueue:
         if self.close_reason is None:
             self.close_reason = (code, reason)
             self._queue.clear()
-            self._lossless = self._bytes = 0
+            self._lossless = self._bytes = self._reply_bytes = 0
             self.wake()
             self.on_close()
+
+
+@attrs.define
+class ChannelStats:
+    """One channel's counters."""
+
+    subscriptions: int = 0
+    """Distinct keys with at least one subscriber."""
+    messages_built: int = 0
+    messages_queued: int = 0
+    """Messages offered to clients (one per subscriber)."""
+    bytes_queued: int = 0
+    resnapshots: int = 0
+    lag_disconnects: int = 0
 
 
 @attrs.define
@@ -199,14 +240,17 @@ class HubStats:
 class Hub:
     """Who is subscribed to what, and what each block means for them."""
 
-    def __init__(self) -> None:
-        self._subscribers: dict[Subscription, set[ClientQueue]] = {}
-        self._by_coin: dict[str, set[Subscription]] = {}
-        self._last_l2: dict[L2BookSub, tuple[object, object]] = {}
-        self._last_bbo: dict[str, tuple[object, object]] = {}
-        self._l4: set[L4BookSub] = set()
-        self._l4_cache: dict[str, tuple[int, str]] = {}
+    def __init__(self, registry: Registry | None = None) -> None:
+        self.registry = registry if registry is not None else Registry()
+        self._subscribers: dict[Hashable, set[ClientQueue]] = {}
+        self._channel_of: dict[Hashable, Channel] = {}
+        self._keys: dict[Channel, set[Hashable]] = {
+            channel: set() for channel in self.registry.channels.values()
+        }
         self.stats = HubStats()
+        self.channel_stats: dict[str, ChannelStats] = {
+            name: ChannelStats() for name in self.registry.channels
+        }
         self.recent_disconnects: deque[str] = deque(maxlen=20)
         """Reasons of the latest disconnections for lag."""
 
@@ -220,46 +264,53 @@ class Hub:
     def subscribe(
         self,
         client: ClientQueue,
-        sub: Subscription,
+        channel: Channel,
+        key: Hashable,
         books: Books,
         echo: dict[str, Any] | None = None,
-    ) -> str | None:
-        """Register ``client``; return the immediate snapshot message, if the channel has one.
+    ) -> Message | None:
+        """Register ``client`` for ``key``; return the first message it gets, if any.
 
         ``echo`` is the client's own subscription object, kept for its responses.
         """
-        client.subscriptions[sub] = echo if echo is not None else {}
-        self._subscribers.setdefault(sub, set()).add(client)
-        self._by_coin.setdefault(sub.coin, set()).add(sub)
-        if isinstance(sub, L4BookSub):
-            self._l4.add(sub)
-        return self.snapshot_message(sub, books)
+        client.subscriptions[key] = echo if echo is not None else {}
+        clients = self._subscribers.get(key)
+        if clients is None:
+            clients = self._subscribers[key] = set()
+            self._channel_of[key] = channel
+            self._keys[channel].add(key)
+            self.channel_stats[channel.name].subscriptions += 1
+            channel.added(key)
+        clients.add(client)
+        first = channel.first(key, books)
+        if first is not None:
+            self.channel_stats[channel.name].messages_built += 1
+        return first
 
-    def unsubscribe(self, client: ClientQueue, sub: Subscription) -> None:
+    def unsubscribe(self, client: ClientQueue, key: Hashable) -> None:
         """Remove one subscription of ``client``."""
-        client.subscriptions.pop(sub, None)
-        client.forget(sub)
-        clients = self._subscribers.get(sub)
+        client.subscriptions.pop(key, None)
+        client.forget(key)
+        clients = self._subscribers.get(key)
         if clients is None:
             return
         clients.discard(client)
         if not clients:
-            del self._subscribers[sub]
-            if isinstance(sub, L2BookSub):
-                self._last_l2.pop(sub, None)
-            elif isinstance(sub, L4BookSub):
-                self._l4.discard(sub)
-                self._l4_cache.pop(sub.coin, None)
-            subs = self._by_coin[sub.coin]
-            subs.discard(sub)
-            if not subs:
-                del self._by_coin[sub.coin]
+            del self._subscribers[key]
+            channel = self._channel_of.pop(key)
+            self._keys[channel].discard(key)
+            self.channel_stats[channel.name].subscriptions -= 1
+            channel.removed(key)
 
     def drop(self, client: ClientQueue) -> None:
         """Forget every subscription of a disconnected client."""
-        for sub in list(client.subscriptions):
-            self.unsubscribe(client, sub)
+        for key in list(client.subscriptions):
+            self.unsubscribe(client, key)
         client.subscriptions.clear()
+
+    def channel(self, key: Hashable) -> Channel | None:
+        """The channel of a subscribed key."""
+        return self._channel_of.get(key)
 
     def clients(self) -> set[ClientQueue]:
         """Every client with at least one subscription."""
@@ -268,137 +319,89 @@ class Hub:
             found |= clients
         return found
 
-    # -- messages -------------------------------------------------------------------------
-
-    def snapshot_message(self, sub: Subscription, books: Books) -> str | None:
-        """The message a new subscriber of ``sub`` gets at once (``None`` for trades)."""
-        book = books.book(sub.coin)
-        if book is None or isinstance(sub, TradesSub):
-            return None
-        time = books.time
-        # The view sent now is, for every subscriber, the last one sent: publish()
-        # runs after each block, so nothing changed since the last publication.
-        if isinstance(sub, L2BookSub):
-            bids = l2_levels(book, BID, sub.n_levels, sub.n_sig_figs, sub.mantissa)
-            asks = l2_levels(book, ASK, sub.n_levels, sub.n_sig_figs, sub.mantissa)
-            self._last_l2[sub] = (bids, asks)
-            return l2_book_message(sub.coin, time, bids, asks)
-        if isinstance(sub, BboSub):
-            best = self._last_bbo[sub.coin] = bbo(book)
-            return bbo_message(sub.coin, time, *best)
-        return self._l4_snapshot(sub.coin, books)
-
-    def _l4_snapshot(self, coin: str, books: Books) -> str:
-        cached = self._l4_cache.get(coin)
-        if cached is not None and cached[0] == books.height:
-            return cached[1]
-        bids, asks = books.coin_orders(coin)
-        message = l4_snapshot_message(coin, books.time, books.height, bids, asks)
-        self._l4_cache[coin] = (books.height, message)
-        self.stats.messages_built += 1
-        return message
+    # -- the data path's sink -------------------------------------------------------------
 
     def publish(
         self, stage: Stage, block: Block, books: Books, touched: Mapping[str, CoinBook]
     ) -> None:
-        """Offer what ``stage`` of ``block`` completed to its subscribers (a
-        :class:`~hlbook.stages.BlockSink`)."""
+        """Offer what ``stage`` of ``block`` changed to the subscribers."""
         if stage is Stage.BLOCK:
             self.stats.blocks += 1
+        if not self._subscribers:
             return
-        by_coin = self._by_coin
-        if not by_coin:
-            return
-        if stage is Stage.DIFFS:
-            self._publish_levels(block, touched)
-        elif stage is Stage.FILLS:
-            if block.fills:
-                for coin, trades in trades_by_coin(block.fills).items():
-                    sub = TradesSub(coin)
-                    if sub in self._subscribers:
-                        self._offer_lossless(sub, trades_message(trades), books)
-        else:
-            for l4 in list(self._l4):
-                statuses = block.statuses_by_coin.get(l4.coin, ())
-                diffs = block.diffs_by_coin.get(l4.coin, ())
-                if statuses or diffs:
-                    message = l4_updates_message(block.time, block.height, statuses, diffs)
-                    self._offer_lossless(l4, message, books)
-
-    def _publish_levels(self, block: Block, touched: Mapping[str, CoinBook]) -> None:
-        by_coin = self._by_coin
-        for coin, book in touched.items():
-            subs = by_coin.get(coin)
-            if not subs:
+        for channel in self.registry.by_stage[stage]:
+            keys = self._keys[channel]
+            if not keys:
                 continue
-            for sub in list(subs):
-                if isinstance(sub, L2BookSub):
-                    bids = l2_levels(book, BID, sub.n_levels, sub.n_sig_figs, sub.mantissa)
-                    asks = l2_levels(book, ASK, sub.n_levels, sub.n_sig_figs, sub.mantissa)
-                    if self._last_l2.get(sub) == (bids, asks):
-                        continue
-                    self._last_l2[sub] = (bids, asks)
-                    message = l2_book_message(coin, block.time, bids, asks)
-                    self._offer_latest(sub, message)
-                elif isinstance(sub, BboSub):
-                    best = bbo(book)
-                    if self._last_bbo.get(coin) == best:
-                        continue
-                    self._last_bbo[coin] = best
-                    self._offer_latest(sub, bbo_message(coin, block.time, *best))
+            for key, message in channel.publish(block, books, touched, keys):
+                self._offer(channel, key, message, books)
 
     def resync(self, books: Books, coins: Iterable[str] | None = None) -> None:
         """After a re-bootstrap or repair: send every subscriber of ``coins`` (default: all)
-        a fresh view, including a new ``l4Book`` Snapshot."""
-        if coins is None:
-            self._l4_cache.clear()
-        wanted = set(self._by_coin) if coins is None else set(coins) & set(self._by_coin)
-        for coin in wanted:
-            self._last_bbo.pop(coin, None)
-            # A repair changes a coin's book without a new height: the cached
-            # snapshot of that height is stale.
-            self._l4_cache.pop(coin, None)
-            for sub in self._by_coin[coin]:
-                if isinstance(sub, L2BookSub):
-                    self._last_l2.pop(sub, None)
-                message = self.snapshot_message(sub, books)
+        a fresh first message (including a new ``l4Book`` Snapshot)."""
+        wanted = None if coins is None else set(coins)
+        for channel in self.registry.channels.values():
+            if isinstance(channel, L4Book):
+                # A repair changes a coin's book without a new height: its cached
+                # snapshot of that height is stale.
+                channel.forget(wanted)
+            if channel.policy is Policy.LOSSLESS:
+                continue  # nothing to redo: the next block's messages follow on
+            for key in list(self._keys[channel]):
+                coin = channel.coin(key)
+                if wanted is not None and coin not in wanted:
+                    continue
+                message = channel.first(key, books)
                 if message is None:
                     continue
-                if isinstance(sub, L4BookSub):
-                    for client in list(self._subscribers.get(sub, ())):
-                        client.discard(sub)
-                        if not client.put(message, sub):
-                            self.disconnect_slow(client, f"l4Book {coin} snapshot does not fit")
-                else:
-                    self._offer_latest(sub, message)
+                if channel.policy is Policy.CONFLATE:
+                    self._offer(channel, key, message, books)
+                    continue
+                for client in list(self._subscribers.get(key, ())):
+                    client.discard(key)
+                    if not client.put(message, key):
+                        self.disconnect_slow(client, f"{channel.name} {coin} snapshot does not fit")
 
     def notify(self, text: str) -> None:
         """Send an error message (e.g. the feed is stale) to every subscribed client."""
         message = error_message(text)
         for client in self.clients():
-            if not client.put(message):
-                self.disconnect_slow(client, "queue full")
+            if not client.reply(message):
+                self.disconnect_slow(client, "messages not read")
 
-    def _offer_latest(self, sub: Subscription, message: str) -> None:
-        self.stats.messages_built += 1
-        for client in self._subscribers.get(sub, ()):
-            client.put_latest(sub, message)
-            self.stats.messages_queued += 1
+    # -- offering ---------------------------------------------------------------------------
 
-    def _offer_lossless(self, sub: Subscription, message: str, books: Books) -> None:
+    def _offer(self, channel: Channel, key: Hashable, message: Message, books: Books) -> None:
+        clients = self._subscribers.get(key)
+        if not clients:
+            return
+        stats = self.channel_stats[channel.name]
         self.stats.messages_built += 1
-        for client in list(self._subscribers.get(sub, ())):
-            if client.put(message, sub):
-                self.stats.messages_queued += 1
+        stats.messages_built += 1
+        message.shared = len(clients)
+        stats.messages_queued += len(clients)
+        stats.bytes_queued += len(clients) * len(message.payload)
+        self.stats.messages_queued += len(clients)
+        if channel.policy is Policy.CONFLATE:
+            for client in clients:
+                client.put_latest(key, message)
+            return
+        for client in list(clients):
+            if client.put(message, key):
                 continue
-            if isinstance(sub, L4BookSub):
-                # Replace the backlog for this coin by one fresh snapshot.
-                client.discard(sub)
+            if channel.policy is Policy.RESNAPSHOT:
+                # Replace the backlog of this subscription by one fresh first message.
+                client.discard(key)
                 client.stats.resnapshots += 1
                 self.stats.resnapshots += 1
-                if client.put(self._l4_snapshot(sub.coin, books), sub):
+                stats.resnapshots += 1
+                fresh = channel.first(key, books)
+                if fresh is not None and client.put(fresh, key):
                     continue
-            self.disconnect_slow(client, f"{_channel(sub)} {sub.coin} backlog over the limit")
+            stats.lag_disconnects += 1
+            coin = channel.coin(key)
+            what = f"{channel.name} {coin}" if coin else channel.name
+            self.disconnect_slow(client, f"{what} backlog over the limit")
 
     def disconnect_slow(self, client: ClientQueue, why: str) -> None:
         """Close a client that cannot keep up (code 1008) and forget its subscriptions."""
@@ -408,7 +411,3 @@ class Hub:
         self.recent_disconnects.append(reason)
         client.close(SLOW_CLIENT_CODE, reason)
         self.drop(client)
-
-
-def _channel(sub: Subscription) -> str:
-    return {L2BookSub: "l2Book", BboSub: "bbo", TradesSub: "trades", L4BookSub: "l4Book"}[type(sub)]

@@ -1,0 +1,133 @@
+"""What a channel is: one unit that owns everything about one subscription type.
+
+A channel parses and validates its subscription objects (into hashable
+keys), says which :class:`~hlbook.stages.Stage` of a block it publishes at
+and with which delivery :class:`Policy`, builds the first message a new
+subscriber gets, and, after each block, the messages for the keys whose
+view changed — each built once, as bytes, for every subscriber of that key.
+The fan-out (:mod:`hlbook.server.fanout`) only routes those messages and
+applies the policy. Channels hold no Trio and do no I/O.
+"""
+
+import abc
+import enum
+from collections.abc import Collection, Hashable, Iterable, Mapping
+from typing import Any, ClassVar
+
+import attrs
+
+from hlbook.book.books import Books
+from hlbook.book.l4 import CoinBook
+from hlbook.book.views import Ladders
+from hlbook.model import Block
+from hlbook.server.frames import Message
+from hlbook.stages import Stage
+
+__all__ = [
+    "Channel",
+    "InvalidSubscription",
+    "Policy",
+    "Shared",
+    "optional_int",
+    "required_str",
+]
+
+
+class Policy(enum.Enum):
+    """What a client that cannot keep up gets (SPEC §4)."""
+
+    CONFLATE = "conflate"
+    """The newest message replaces an unsent older one of the same subscription."""
+    LOSSLESS = "lossless"
+    """Every message, in order; a client too far behind is disconnected (1008)."""
+    RESNAPSHOT = "resnapshot"
+    """Every message, in order; on overflow the backlog is replaced by a fresh first message."""
+
+
+class InvalidSubscription(Exception):
+    """The subscription object is not valid for its channel (``Invalid subscription: …``)."""
+
+
+def required_str(raw: Mapping[str, Any], name: str) -> str:
+    """A required string field."""
+    value = raw.get(name)
+    if type(value) is not str or not value:
+        raise InvalidSubscription(f"{name} must be a non-empty string")
+    return value
+
+
+def optional_int(raw: Mapping[str, Any], name: str, allowed: Collection[int]) -> int | None:
+    """An optional integer field (``null`` or absent → ``None``) with allowed values.
+
+    ``True``/``"5"``/``5.0`` are refused: the API must not coerce.
+    """
+    value = raw.get(name)
+    if value is None:
+        return None
+    if type(value) is not int or value not in allowed:
+        raise InvalidSubscription(f"{name} must be one of {sorted(allowed)} or null")
+    return value
+
+
+@attrs.define
+class Shared:
+    """What channels of one server share (views computed once for all of them)."""
+
+    ladders: Ladders = attrs.Factory(Ladders)
+
+
+class Channel(abc.ABC):
+    """One subscription type. Subclasses set the class attributes and implement :meth:`parse`.
+
+    Every channel is constructed with the server's :class:`Shared` state.
+    """
+
+    name: ClassVar[str]
+    """The subscription's ``type``."""
+    stage: ClassVar[Stage | None]
+    """The stage of a block this channel publishes at (``None``: nothing per block)."""
+    policy: ClassVar[Policy]
+
+    def __init__(self, shared: Shared) -> None:  # noqa: B027 - channels take what they need
+        pass
+
+    @abc.abstractmethod
+    def parse(self, raw: Mapping[str, Any]) -> Hashable:
+        """The key of a subscription object (raises :class:`InvalidSubscription`).
+
+        Keys must be distinct across channels (each channel has its own key type).
+        """
+
+    def echo(self, raw: Mapping[str, Any], key: Hashable) -> dict[str, Any]:
+        """What ``subscriptionResponse`` repeats back: the client's object, verbatim."""
+        return dict(raw)
+
+    def coin(self, key: Hashable) -> str | None:
+        """The coin a key is about, if any (resyncs of that coin refresh it)."""
+        coin = getattr(key, "coin", None)
+        return coin if isinstance(coin, str) else None
+
+    def available(self, key: Hashable, books: Books) -> bool:
+        """False if hlbook cannot serve ``key`` (e.g. an unknown coin)."""
+        coin = self.coin(key)
+        return coin is None or coin in books
+
+    def added(self, key: Hashable) -> None:  # noqa: B027 - optional hook
+        """``key`` got its first subscriber."""
+
+    def removed(self, key: Hashable) -> None:  # noqa: B027 - optional hook
+        """``key`` lost its last subscriber."""
+
+    def first(self, key: Hashable, books: Books) -> Message | None:
+        """The message a new subscriber of ``key`` gets at once, if any."""
+        return None
+
+    def publish(
+        self,
+        block: Block,
+        books: Books,
+        touched: Mapping[str, CoinBook],
+        keys: Collection[Hashable],
+    ) -> Iterable[tuple[Hashable, Message]]:
+        """After :attr:`stage` of ``block``: the message of each key in ``keys`` that changed."""
+        return ()

@@ -1,0 +1,547 @@
+"""Every connection on hlbook's one port: HTTP/1.1 first (h11), WebSocket after an upgrade.
+
+A connection is HTTP until a ``GET /ws`` or ``GET /`` with ``Upgrade:
+websocket`` turns it into a WebSocket (wsproto, with permessage-deflate
+negotiated by :mod:`hlbook.server.deflate`); anything else is routed as HTTP
+(:mod:`hlbook.shell.routes`), with keep-alive. Everything here moves bytes:
+the decisions live in sans-I/O objects — h11's and wsproto's connections,
+the :class:`~hlbook.server.slots.Slots` that admit connections, the
+:class:`~hlbook.server.session.Session` of each WebSocket client.
+
+Why not trio-websocket on the server: hlbook writes pre-built frames (one
+per message and encoding, shared by every client) and must negotiate
+permessage-deflate itself so that one compressed frame serves every client;
+trio-websocket has no public API for either (the previous server had to
+share its private stream lock). trio-websocket is built on wsproto and h11;
+the server uses those directly, and trio-websocket stays the client in tests
+and examples.
+
+Bounds, each configurable (:class:`ServerLimits`): the request head
+(``max_head``), the body (``max_body``), the time to send a request
+(``handshake_timeout``, also for the first request of a connection, so a
+half-open socket holds its slot for at most that long), idle keep-alive
+connections (``http_idle_timeout``), half-open connections
+(``max_half_open``), WebSocket messages (``max_message_size``, 1009), idle
+WebSocket clients (``idle_timeout``, 1000).
+"""
+
+import contextlib
+import logging
+from collections.abc import Callable
+from http import HTTPStatus
+from typing import Any
+
+import attrs
+import h11
+import orjson
+import trio
+import wsproto
+import wsproto.events as ws_events
+from wsproto.utilities import RemoteProtocolError
+
+from hlbook.book.books import Books
+from hlbook.info import InfoRegistry
+from hlbook.server.deflate import PerMessageDeflate
+from hlbook.server.fanout import ClientQueue, Hub
+from hlbook.server.frames import pong_frame
+from hlbook.server.routes import Response, Routes, json_response
+from hlbook.server.session import RunInfo, Session, SessionLimits
+from hlbook.server.slots import Kind, Slot, Slots
+from hlbook.shell.writer import CompressionBudget, Flusher, Writer
+
+__all__ = ["ConnectionStats", "Server", "ServerLimits"]
+
+log = logging.getLogger("hlbook.server")
+
+WS_PATHS = ("/ws", "/")
+_CLOSE_TIMEOUT = 2.0
+_READ_SIZE = 64 * 1024
+_GONE = (trio.BrokenResourceError, trio.ClosedResourceError)
+_REASONS = {status.value: status.phrase.encode() for status in HTTPStatus}
+
+
+@attrs.frozen
+class ServerLimits:
+    """Limits of the connection layer (from :class:`~hlbook.config.Config`)."""
+
+    max_connections: int = 1000
+    max_half_open: int = 256
+    handshake_timeout: float = 10.0
+    http_idle_timeout: float = 30.0
+    max_head: int = 16 * 1024
+    max_body: int = 64 * 1024
+    max_message_size: int = 64 * 1024
+    idle_timeout: float = 60.0
+    max_subscriptions: int = 1000
+    queue_messages: int = 4096
+    queue_bytes: int = 64 * 1024 * 1024
+    max_reply_bytes: int = 1024 * 1024
+    compression_level: int = 1
+    compression_rate: float = 4 * 1024 * 1024
+    """Bytes per second a client may have compressed for it alone (then plain frames)."""
+
+
+@attrs.define
+class ConnectionStats:
+    """Counters of the connection layer."""
+
+    accepted: int = 0
+    rejected: int = 0
+    http_requests: int = 0
+    websockets: int = 0
+    compressed_websockets: int = 0
+    closed_idle: int = 0
+    protocol_errors: int = 0
+    client_errors: int = 0
+    messages_sent: int = 0
+    bytes_sent: int = 0
+
+
+class _Timeout(Exception):
+    """A request did not arrive in time."""
+
+
+class Server:
+    """Serves one listener's connections (``trio.serve_listeners(server.handle_stream, …)``)."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        info: InfoRegistry,
+        *,
+        books: Callable[[], Books | None],
+        ready: Callable[[], trio.Event],
+        health: Callable[[], dict[str, Any]],
+        limits: ServerLimits,
+        page: Callable[[], Response] | None = None,
+    ) -> None:
+        self.hub = hub
+        self.info = info
+        self.limits = limits
+        self._books = books
+        self._ready = ready
+        self._health = health
+        self.slots = Slots(limits.max_connections, limits.max_half_open)
+        self.stats = ConnectionStats()
+        self.routes = Routes(info, health, page)
+        self.flusher = Flusher()
+        """Run :meth:`Flusher.run` alongside the server (``serve`` does)."""
+        self.active: set[ClientQueue] = set()
+        """Connected WebSocket clients."""
+        self._session_limits = SessionLimits(
+            idle_timeout=limits.idle_timeout, max_subscriptions=limits.max_subscriptions
+        )
+
+    def _count_sent(self, messages: int, size: int) -> None:
+        self.stats.messages_sent += messages
+        self.stats.bytes_sent += size
+
+    def queued(self) -> int:
+        """Messages waiting in all client queues."""
+        return sum(len(client) for client in self.active)
+
+    # -- connections ------------------------------------------------------------------------
+
+    async def handle_stream(self, stream: trio.abc.Stream) -> None:
+        """One call per accepted connection. Whatever happens to it stays with it."""
+        peer = _peer(stream)  # now: once closed, a socket has no peer name
+        try:
+            with trio.CancelScope() as scope:
+                slot = self.slots.admit(scope.cancel)
+                if slot is None:
+                    self.stats.rejected += 1
+                    await self._refuse(stream)
+                    return
+                self.stats.accepted += 1
+                try:
+                    await self._serve(stream, slot, peer)
+                finally:
+                    self.slots.release(slot)
+        except* _GONE as lost:
+            log.debug("%s: connection lost: %r", peer, lost.exceptions[0])
+        except* Exception:
+            # A bug, not the client's doing: counted in health so that it is seen.
+            self.stats.client_errors += 1
+            log.exception("%s: error serving this client (others are unaffected)", peer)
+        finally:
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+
+    async def _refuse(self, stream: trio.abc.Stream) -> None:
+        body = orjson.dumps({"code": "overCapacity", "msg": "too many connections"})
+        data = (
+            b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
+            b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
+        )
+        with trio.move_on_after(1.0):
+            await stream.send_all(data)
+
+    async def _serve(self, stream: trio.abc.Stream, slot: Slot, peer: str) -> None:
+        conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_head)
+        limits = self.limits
+        waited_from = trio.current_time()
+        idle_limit = limits.handshake_timeout  # half-open: the first request must come soon
+        while True:
+            try:
+                request, body = await self._receive_request(
+                    stream, conn, waited_from + idle_limit, slot
+                )
+            except _Timeout as timeout:
+                if str(timeout):
+                    await self._send(stream, conn, _error(408, "timeout", str(timeout)))
+                return
+            except h11.RemoteProtocolError as exc:
+                self.stats.protocol_errors += 1
+                status = exc.error_status_hint
+                await self._send(stream, conn, _error(status, "badRequest", str(exc) or "bad"))
+                return
+            if request is None:
+                return  # the client closed the connection
+            self.stats.http_requests += 1
+            if _is_upgrade(request):
+                await self._upgrade(stream, conn, request, slot, peer)
+                return
+            response = (
+                body
+                if isinstance(body, Response)
+                else await self.routes.handle(request, body or b"")
+            )
+            await self._send(stream, conn, response)
+            if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
+                return
+            try:
+                conn.start_next_cycle()
+            except h11.LocalProtocolError:
+                return
+            self.slots.set(slot, Kind.IDLE)
+            waited_from = trio.current_time()
+            idle_limit = limits.http_idle_timeout
+
+    async def _receive_request(
+        self, stream: trio.abc.Stream, conn: h11.Connection, deadline: float, slot: Slot
+    ) -> tuple[h11.Request | None, bytes | Response | None]:
+        """The next request and its body (or the error response to send instead).
+
+        Until its first byte, a request may take until ``deadline``; from then
+        on, head and body must arrive within ``handshake_timeout``.
+        """
+        limits = self.limits
+        request: h11.Request | None = None
+        body = bytearray()
+        started = bool(conn.trailing_data[0])
+        if started:
+            deadline = min(deadline, trio.current_time() + limits.handshake_timeout)
+        while True:
+            event = conn.next_event()
+            if event is h11.NEED_DATA:
+                if trio.current_time() >= deadline:
+                    raise _Timeout("the request took too long" if started else "")
+                with trio.move_on_at(deadline):
+                    data = await stream.receive_some(_READ_SIZE)
+                    if not started and data:
+                        started = True
+                        deadline = min(deadline, trio.current_time() + limits.handshake_timeout)
+                    conn.receive_data(bytes(data))
+                continue
+            if isinstance(event, h11.Request):
+                request = event
+                self.slots.set(slot, Kind.HTTP)
+                size = _content_length(event)
+                if size is not None and size > limits.max_body:
+                    return request, _too_large(limits.max_body)
+                continue
+            if isinstance(event, h11.Data):
+                body += event.data
+                if len(body) > limits.max_body:
+                    return request, _too_large(limits.max_body)
+                continue
+            if isinstance(event, h11.EndOfMessage):
+                return request, bytes(body)
+            if event is h11.PAUSED:
+                return request, bytes(body)
+            if isinstance(event, h11.ConnectionClosed):
+                return None, None
+            return None, None  # pragma: no cover - h11 has no other events for a server
+
+    async def _send(
+        self, stream: trio.abc.Stream, conn: h11.Connection, response: Response
+    ) -> None:
+        headers = [
+            ("content-type", response.content_type),
+            ("content-length", str(len(response.body))),
+            ("access-control-allow-origin", "*"),
+            *response.headers,
+        ]
+        if response.close:
+            headers.append(("connection", "close"))
+        try:
+            reason = _REASONS.get(response.status, b"")
+            data = conn.send(
+                h11.Response(status_code=response.status, headers=headers, reason=reason)
+            )
+            data += conn.send(h11.Data(data=response.body)) if response.body else b""
+            data += conn.send(h11.EndOfMessage())
+        except h11.LocalProtocolError:
+            return  # the connection cannot carry a response any more
+        with trio.move_on_after(self.limits.handshake_timeout):
+            await stream.send_all(data)
+
+    # -- WebSocket ------------------------------------------------------------------------
+
+    async def _upgrade(
+        self,
+        stream: trio.abc.Stream,
+        conn: h11.Connection,
+        request: h11.Request,
+        slot: Slot,
+        peer: str,
+    ) -> None:
+        path = request.target.decode("ascii", "replace").split("?", 1)[0]
+        if request.method != b"GET" or path not in WS_PATHS:
+            self.stats.rejected += 1
+            await self._send(stream, conn, _error(404, "notFound", "WebSocket is served at /ws"))
+            return
+        ws = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
+        try:
+            ws.initiate_upgrade_connection(list(request.headers), request.target)
+            handshake = next(ws.events())
+            assert isinstance(handshake, ws_events.Request)
+        except (RemoteProtocolError, StopIteration) as exc:
+            self.stats.protocol_errors += 1
+            await self._send(stream, conn, _error(400, "badHandshake", f"bad handshake: {exc}"))
+            return
+        extension = None
+        if self.limits.compression_level > 0:
+            extension = PerMessageDeflate(
+                self.limits.compression_level, self.limits.max_message_size
+            )
+        accept = ws_events.AcceptConnection(extensions=[extension] if extension else [])
+        await stream.send_all(ws.send(accept))
+        trailing, _closed = conn.trailing_data
+        self.slots.set(slot, Kind.WEBSOCKET)
+        self.stats.websockets += 1
+        client = ClientQueue(
+            max_messages=self.limits.queue_messages,
+            max_bytes=self.limits.queue_bytes,
+            max_reply_bytes=self.limits.max_reply_bytes,
+        )
+        if extension is not None and extension.deflater is not None:
+            client.deflater = extension.deflater
+            self.stats.compressed_websockets += 1
+        await self._run_client(stream, ws, client, trailing, peer)
+
+    async def _run_client(
+        self,
+        stream: trio.abc.Stream,
+        ws: wsproto.WSConnection,
+        client: ClientQueue,
+        trailing: bytes,
+        peer: str,
+    ) -> None:
+        fd = stream.socket.fileno() if isinstance(stream, trio.SocketStream) else None
+        limits = self.limits
+        writer = Writer(
+            stream,
+            client,
+            fd=fd,
+            budget=CompressionBudget(limits.compression_rate, 4 * limits.compression_rate),
+            on_sent=self._count_sent,
+        )
+        reader_scope = trio.CancelScope()
+        waits = _Waits()
+
+        def on_close() -> None:
+            writer.waker.set()
+            reader_scope.cancel()
+
+        client.wake = lambda: self.flusher.mark(writer)
+        client.on_close = on_close
+        session = Session(
+            client,
+            self.hub,
+            books=self._books,
+            health=self._health,
+            limits=self._session_limits,
+            now=trio.current_time(),
+        )
+        self.active.add(client)
+        log.debug("client %d connected from %s", client.id, peer)
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(writer.run)
+                if self._books() is None:
+                    nursery.start_soon(self._when_ready, session, waits)
+                with reader_scope:
+                    await self._read(stream, ws, session, writer, trailing, nursery, waits)
+                if client.close_reason is None:
+                    client.close(1000, "")
+                # The writer stops at a frame boundary (bounded: one frame at most).
+                with trio.move_on_after(_CLOSE_TIMEOUT):
+                    await writer.done.wait()
+                nursery.cancel_scope.cancel()
+        finally:
+            self.hub.drop(client)
+            self.active.discard(client)
+            self.flusher.forget(writer)
+            code, reason = client.close_reason or (1001, "server shutting down")
+            logger = log.warning if client.stats.disconnected_for_lag else log.debug
+            logger("client %d (%s) closed: %d %s", client.id, peer, code, reason or "")
+            # A writer still in the middle of a frame (a client that stopped reading) may
+            # not be followed by anything: then the connection is just dropped.
+            if writer.done.is_set() and not writer.closed and code != 1006:
+                with (
+                    trio.CancelScope(shield=True),
+                    trio.move_on_after(_CLOSE_TIMEOUT),
+                    contextlib.suppress(*_GONE),
+                ):
+                    await writer.close(code, reason)
+
+    async def _when_ready(self, session: Session, waits: "_Waits") -> None:
+        await self._ready().wait()
+        session.books_ready(trio.current_time())
+        if waits.scope is not None:
+            waits.scope.deadline = session.deadline()  # the wait had none: give it one
+
+    async def _read(
+        self,
+        stream: trio.abc.Stream,
+        ws: wsproto.WSConnection,
+        session: Session,
+        writer: Writer,
+        trailing: bytes,
+        nursery: trio.Nursery,
+        waits: "_Waits",
+    ) -> None:
+        """Feed the client's bytes to wsproto and its messages to the session, until the
+        connection is to be closed (``client.close_reason`` says why)."""
+        client = session.client
+        reader = _MessageReader(self.limits.max_message_size)
+        if trailing:
+            session.activity(trio.current_time())
+            ws.receive_data(trailing)
+        while True:
+            for event in ws.events():
+                message = reader.add(event, client)
+                if message is not None:
+                    for call in session.receive(message, trio.current_time()):
+                        nursery.start_soon(self._run_info, session, call)
+                elif isinstance(event, ws_events.Ping):
+                    writer.send_control(pong_frame(bytes(event.payload)))
+                elif isinstance(event, ws_events.CloseConnection) and client.close_reason is None:
+                    if event.code in (1002, 1007, 1009):  # what wsproto found wrong
+                        self.stats.protocol_errors += 1
+                        client.close(event.code, event.reason or "")
+                    elif event.code == 1006:
+                        client.close(1006, "connection lost")
+                    else:  # the client closes: answer with its code
+                        client.close(event.code if event.code < 4000 else 1000, "")
+                if client.close_reason is not None:
+                    return
+            deadline = session.deadline()
+            if trio.current_time() >= deadline:
+                self.stats.closed_idle += 1
+                idle = self.limits.idle_timeout
+                client.close(1000, f"idle timeout: nothing received for {idle:g} s")
+                return
+            # The wait's deadline moves when the session's does (books ready: see
+            # _when_ready); with no data by then, loop and look again.
+            with trio.CancelScope(deadline=deadline) as wait:
+                waits.scope = wait
+                data = await stream.receive_some(_READ_SIZE)
+            waits.scope = None
+            if wait.cancelled_caught:
+                continue
+            if not data:
+                ws.receive_data(None)  # EOF: wsproto reports 1006
+                continue
+            session.activity(trio.current_time())
+            ws.receive_data(bytes(data))
+
+    async def _run_info(self, session: Session, call: RunInfo) -> None:
+        payload = call.payload
+        kind = payload.get("type")
+        try:
+            request = InfoRegistry.parse(orjson.dumps(payload))
+            answer = await self.info.answer(request)
+        except Exception as exc:  # InfoError, or a bug: the client gets an error answer
+            text = str(exc) if getattr(exc, "status", None) else "internal error"
+            if not getattr(exc, "status", None):
+                log.exception("post %r failed", kind)
+            session.answered(call, None, text)
+            return
+        if answer.status != 200:
+            session.answered(call, None, answer.body.decode("utf-8", "replace")[:1000])
+            return
+        wrapped = b'{"type":%s,"data":%s}' % (orjson.dumps(kind), answer.body)
+        session.answered(call, wrapped, None)
+
+
+class _Waits:
+    """The reader's current wait, whose deadline others may move."""
+
+    scope: trio.CancelScope | None = None
+
+
+class _MessageReader:
+    """Joins a message's frames (wsproto hands them out in parts), bounded in size."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._parts: list[str | bytes] = []
+        self._size = 0
+
+    def add(self, event: ws_events.Event, client: ClientQueue) -> str | bytes | None:
+        """The complete message, once ``event`` finishes one (else ``None``)."""
+        if not isinstance(event, ws_events.Message):
+            return None
+        data = event.data
+        self._size += len(data) if isinstance(data, bytes) else len(data.encode())
+        if self._size > self.limit:
+            client.close(1009, f"message larger than {self.limit} bytes")
+            return None
+        self._parts.append(data)
+        if not event.message_finished:
+            return None
+        parts, self._parts, self._size = self._parts, [], 0
+        if len(parts) == 1:
+            return parts[0]
+        if isinstance(parts[0], str):
+            return "".join(part for part in parts if isinstance(part, str))
+        return b"".join(part for part in parts if isinstance(part, bytes))
+
+
+def _is_upgrade(request: h11.Request) -> bool:
+    for name, value in request.headers:
+        if name == b"upgrade" and value.lower() == b"websocket":
+            return True
+    return False
+
+
+def _content_length(request: h11.Request) -> int | None:
+    for name, value in request.headers:
+        if name == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None
+
+
+def _error(status: int, code: str, msg: str) -> Response:
+    return json_response(status, {"code": code, "msg": msg}, close=True)
+
+
+def _too_large(limit: int) -> Response:
+    return _error(413, "tooLarge", f"request body larger than {limit} bytes")
+
+
+def _peer(stream: trio.abc.Stream) -> str:
+    sock = getattr(stream, "socket", None)
+    if sock is None:
+        inner = getattr(stream, "transport_stream", None)
+        sock = getattr(inner, "socket", None)
+    try:
+        host, port = sock.getpeername()[:2]  # type: ignore[union-attr]
+    except (OSError, AttributeError):
+        return "?"
+    return f"{host}:{port}"

@@ -1,0 +1,272 @@
+"""Getting queued messages onto client sockets.
+
+Two paths, one order:
+
+* after the fan-out has queued a block's messages, one *flusher* task writes
+  each dirty client's queue straight to its socket with a non-blocking
+  ``os.write`` — no task switch per client. When the socket takes it all
+  (the usual case) that is the end of it;
+* when it does not (a slow reader, a full buffer), or the connection cannot
+  be written without Trio (TLS), the rest goes to that client's *writer
+  task*, which finishes it with ``send_all`` and keeps draining the queue at
+  the client's pace. The book task never waits.
+
+The writer is the only thing that writes to the socket: control frames the
+reader needs sent (pongs, the close frame) are queued here and go out
+between whole frames. Each write is bounded (:data:`BATCH_BYTES`), and
+messages are fragmented (:mod:`hlbook.server.frames`), so closing a slow
+client finishes at most the fragment on the wire, then sends the close
+frame, within a bounded time.
+
+Compression: a message offered to several clients is compressed once for
+all of them. A message only this client receives is compressed at the
+client's own cost, out of a budget (:class:`CompressionBudget`); beyond it
+the client gets plain frames (RFC 7692 lets the sender choose per message),
+so one connection with a thousand distinct views cannot make the server
+compress a thousand messages per block.
+"""
+
+import os
+from collections.abc import Callable
+
+import trio
+
+from hlbook.server.fanout import ClientQueue
+from hlbook.server.frames import Frames, Message, close_frame
+
+__all__ = ["BATCH_BYTES", "CompressionBudget", "Flusher", "Waker", "Writer"]
+
+BATCH_BYTES = 256 * 1024
+"""At most this much payload is taken from a queue per write."""
+_STEP = 16 * 1024  # the writer task's writes: at least this much, ending on a frame boundary
+
+
+class Waker:
+    """Wakes one sleeping task from synchronous code, allocating nothing per wake."""
+
+    __slots__ = ("_pending", "_task")
+
+    def __init__(self) -> None:
+        self._task: trio.lowlevel.Task | None = None
+        self._pending = False
+
+    def set(self) -> None:
+        """Wake the waiting task (or let its next wait return at once)."""
+        task = self._task
+        if task is not None:
+            self._task = None
+            trio.lowlevel.reschedule(task)
+        else:
+            self._pending = True
+
+    async def wait(self) -> None:
+        """Sleep until :meth:`set` (returns at once if it was called meanwhile)."""
+        if self._pending:
+            self._pending = False
+            await trio.lowlevel.checkpoint()
+            return
+        self._task = trio.lowlevel.current_task()
+        await trio.lowlevel.wait_task_rescheduled(self._abort)
+
+    def _abort(self, _raise_cancel: object) -> trio.lowlevel.Abort:
+        self._task = None
+        return trio.lowlevel.Abort.SUCCEEDED
+
+
+class CompressionBudget:
+    """Payload bytes a client may have compressed for it alone: a token bucket."""
+
+    __slots__ = ("_at", "_tokens", "burst", "rate")
+
+    def __init__(self, rate: float, burst: float) -> None:
+        self.rate = rate
+        self.burst = burst
+        self._tokens = burst
+        self._at: float | None = None
+
+    def take(self, size: int, now: float) -> bool:
+        """Spend ``size`` bytes if the budget allows it now."""
+        if self._at is not None:
+            self._tokens = min(self.burst, self._tokens + (now - self._at) * self.rate)
+        self._at = now
+        if self._tokens < size:
+            return False
+        self._tokens -= size
+        return True
+
+
+class Writer:
+    """One client's path from its :class:`ClientQueue` to its socket."""
+
+    def __init__(
+        self,
+        stream: trio.abc.Stream,
+        client: ClientQueue,
+        *,
+        fd: int | None,
+        budget: CompressionBudget,
+        on_sent: Callable[[int, int], None],
+    ) -> None:
+        self.stream = stream
+        self.client = client
+        self.budget = budget
+        self.on_sent = on_sent
+        self.waker = Waker()
+        self.done = trio.Event()
+        self.closed = False
+        """True once the close frame is written (nothing may follow it)."""
+        self._fd = fd  # plain TCP: the flusher may write directly
+        self._control: list[bytes] = []
+        # Bytes taken from the queue and not written yet, where they start, and the
+        # end offset of each frame in them (a close frame may only follow a whole one).
+        self._buffer = b""
+        self._offset = 0
+        self._bounds: list[int] = []
+        self._busy = False  # the task is in send_all
+
+    @property
+    def mid_frame(self) -> bool:
+        """True if a frame is partly on the wire."""
+        return self._offset not in (0, *self._bounds) if self._buffer else False
+
+    def send_control(self, frame: bytes) -> None:
+        """Queue a control frame (a pong): it goes out before the next queued message."""
+        self._control.append(frame)
+        self.waker.set()
+
+    def _frames(self, message: Message, now: float) -> Frames:
+        deflater = self.client.deflater
+        if deflater is None or len(message.payload) < deflater.threshold:
+            return message.plain()
+        free = message.shared > 1 or message.deflated_ready(deflater)
+        if not free and not self.budget.take(len(message.payload), now):
+            return message.plain()
+        self.client.stats.compressed_messages += 1
+        return message.deflated(deflater)
+
+    def _take(self) -> bool:
+        """Move the next batch (control frames first) into the buffer; False if none."""
+        parts: list[bytes] = self._control
+        self._control = []
+        batch = self.client.pop_batch(BATCH_BYTES)
+        if batch:
+            now = trio.current_time()
+            for message in batch:
+                parts.extend(self._frames(message, now))
+            self.client.stats.messages_sent += len(batch)
+        if not parts:
+            return False
+        bounds = []
+        end = 0
+        for part in parts:
+            end += len(part)
+            bounds.append(end)
+        self._buffer = b"".join(parts)
+        self._offset = 0
+        self._bounds = bounds
+        self.on_sent(len(batch), end)
+        self.client.stats.bytes_sent += end
+        return True
+
+    def write_now(self) -> None:
+        """Write what is queued without waiting (from the flusher); else wake the task."""
+        if (
+            self._fd is None
+            or self._busy
+            or self._buffer
+            or self.closed
+            or self.client.close_reason is not None
+        ):
+            self.waker.set()
+            return
+        if not self._take():
+            return
+        try:
+            written = os.write(self._fd, self._buffer)
+        except (BlockingIOError, InterruptedError):
+            written = 0
+        except OSError:
+            written = 0  # the task's send_all will report what went wrong
+        if written == len(self._buffer):
+            self._buffer = b""
+            self.client.stats.direct_writes += 1
+            return
+        # The socket is full: the task finishes the rest.
+        self.client.stats.backlogged_writes += 1
+        self._offset = written
+        self.waker.set()
+
+    async def run(self) -> None:
+        """The client's writer task, until the client is to be closed or the socket fails."""
+        client = self.client
+        try:
+            while client.close_reason is None:
+                if self._buffer:
+                    # Frame by frame (small ones grouped): a close asked for meanwhile
+                    # waits for one frame at most.
+                    want = self._offset + _STEP
+                    until = next((b for b in self._bounds if b >= want), self._bounds[-1])
+                    await self._write(until)
+                    continue
+                if self._take():
+                    self.client.stats.backlogged_writes += 1
+                    continue
+                await self.waker.wait()
+        except (trio.BrokenResourceError, trio.ClosedResourceError):
+            client.close(1006, "connection lost")
+        finally:
+            self.done.set()
+
+    async def _write(self, until: int) -> None:
+        """Write the buffer up to offset ``until``."""
+        self._busy = True
+        try:
+            await self.stream.send_all(memoryview(self._buffer)[self._offset : until])
+            self._offset = until
+        finally:
+            self._busy = False
+        if self._offset >= len(self._buffer):
+            self._buffer = b""
+            self._offset = 0
+
+    async def close(self, code: int, reason: str) -> None:
+        """Finish the frame on the wire, drop the rest, send the close frame. Unbounded in
+        time (the caller bounds it); raises if the socket fails."""
+        if self.closed:
+            return
+        if self._buffer and self._offset:
+            # Part of the buffer is on the wire: finish the frame it is in.
+            end = next(bound for bound in self._bounds if bound >= self._offset)
+            if end > self._offset:
+                await self._write(end)
+        self._buffer = b""
+        self._offset = 0
+        frames = [*self._control, close_frame(code, reason)]
+        self._control = []
+        self.closed = True
+        await self.stream.send_all(b"".join(frames))
+
+
+class Flusher:
+    """Writes every client with newly queued messages, in one pass, without waiting."""
+
+    def __init__(self) -> None:
+        self._dirty: dict[Writer, None] = {}
+        self._waker = Waker()
+
+    def mark(self, writer: Writer) -> None:
+        """``writer``'s client has something new to send."""
+        self._dirty[writer] = None
+        self._waker.set()
+
+    def forget(self, writer: Writer) -> None:
+        """The client is gone."""
+        self._dirty.pop(writer, None)
+
+    async def run(self) -> None:
+        """Flush dirty clients whenever there are some (until cancelled)."""
+        while True:
+            await self._waker.wait()
+            dirty, self._dirty = self._dirty, {}
+            for writer in dirty:
+                writer.write_now()
