@@ -1,9 +1,13 @@
 """``hlbook simulate`` from the command line."""
 
 import json
+import signal
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from hlbook.cli import main
@@ -51,6 +55,7 @@ def test_help_lists_every_flag(capsys: pytest.CaptureFixture[str]) -> None:
         "--duration",
         "--blocks",
         "--info-port",
+        "--fallback-port",
         "--partial-writes",
         "--diff-ahead",
         "--start-time",
@@ -68,6 +73,8 @@ def test_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
     assert exit_.value.code == 2
     with pytest.raises(SystemExit):
         main([*base, "--layout", "sideways"])
+    assert main([*base, "--coins", "@0", "--blocks", "1"]) == 2
+    assert "PURR/USDC" in capsys.readouterr().err
 
 
 def test_a_taken_port_is_an_error_not_a_crash(tmp_path: Path) -> None:
@@ -77,3 +84,28 @@ def test_a_taken_port_is_an_error_not_a_crash(tmp_path: Path) -> None:
         port = taken.getsockname()[1]
         args = ["simulate", "--node-data", str(tmp_path), "--info-port", str(port), "--blocks", "1"]
         assert main(args) == 1
+
+
+def test_simulate_with_a_fallback_server(tmp_path: Path) -> None:
+    """A real process: both info servers answer, then SIGINT stops it cleanly."""
+    args = [sys.executable, "-m", "hlbook", "simulate", "--node-data", str(tmp_path)]
+    args += ["--info-port", "0", "--fallback-port", "0", "--scale", "0.05"]
+    with subprocess.Popen(args, stdout=subprocess.PIPE, text=True) as process:
+        assert process.stdout is not None
+        urls = {}
+        for line in process.stdout:
+            name, _, url = line.partition(":")
+            urls[name.strip()] = url.strip()
+            if name == "node data":
+                break
+        assert set(urls) == {"info server", "fallback", "node data"}, urls
+        assert urls["info server"] != urls["fallback"]
+        spot = httpx.post(urls["info server"], json={"type": "spotMeta"}).json()
+        assert [pair["name"] for pair in spot["universe"]] == ["PURR/USDC", "@1", "@107"]
+        refused = httpx.post(urls["info server"], json={"type": "spotMetaAndAssetCtxs"})
+        assert refused.status_code == 422
+        answer = httpx.post(urls["fallback"], json={"type": "spotMetaAndAssetCtxs"}).json()
+        assert answer[0] == spot
+        assert [ctx["coin"] for ctx in answer[1]] == ["PURR/USDC", "@1", "@107"]
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=30) == 0

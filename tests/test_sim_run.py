@@ -36,36 +36,44 @@ def _config(tmp_path: Path, **changes: Any) -> SimConfig:
 async def _http(
     port: int, body: bytes, *, method: bytes = b"POST", target: bytes = b"/info"
 ) -> tuple[int, Any]:
-    """One HTTP/1.1 request; the status and the decoded JSON body."""
+    """One HTTP/1.1 request; the status and the decoded JSON body (text if refused)."""
     return (await _http_many(port, [(method, target, body)]))[0]
 
 
 async def _http_many(
-    port: int, requests: list[tuple[bytes, bytes, bytes]]
+    port: int, requests: list[tuple[bytes, bytes, bytes]], *, content_type: bool = True
 ) -> list[tuple[int, Any]]:
-    """Several requests on one keep-alive connection."""
+    """Several requests on one keep-alive connection: answers are JSON, refusals text."""
     answers = []
     stream = await trio.open_tcp_stream("127.0.0.1", port)
     async with stream:
         conn = h11.Connection(h11.CLIENT)
         for method, target, body in requests:
             headers = [("host", "127.0.0.1"), ("content-length", str(len(body)))]
+            if content_type:
+                headers.append(("content-type", "application/json"))
             data = conn.send(h11.Request(method=method, target=target, headers=headers))
             data += conn.send(h11.Data(data=body)) + conn.send(h11.EndOfMessage())
             await stream.send_all(data)
-            status, chunks = 0, []
+            status, chunks, kind = 0, [], b""
             while True:
                 event = conn.next_event()
                 if event is h11.NEED_DATA:
                     conn.receive_data(await stream.receive_some(65536))
                 elif isinstance(event, h11.Response):
                     status = event.status_code
-                    assert (b"content-type", b"application/json") in event.headers
+                    kind = dict(event.headers)[b"content-type"]
                 elif isinstance(event, h11.Data):
                     chunks.append(event.data)
                 elif isinstance(event, h11.EndOfMessage):
                     break
-            answers.append((status, json.loads(b"".join(chunks))))
+            raw = b"".join(chunks)
+            if status == 200:
+                assert kind == b"application/json"
+                answers.append((status, json.loads(raw)))
+            else:
+                assert kind == b"text/plain; charset=utf-8"
+                answers.append((status, raw.decode()))
             conn.start_next_cycle()
     return answers
 
@@ -325,17 +333,25 @@ async def test_a_disagreeing_snapshot(
         nursery.cancel_scope.cancel()
 
 
-async def test_info_server_answers_errors_in_json(tmp_path: Path) -> None:
+async def test_info_server_refusals_are_a_nodes(tmp_path: Path) -> None:
     async with trio.open_nursery() as nursery:
         handle: SimHandle = await nursery.start(run_simulator, _config(tmp_path, blocks=2))
         port = handle.info_port
         out = tmp_path / "x.json"
+        parse, data = "Failed to parse the request body as JSON", "Failed to deserialize the JSON"
         bad_requests = [
-            (b"GET", b"/info", b"", 405),
-            (b"POST", b"/other", b"{}", 404),
-            (b"POST", b"/info", b"{not json", 400),
-            (b"POST", b"/info", b'{"type":"meta"}', 400),
-            (b"POST", b"/info", _snapshot_request(out, request={"type": "l2Book"}), 400),
+            (b"GET", b"/info", b"", 405, "POST"),
+            (b"POST", b"/other", b"{}", 404, "/other"),
+            (b"POST", b"/info", b"{not json", 400, parse),
+            (b"POST", b"/info", b"[1, 2]", 422, data),
+            (b"POST", b"/info", b"{}", 422, "missing field `type`"),
+            (b"POST", b"/info", b'{"type": 7}', 422, data),
+            (b"POST", b"/info", b'{"type":"metaAndAssetCtxs"}', 422, "unknown variant"),
+            (b"POST", b"/info", b'{"type":"openOrders"}', 422, "missing field `user`"),
+            (b"POST", b"/info", b'{"type":"openOrders","user":"0x12"}', 422, "invalid address"),
+            (b"POST", b"/info", b'{"type":"meta","dex":"nope"}', 422, "unknown perp dex"),
+            (b"POST", b"/info", b'{"type":"meta","dex":3}', 422, "expected a string"),
+            (b"POST", b"/info", _snapshot_request(out, request={"type": "l2Book"}), 422, data),
             (
                 b"POST",
                 b"/info",
@@ -347,31 +363,40 @@ async def test_info_server_answers_errors_in_json(tmp_path: Path) -> None:
                         "includeTriggerOrders": True,
                     },
                 ),
-                400,
+                422,
+                "includeTriggerOrders",
             ),
-            (b"POST", b"/info", _snapshot_request(Path("relative.json")), 400),
-            (b"POST", b"/info", _snapshot_request(tmp_path / "missing" / "x.json"), 500),
+            (b"POST", b"/info", _snapshot_request(Path("relative.json")), 422, "absolute"),
+            (b"POST", b"/info", _snapshot_request(tmp_path / "missing" / "x.json"), 500, "missing"),
         ]
-        for method, target, body, expected in bad_requests:
+        for method, target, body, expected, text in bad_requests:
             status, answer = await _http(port, body, method=method, target=target)
             assert status == expected, (method, target, body, answer)
-            assert isinstance(answer["error"], str)
-            assert answer["error"]
+            assert text in answer, (body, answer)
         assert not out.exists()
+        # Without "Content-Type: application/json" a node refuses the body whatever it is.
+        [(status, answer)] = await _http_many(
+            port, [(b"POST", b"/info", b'{"type":"meta"}')], content_type=False
+        )
+        assert (status, answer) == (415, "Expected request with `Content-Type: application/json`")
         # Keep-alive: several requests on one connection; a height-less snapshot too.
         answers = await _http_many(
             port,
             [
                 (b"POST", b"/info", _snapshot_request(out, includeHeightInOutput=False)),
+                (b"POST", b"/info", b'{"type":"spotMetaAndAssetCtxs"}'),
                 (b"POST", b"/info", b'{"type":"meta"}'),
                 (b"POST", b"/info", _snapshot_request(tmp_path / "y.json")),
             ],
         )
-        assert [status for status, _ in answers] == [200, 400, 200]
+        assert [status for status, _ in answers] == [200, 422, 200, 200]
         height = answers[0][1]["height"]
         assert iter_snapshot(out.read_bytes(), height)[0] == height
         with pytest.raises(Exception, match="height"):
             iter_snapshot(out.read_bytes())
+        counts = handle.info_requests()
+        assert counts["node", "fileSnapshot"] == 6  # 3 refused, 1 failed, 2 written
+        assert counts["node", "spotMetaAndAssetCtxs"] == 1
         nursery.cancel_scope.cancel()
 
 
@@ -394,7 +419,8 @@ async def test_info_server_survives_garbage_and_huge_requests(tmp_path: Path) ->
                     answer += chunk  # the server answers, then hangs up
             head, _, body = answer.partition(b"\r\n\r\n")
             assert head.startswith(expected), head
-            assert json.loads(body)["error"]
+            assert b"content-type: text/plain" in head.lower()
+            assert body.strip()
         # Still serving.
         assert (await _snapshot(handle, tmp_path / "ok.json"))[0] >= handle.start_height - 1
         nursery.cancel_scope.cancel()

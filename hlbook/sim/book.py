@@ -22,12 +22,23 @@ class Resting:
     """One resting order.
 
     ``order`` is the node-style order object (``user`` unset) as the node's
-    snapshot shows it; its ``sz`` string is kept equal to ``sz``.
+    snapshot shows it; its ``sz`` string is kept equal to ``sz``. Only
+    ``pickable`` orders can be chosen at random (by traders canceling or
+    modifying): protocol orders and the named users' orders are not.
     """
 
-    __slots__ = ("index", "oid", "order", "protocol", "px", "side", "sz", "user")
+    __slots__ = ("index", "oid", "order", "pickable", "protocol", "px", "side", "sz", "user")
 
-    def __init__(self, order: Order, user: str, px: int, sz: int, *, protocol: bool) -> None:
+    def __init__(
+        self,
+        order: Order,
+        user: str,
+        px: int,
+        sz: int,
+        *,
+        protocol: bool,
+        pickable: bool | None = None,
+    ) -> None:
         self.order = order
         self.user = user
         self.oid = order.oid
@@ -35,6 +46,7 @@ class Resting:
         self.px = px
         self.sz = sz
         self.protocol = protocol
+        self.pickable = not protocol if pickable is None else pickable
         self.index = -1  # position in SimBook._cancellable, -1 if not there
 
 
@@ -43,7 +55,8 @@ class SimBook:
 
     Each side maps a price to a ``dict`` of oid → :class:`Resting` in queue
     order (insertion order; O(1) removal). Protocol orders are not in the
-    random-choice index: traders do not cancel them.
+    random-choice index: traders do not cancel them (nor the named users' orders,
+    which only their owners cancel).
     """
 
     __slots__ = ("_best_ask", "_best_bid", "_cancellable", "asks", "bids", "coin", "orders")
@@ -103,7 +116,7 @@ class SimBook:
         else:
             queue[rest.oid] = rest
         self.orders[rest.oid] = rest
-        if not rest.protocol:
+        if rest.pickable:
             rest.index = len(self._cancellable)
             self._cancellable.append(rest)
 

@@ -1,4 +1,4 @@
-"""``hlbook simulate``: run a simulated node that writes files and answers ``fileSnapshot``."""
+"""``hlbook simulate``: run a simulated node that writes files and answers info requests."""
 
 import argparse
 import logging
@@ -51,7 +51,11 @@ def add_simulate_command(subparsers: "argparse._SubParsersAction[argparse.Argume
         description=(
             "Run a simulated Hyperliquid node: a matching engine with random traders "
             "writes order statuses, raw book diffs and fills to DIR like a real node, "
-            "and answers fileSnapshot requests on POST http://HOST:PORT/info."
+            "and answers what a node's info server answers (fileSnapshot, meta, spotMeta, "
+            "perpDexs, exchangeStatus, openOrders, frontendOpenOrders) on "
+            "POST http://HOST:PORT/info. With --fallback-port, a second server plays the "
+            "public API for what a node cannot answer (metaAndAssetCtxs, "
+            "spotMetaAndAssetCtxs), for hlbook's --fallback-info-url."
         ),
     )
     parser.add_argument(
@@ -100,6 +104,14 @@ def add_simulate_command(subparsers: "argparse._SubParsersAction[argparse.Argume
         help="info server port, 0 for any free one (default: %(default)s)",
     )
     parser.add_argument(
+        "--fallback-port",
+        type=int,
+        default=None,
+        metavar="P",
+        help="also serve the fallback info server (metaAndAssetCtxs, spotMetaAndAssetCtxs "
+        "and the node's types) on this port, 0 for any free one (default: none)",
+    )
+    parser.add_argument(
         "--partial-writes", action="store_true", help="flush lines in pieces, cut mid-line"
     )
     parser.add_argument(
@@ -146,6 +158,7 @@ def config_from_args(args: argparse.Namespace) -> SimConfig:
         duration=args.duration,
         info_host=args.info_host,
         info_port=args.info_port,
+        fallback_port=args.fallback_port,
         partial_writes=args.partial_writes,
         diff_ahead=args.diff_ahead,
         **extra,  # type: ignore[arg-type]
@@ -167,6 +180,8 @@ async def _simulate(config: SimConfig) -> int:
         async with trio.open_nursery() as nursery:
             handle = await nursery.start(run_simulator, config)
             print(f"info server: {handle.info_url}", flush=True)
+            if handle.fallback_url is not None:
+                print(f"fallback:    {handle.fallback_url}", flush=True)
             print(f"node data:   {handle.node_data.resolve()}", flush=True)
             if config.blocks is not None or config.duration is not None:
                 await handle.wait_done()

@@ -242,7 +242,13 @@ class SimConfig:
     info_port: int = attrs.field(
         default=3001, validator=[attrs.validators.ge(0), attrs.validators.le(65535)]
     )
-    """Port of the info server; 0 picks a free one."""
+    """Port of the node's info server; 0 picks a free one."""
+    fallback_port: int | None = attrs.field(
+        default=None,
+        validator=attrs.validators.optional([attrs.validators.ge(0), attrs.validators.le(65535)]),
+    )
+    """Port of the fallback info server (a stand-in for the public API that also answers
+    ``metaAndAssetCtxs`` and ``spotMetaAndAssetCtxs``); ``None`` starts none, 0 picks one."""
     partial_writes: bool = False
     """Write each stream's bytes in pieces cut mid-line, with a pause in between."""
     diff_ahead: int = 0
@@ -255,6 +261,8 @@ class SimConfig:
     """Height of the first block written; the initial books are at ``start_height - 1``."""
     record_history: int = 0
     """Keep the exact books of the last N heights (for tests)."""
+    record_fills: bool = False
+    """Keep every user's fills (for tests; the named users' are always kept)."""
 
     def __attrs_post_init__(self) -> None:
         if self.blocks is not None and self.blocks < 0:
@@ -263,6 +271,14 @@ class SimConfig:
             raise ValueError("duration must not be negative")
         if self.diff_ahead < 0 or self.record_history < 0:
             raise ValueError("diff_ahead and record_history must not be negative")
+        for coin in self.coins:
+            digits = coin[1:]
+            if coin.startswith("@") and not (
+                digits.isascii() and digits.isdigit() and digits == str(int(digits))
+            ):
+                raise ValueError(f"a spot pair is @N with N its index, not {coin!r}")
+            if coin == "@0":
+                raise ValueError("spot pair @0 is PURR/USDC: name it PURR/USDC")
 
     @property
     def block_interval(self) -> float:

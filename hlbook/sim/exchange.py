@@ -13,6 +13,7 @@ references.
 """
 
 import random
+from collections import deque
 
 import attrs
 from msgspec import UNSET
@@ -33,7 +34,7 @@ from hlbook.numbers import SCALE, fmt, parse
 from hlbook.sim.book import BID, Resting, SimBook
 from hlbook.sim.config import CoinSpec
 
-__all__ = ["PROTOCOL_USER", "BlockEvents", "Exchange"]
+__all__ = ["PROTOCOL_USER", "BlockEvents", "CoinStats", "Exchange"]
 
 PROTOCOL_USER = "0xffffffffffffffffffffffffffffffffffffffff"
 """Owner of protocol liquidity; the node writes no status lines for its orders."""
@@ -44,6 +45,8 @@ _MAKER_FEE = -30  # a rebate (-0.003%)
 _FEE_QUANTUM = 10**6  # fees have six decimals: 10**12 / 10**6
 _TID_MULTIPLIER = 0x9E3779B97F4A7C15  # odd, so tid = n * M mod 2**50 never repeats
 _TID_MASK = (1 << 50) - 1
+_MINUTE_MS = 60_000
+_DAY_MS = 86_400_000
 
 
 @attrs.define(eq=False)
@@ -67,17 +70,87 @@ class BlockEvents:
         return self.time_ns // 1_000_000
 
 
-class Exchange:
-    """All coins' books, and the operations traders perform on them."""
+class CoinStats:
+    """One coin's trading so far: last trade price, open interest, volume over a day.
 
-    def __init__(self, specs: list[CoinSpec], rng: random.Random, *, first_oid: int) -> None:
+    Volume is kept per minute of block time, so a day costs at most 1,441
+    buckets whatever the trade rate.
+    """
+
+    __slots__ = ("_minutes", "last_px", "open_interest")
+
+    def __init__(self) -> None:
+        self.last_px: int | None = None
+        """Price of the last trade (scaled), ``None`` before the first."""
+        self.open_interest = 0
+        """Sum of all long positions (perps; scaled size)."""
+        # [minute, notional, base volume, last price in that minute], oldest first; the
+        # first bucket may be older than a day: it holds the price a day ago.
+        self._minutes: deque[list[int]] = deque()
+
+    def trade(self, time_ms: int, px: int, sz: int) -> None:
+        """Count one trade of ``sz`` at ``px`` at block time ``time_ms``."""
+        minute = time_ms // _MINUTE_MS
+        minutes = self._minutes
+        notional = px * sz // SCALE
+        if minutes and minutes[-1][0] == minute:
+            bucket = minutes[-1]
+            bucket[1] += notional
+            bucket[2] += sz
+            bucket[3] = px
+        else:
+            minutes.append([minute, notional, sz, px])
+            start = (time_ms - _DAY_MS) // _MINUTE_MS
+            while len(minutes) > 1 and minutes[1][0] <= start:
+                minutes.popleft()
+        self.last_px = px
+
+    def day(self, now_ms: int) -> tuple[int, int, int | None]:
+        """``(notional, base volume, price a day ago)`` for the day before ``now_ms``.
+
+        The price a day ago is that of the last trade at least a day old, or
+        ``None`` if there is none.
+        """
+        start = (now_ms - _DAY_MS) // _MINUTE_MS
+        notional = volume = 0
+        before: int | None = None
+        for minute, ntl, base, last in self._minutes:
+            if minute <= start:
+                before = last
+            else:
+                notional += ntl
+                volume += base
+        return notional, volume, before
+
+
+class Exchange:
+    """All coins' books, and the operations traders perform on them.
+
+    ``managed`` users (the named users of :mod:`hlbook.sim.users`) decide
+    themselves when their orders are canceled: their orders are never picked
+    at random, and :attr:`resting_of` indexes their resting orders.
+    """
+
+    def __init__(
+        self,
+        specs: list[CoinSpec],
+        rng: random.Random,
+        *,
+        first_oid: int,
+        managed: frozenset[str] = frozenset(),
+    ) -> None:
         self.rng = rng
         self.specs = {spec.name: spec for spec in specs}
         self.books = {spec.name: SimBook(spec.name) for spec in specs}
+        self.stats = {spec.name: CoinStats() for spec in specs}
+        self.managed = managed
+        self.resting_of: dict[str, dict[int, Resting]] = {user: {} for user in managed}
+        """Resting orders of each managed user, by oid, in the order they were placed."""
         self._spot = {spec.name: spec.market == "spot" for spec in specs}
         self._next_oid = first_oid
         self._trades = rng.getrandbits(40)
-        self._positions: dict[tuple[str, str], int] = {}
+        self.positions: dict[tuple[str, str], int] = {}
+        """Each ``(user, coin)``'s position (perps) or balance change (spot), scaled."""
         self.block = BlockEvents(0, 0, "")
         self.time_ms = 0
 
@@ -198,6 +271,7 @@ class Exchange:
         """Take a trader's resting order off the book (``canceled``, ``reduceOnlyCanceled``…)."""
         book = self.books[rest.order.coin]
         book.remove(rest)
+        self._unindex(rest)
         self.status(rest.user, rest.order, status)
         self._diff(rest, "remove")
 
@@ -275,11 +349,18 @@ class Exchange:
         *,
         protocol: bool = False,
     ) -> Resting:
-        rest = Resting(order, user, px, sz, protocol=protocol)
+        managed = user in self.managed
+        rest = Resting(order, user, px, sz, protocol=protocol, pickable=not (protocol or managed))
         book.add(rest, before)
+        if managed:
+            self.resting_of[user][rest.oid] = rest
         new = NewDiff(sz=order.sz) if before is None else NewDiff(sz=order.sz, insertBefore=before)
         self._diff(rest, RawDiff(new=new))
         return rest
+
+    def _unindex(self, rest: Resting) -> None:
+        if rest.user in self.managed:
+            del self.resting_of[rest.user][rest.oid]
 
     def _diff(self, rest: Resting, raw: RawDiff | str) -> None:
         order = rest.order
@@ -314,11 +395,19 @@ class Exchange:
             if (px > limit) if buying else (px < limit):
                 break
             for maker in list(queue.values()):
+                if maker.user == user:
+                    # Self-trade prevention: the resting order is canceled, the taker goes on.
+                    book.remove(maker)
+                    self._unindex(maker)
+                    self.status(maker.user, maker.order, "selfTradeCanceled")
+                    self._diff(maker, "remove")
+                    continue
                 size = left if left < maker.sz else maker.sz
                 self._trade(user, order, maker, px, size, tx_hash, twap_id)
                 left -= size
                 if size == maker.sz:
                     book.remove(maker)
+                    self._unindex(maker)
                     self._diff(maker, "remove")
                     if not maker.protocol:
                         self.status(maker.user, replace(maker.order, sz="0.0"), "filled")
@@ -345,6 +434,7 @@ class Exchange:
         """Two fills sharing a tid, buyer first; ``crossed`` marks the taker."""
         self._trades += 1
         tid = (self._trades * _TID_MULTIPLIER) & _TID_MASK
+        self.stats[order.coin].trade(self.time_ms, px, sz)
         notional = px * sz // SCALE
         taker = self._fill(user, order.coin, order.side, px, sz, order.oid, True, tid, tx_hash)
         taker.fee = fmt(_fee(notional, _TAKER_FEE))
@@ -370,15 +460,17 @@ class Exchange:
         tx_hash: str,
     ) -> Fill:
         key = (user, coin)
-        start = self._positions.get(key, 0)
+        start = self.positions.get(key, 0)
         end = start + sz if side == BID else start - sz
-        self._positions[key] = end
+        self.positions[key] = end
         if self._spot[coin]:
             direction = "Buy" if side == BID else "Sell"
-        elif side == BID:
-            direction = "Close Short" if start < 0 else "Open Long"
         else:
-            direction = "Close Long" if start > 0 else "Open Short"
+            self.stats[coin].open_interest += max(end, 0) - max(start, 0)
+            if side == BID:
+                direction = "Close Short" if start < 0 else "Open Long"
+            else:
+                direction = "Close Long" if start > 0 else "Open Short"
         return Fill(
             coin=coin,
             px=fmt(px),

@@ -17,12 +17,19 @@ from hlbook.sim.book import ASK, BID, SimBook
 from hlbook.sim.config import SimConfig
 from hlbook.sim.exchange import BlockEvents, Exchange
 from hlbook.sim.render import node_time
-from hlbook.sim.traders import Traders
+from hlbook.sim.traders import Market, Traders
+from hlbook.sim.users import NAMED_USERS, NamedUsers
 
-__all__ = ["BlockGenerator", "CoinState"]
+__all__ = ["BlockGenerator", "CoinState", "State"]
 
 CoinState = tuple[SnapshotSide, SnapshotSide]
 """One coin's ``(bids, asks)`` as ``[user, order]`` pairs, best first, queue order."""
+
+Pending = tuple[tuple[str, Order], ...]
+"""One coin's untriggered trigger orders as ``(user, order)``, oldest first."""
+
+State = tuple[dict[str, CoinState], dict[str, Pending]]
+"""The books and the pending trigger orders of every coin at one height."""
 
 _FIRST_OID = 412_000_000_000
 _JITTER = 0.3  # block times wander by up to this share of the interval
@@ -49,8 +56,12 @@ class BlockGenerator:
         self.keep = config.record_history if history is None else history
         rng = random.Random(config.seed)
         specs = config.coin_specs()
-        self.exchange = Exchange(specs, rng, first_oid=_FIRST_OID)
+        self.exchange = Exchange(specs, rng, first_oid=_FIRST_OID, managed=frozenset(NAMED_USERS))
         self.traders = Traders(self.exchange, specs, rng, config.scale)
+        self.named = NamedUsers(
+            self.exchange, self.traders.markets, random.Random(f"{config.seed}-users")
+        )
+        self._markets = {market.coin: market for market in self.traders.markets}
         self._timing = random.Random(f"{config.seed}-timing")
         self._start_ns = int(config.start_time.timestamp()) * 1_000_000_000 + (
             config.start_time.microsecond * 1000
@@ -60,9 +71,12 @@ class BlockGenerator:
         before = self._start_ns - self._interval_ns
         self.exchange.begin_block(BlockEvents(self.height, before, node_time(before)))
         self.traders.populate()
-        self._history: deque[tuple[int, dict[str, CoinState]]] = deque(maxlen=self.keep or None)
+        self.named.populate()
+        self._history: deque[tuple[int, State]] = deque(maxlen=self.keep or None)
+        self._pending: dict[str, tuple[int, Pending]] = {}  # coin -> (trigger version, pending)
         if self.keep:
-            self._history.append((self.height, {coin: self._state(coin) for coin in self.coins()}))
+            books = {coin: self._state(coin) for coin in self.coins()}
+            self._history.append((self.height, (books, self._all_pending())))
 
     # -- generating ---------------------------------------------------------------------------
 
@@ -75,16 +89,13 @@ class BlockGenerator:
         block = BlockEvents(height, time_ns, node_time(time_ns))
         self.exchange.begin_block(block)
         self.traders.step()
+        self.named.step()
         self.height = height
         if self.keep:
-            last = self._history[-1][1]
+            last = self._history[-1][1][0]
             touched = block.touched
-            self._history.append(
-                (
-                    height,
-                    {c: self._state(c) if c in touched else last[c] for c in self.coins()},
-                )
-            )
+            books = {c: self._state(c) if c in touched else last[c] for c in self.coins()}
+            self._history.append((height, (books, self._all_pending())))
         return block
 
     # -- reading the books ---------------------------------------------------------------------
@@ -109,8 +120,39 @@ class BlockGenerator:
 
     def coin_orders_at(self, height: int, coin: str) -> tuple[list[Order], list[Order]]:
         """Like :meth:`coin_orders`, as of ``height`` (needs ``record_history``)."""
-        bids, asks = self._state_at(height)[coin]
+        bids, asks = self._state_at(height)[0][coin]
         return _with_user(bids), _with_user(asks)
+
+    def user_orders(self, user: str, height: int | None = None) -> tuple[list[Order], list[Order]]:
+        """``(resting, untriggered trigger orders)`` of ``user``, with ``user`` set.
+
+        As of ``height`` (one of :meth:`heights`), by default now. Resting
+        orders are in the books (and in ``fileSnapshot``); trigger orders wait
+        outside them until they trigger. Both in the order they were placed.
+        """
+        user = user.lower()
+        if height is None or height == self.height:
+            books = self.exchange.books.values()
+            resting = [r.order for book in books for r in book.orders.values() if r.user == user]
+            markets = self.traders.markets
+            pending = [o for m in markets for u, o in m.pending_triggers() if u == user]
+        else:
+            states, triggers = self._state_at(height)
+            resting = [
+                order
+                for bids, asks in states.values()
+                for side in (bids, asks)
+                for owner, order in side
+                if owner == user
+            ]
+            pending = [o for entries in triggers.values() for u, o in entries if u == user]
+        resting.sort(key=lambda order: order.oid)
+        pending.sort(key=lambda order: order.oid)
+        return [replace(o, user=user) for o in resting], [replace(o, user=user) for o in pending]
+
+    def market(self, coin: str) -> Market:
+        """The traders' state of ``coin`` (its fair price, pending triggers)."""
+        return self._markets[coin]
 
     def snapshot(
         self, *, disagree: bool = False
@@ -132,19 +174,30 @@ class BlockGenerator:
 
     def snapshot_bytes_at(self, height: int) -> bytes:
         """The ``fileSnapshot`` output (with height) as of ``height`` (needs ``record_history``)."""
-        states = self._state_at(height)
+        states = self._state_at(height)[0]
         return encode_snapshot(height, ((coin, b, a) for coin, (b, a) in states.items()))
 
     def _state(self, coin: str) -> CoinState:
         book = self.exchange.books[coin]
         return _pairs(book, BID), _pairs(book, ASK)
 
-    def _state_at(self, height: int) -> dict[str, CoinState]:
+    def _all_pending(self) -> dict[str, Pending]:
+        """Every coin's pending trigger orders, re-read only for coins where they changed."""
+        out: dict[str, Pending] = {}
+        for market in self.traders.markets:
+            cached = self._pending.get(market.coin)
+            if cached is None or cached[0] != market.trigger_version:
+                cached = (market.trigger_version, tuple(market.pending_triggers()))
+                self._pending[market.coin] = cached
+            out[market.coin] = cached[1]
+        return out
+
+    def _state_at(self, height: int) -> State:
         if height == self.height:
-            return {coin: self._state(coin) for coin in self.coins()}
-        for kept, states in self._history:
+            return {coin: self._state(coin) for coin in self.coins()}, self._all_pending()
+        for kept, state in self._history:
             if kept == height:
-                return states
+                return state
         raise KeyError(f"no books kept for height {height} (kept: {self.heights()[:1]}…)")
 
 

@@ -1,16 +1,15 @@
-"""The node's info server (``--serve-info``), as far as hlbook uses it.
+"""The simulator's info servers: ``POST /info`` over HTTP/1.1, spoken with h11 over Trio.
 
-``POST /info`` with
-``{"type":"fileSnapshot","request":{"type":"l4Snapshots","includeUsers":true,
-"includeTriggerOrders":false},"outPath":"/abs/path","includeHeightInOutput":true}``
-writes the books to ``outPath`` and answers 200 once the file is complete.
-Everything else gets a 4xx with a JSON ``{"error": …}`` body. HTTP/1.1 with
-keep-alive, spoken with h11 over Trio streams.
+:func:`serve_info_api` serves any handler of decoded requests (the node and
+fallback roles of :mod:`hlbook.sim.info`); :func:`serve_info` serves only
+``fileSnapshot`` with a given snapshot writer (for tests that replay
+recorded files). Keep-alive, a bounded body, an idle timeout; answers are
+JSON, refusals ``text/plain`` with the status a node gives
+(:class:`~hlbook.sim.info.InfoError`).
 """
 
 import contextlib
 import logging
-import os
 from collections.abc import Awaitable, Callable
 from http import HTTPStatus
 from pathlib import Path
@@ -21,30 +20,38 @@ import msgspec
 import trio
 
 from hlbook.listen import open_listeners
+from hlbook.sim.info import InfoError, check_type, decode_request, parse_file_snapshot
 
-__all__ = ["SnapshotWriter", "serve_info"]
+__all__ = ["InfoHandler", "SnapshotWriter", "answer_file_snapshot", "serve_info", "serve_info_api"]
 
 log = logging.getLogger(__name__)
 
 SnapshotWriter = Callable[[Path, bool], Awaitable[int]]
 """``await write(out_path, include_height)`` writes a snapshot and returns its height."""
 
+InfoHandler = Callable[[dict[str, Any]], Awaitable[Any]]
+"""``await handle(request)``: the JSON answer to a decoded request (a JSON object with a
+string ``type``), or :class:`~hlbook.sim.info.InfoError`."""
+
 _MAX_BODY = 64 * 1024
 _READ_SIZE = 16 * 1024
 _IDLE_TIMEOUT = 30.0
 _LINGER_SECONDS = 1.0
 _LINGER_BYTES = 1 << 20
-_JSON = [(b"content-type", b"application/json")]
+_JSON = (b"content-type", b"application/json")
+_TEXT = (b"content-type", b"text/plain; charset=utf-8")
 _GONE = (h11.ProtocolError, trio.BrokenResourceError, trio.ClosedResourceError)
 
 
-class _Reject(Exception):
-    """A request the server refuses: HTTP status and the error text for the body."""
-
-    def __init__(self, status: int, error: str) -> None:
-        super().__init__(error)
-        self.status = status
-        self.error = error
+async def answer_file_snapshot(write_snapshot: SnapshotWriter, message: dict[str, Any]) -> Any:
+    """Perform a ``fileSnapshot`` request: write the file, then answer (only the status
+    of a node's answer is documented; the simulator says where and at which height)."""
+    out_path, include_height = parse_file_snapshot(message)
+    try:
+        height = await write_snapshot(out_path, include_height)
+    except OSError as exc:
+        raise InfoError(500, f"cannot write {out_path}: {exc.strerror or exc}") from None
+    return {"height": height, "outPath": str(out_path)}
 
 
 async def serve_info(
@@ -54,23 +61,43 @@ async def serve_info(
     *,
     task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
 ) -> None:
-    """Serve ``POST /info`` on ``host:port`` until cancelled.
+    """Serve ``fileSnapshot`` (and nothing else) on ``host:port`` until cancelled.
 
     Reports the bound port (useful with port 0) once it accepts connections.
     """
-    listeners = await open_listeners(host, port, "the info server")
-    bound: int = listeners[0].socket.getsockname()[1]
-    log.debug("info server listening on %s:%d", host, bound)
 
-    async def handle(stream: trio.SocketStream) -> None:
-        await _connection(stream, write_snapshot)
+    async def handle(message: dict[str, Any]) -> Any:
+        check_type(message, ("fileSnapshot",))
+        return await answer_file_snapshot(write_snapshot, message)
+
+    await serve_info_api(handle, host, port, task_status=task_status)
+
+
+async def serve_info_api(
+    handler: InfoHandler,
+    host: str,
+    port: int,
+    *,
+    name: str = "the info server",
+    task_status: trio.TaskStatus[int] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Serve ``POST /info`` with ``handler`` on ``host:port`` until cancelled.
+
+    Reports the bound port (useful with port 0) once it accepts connections.
+    """
+    listeners = await open_listeners(host, port, name)
+    bound: int = listeners[0].socket.getsockname()[1]
+    log.debug("%s listening on %s:%d", name, host, bound)
+
+    async def connection(stream: trio.SocketStream) -> None:
+        await _connection(stream, handler)
 
     async with trio.open_nursery() as nursery:
-        await nursery.start(trio.serve_listeners, handle, listeners)
+        await nursery.start(trio.serve_listeners, connection, listeners)
         task_status.started(bound)
 
 
-async def _connection(stream: trio.SocketStream, write_snapshot: SnapshotWriter) -> None:
+async def _connection(stream: trio.SocketStream, handler: InfoHandler) -> None:
     conn = h11.Connection(h11.SERVER)
     try:
         while True:
@@ -79,17 +106,17 @@ async def _connection(stream: trio.SocketStream, write_snapshot: SnapshotWriter)
             if idle.cancelled_caught or request is None:
                 return
             try:
-                status, payload = 200, await _answer(request, body, write_snapshot)
-            except _Reject as exc:
-                status, payload = exc.status, {"error": exc.error}
-            await _send(stream, conn, status, payload)
+                status, data = 200, msgspec.json.encode(await _answer(request, body, handler))
+            except InfoError as exc:
+                status, data = exc.status, exc.text.encode()
+            await _send(stream, conn, status, data)
             if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
                 return
             conn.start_next_cycle()
-    except _Reject as exc:  # the request could not even be read: answer, then hang up
+    except InfoError as exc:  # the request could not even be read: answer, then hang up
         if conn.our_state in (h11.IDLE, h11.SEND_RESPONSE):
             with contextlib.suppress(*_GONE):
-                await _send(stream, conn, exc.status, {"error": exc.error})
+                await _send(stream, conn, exc.status, exc.text.encode())
                 await _linger(stream)
     except _GONE as exc:
         log.debug("info connection dropped: %s", exc)
@@ -123,7 +150,7 @@ async def _receive(
         try:
             event = conn.next_event()
         except h11.RemoteProtocolError as exc:
-            raise _Reject(exc.error_status_hint, f"bad HTTP request: {exc}") from None
+            raise InfoError(exc.error_status_hint, f"bad HTTP request: {exc}") from None
         if event is h11.NEED_DATA:
             data = await stream.receive_some(_READ_SIZE)
             conn.receive_data(data)
@@ -134,18 +161,15 @@ async def _receive(
         elif isinstance(event, h11.Data):
             body += event.data
             if len(body) > _MAX_BODY:
-                raise _Reject(413, f"request body larger than {_MAX_BODY} bytes")
+                raise InfoError(413, "Failed to buffer the request body: length limit exceeded")
         elif isinstance(event, h11.EndOfMessage):
             return request, bytes(body)
         elif isinstance(event, h11.ConnectionClosed):
             return None, b""
 
 
-async def _send(
-    stream: trio.SocketStream, conn: h11.Connection, status: int, payload: dict[str, Any]
-) -> None:
-    body = msgspec.json.encode(payload)
-    headers = [*_JSON, (b"content-length", str(len(body)).encode())]
+async def _send(stream: trio.SocketStream, conn: h11.Connection, status: int, body: bytes) -> None:
+    headers = [_JSON if status == 200 else _TEXT, (b"content-length", str(len(body)).encode())]
     if status == 405:
         headers.append((b"allow", b"POST"))
     reason = HTTPStatus(status).phrase.encode()
@@ -154,39 +178,15 @@ async def _send(
     await stream.send_all(data)
 
 
-async def _answer(
-    request: h11.Request, body: bytes, write_snapshot: SnapshotWriter
-) -> dict[str, Any]:
-    """Check a request and perform it; raise :class:`_Reject` for anything unsupported."""
+async def _answer(request: h11.Request, body: bytes, handler: InfoHandler) -> Any:
+    """Route, decode and hand a request to ``handler``; :class:`InfoError` for refusals."""
     target = request.target.split(b"?", 1)[0].rstrip(b"/")
     if target != b"/info":
-        raise _Reject(404, f"not found: {request.target.decode(errors='replace')}")
+        raise InfoError(404, f"not found: {request.target.decode(errors='replace')}")
     if request.method != b"POST":
-        raise _Reject(405, "use POST")
-    try:
-        message = msgspec.json.decode(body)
-    except msgspec.DecodeError as exc:
-        raise _Reject(400, f"invalid JSON: {exc}") from None
-    if not isinstance(message, dict):
-        raise _Reject(400, "expected a JSON object")
-    kind = message.get("type")
-    if kind != "fileSnapshot":
-        raise _Reject(400, f"unsupported request type {kind!r}; only 'fileSnapshot' is served")
-    inner = message.get("request")
-    if not isinstance(inner, dict) or inner.get("type") != "l4Snapshots":
-        raise _Reject(400, "unsupported snapshot request; only 'l4Snapshots' is served")
-    if inner.get("includeUsers") is not True:
-        raise _Reject(400, "only includeUsers: true is supported")
-    if inner.get("includeTriggerOrders", False) is not False:
-        raise _Reject(400, "only includeTriggerOrders: false is supported")
-    out_path = message.get("outPath")
-    if not isinstance(out_path, str) or not os.path.isabs(out_path):
-        raise _Reject(400, "outPath must be an absolute path")
-    include_height = message.get("includeHeightInOutput", False)
-    if not isinstance(include_height, bool):
-        raise _Reject(400, "includeHeightInOutput must be true or false")
-    try:
-        height = await write_snapshot(Path(out_path), include_height)
-    except OSError as exc:
-        raise _Reject(500, f"cannot write {out_path}: {exc.strerror or exc}") from None
-    return {"height": height, "outPath": out_path}
+        raise InfoError(405, "use POST")
+    content_type = next(
+        (value.decode("latin-1") for name, value in request.headers if name == b"content-type"),
+        None,
+    )
+    return await handler(decode_request(body, content_type))

@@ -1,13 +1,17 @@
-"""The running simulator: a block loop and an info server in one nursery.
+"""The running simulator: a block loop and its info servers in one nursery.
 
 ``handle = await nursery.start(run_simulator, config)`` returns once the
-info server accepts connections and the output directories exist. The block
+info servers accept connections and the output directories exist. The block
 loop then generates a block, writes it to all three streams, and only then
 counts it as written (:attr:`SimHandle.height`). Blocks are generated only
 when they are written, so the simulator's books are always those of the
 files, except while a block is being written (partial writes, a diff stream
-running ahead): snapshot requests arriving then are answered once it is
-complete, at that height.
+running ahead): info requests arriving then (snapshots, open orders, asset
+contexts…) are answered once it is complete, at that height.
+
+Two info servers (:mod:`hlbook.sim.info`): the node's own on ``info_port``,
+and, when ``fallback_port`` is set, a stand-in for the public API that also
+answers ``metaAndAssetCtxs`` and ``spotMetaAndAssetCtxs``.
 """
 
 import logging
@@ -15,18 +19,31 @@ import math
 import os
 import random
 import tempfile
-from collections import deque
+from collections import Counter, deque
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
+from typing import Any, TypeVar
 
 import attrs
 import trio
 
-from hlbook.node.formats import Layout, Order, Stream
+from hlbook.node.formats import Fill, Layout, Order, Stream
 from hlbook.sim.config import SimConfig
 from hlbook.sim.exchange import BlockEvents
 from hlbook.sim.generator import BlockGenerator
-from hlbook.sim.info_server import serve_info
+from hlbook.sim.info import (
+    FALLBACK_TYPES,
+    NODE_TYPES,
+    InfoApi,
+    Role,
+    frontend_open_order,
+    open_order,
+)
+from hlbook.sim.info_server import answer_file_snapshot, serve_info_api
+from hlbook.sim.markets import Markets
 from hlbook.sim.render import LineRenderer, Segment
+from hlbook.sim.users import NAMED_USERS
 from hlbook.sim.writer import BlockWriter, NodeFiles
 
 __all__ = ["SimHandle", "SimStats", "run_simulator"]
@@ -36,6 +53,12 @@ log = logging.getLogger(__name__)
 _STATS_EVERY = 10.0  # seconds between progress lines in the log
 _MAX_BACKLOG = 1.0  # seconds of missed blocks caught up at full speed after a stall
 _ALL_STREAMS = frozenset(Stream)
+_KEPT_FILLS = 100_000  # per user, the most recent
+_COUNTED_TYPES = 256  # distinct request types counted; the rest as "(other)"
+
+_KNOWN_TYPES = frozenset(NODE_TYPES) | frozenset(FALLBACK_TYPES)
+
+T = TypeVar("T")
 
 
 @attrs.frozen
@@ -61,11 +84,13 @@ class _Pending:
 
 
 @attrs.define(eq=False)
-class _SnapshotWaiter:
-    include_height: bool
+class _Waiter:
+    """Work to do once no block is in flight, and its outcome."""
+
+    work: Callable[[], Any]
     ready: trio.Event = attrs.field(factory=trio.Event)
-    height: int = 0
-    data: bytes = b""
+    result: Any = None
+    error: Exception | None = None
 
 
 class _Node:
@@ -95,8 +120,15 @@ class _Node:
         self.done = trio.Event()
         self.skipped: list[tuple[int, frozenset[Stream]]] = []
         self.snapshots_served = 0
+        self.markets = Markets(config.coin_specs())
+        self.apis = {role: InfoApi(self.markets, role) for role in Role}
+        self.requests: Counter[tuple[str, str]] = Counter()
+        self._all_fills = config.record_fills
+        self.fills: dict[str, deque[tuple[int, Fill]]] = {
+            user: deque(maxlen=_KEPT_FILLS) for user in NAMED_USERS
+        }
         self._queue: deque[_Pending] = deque()
-        self._waiters: list[_SnapshotWaiter] = []
+        self._waiters: list[_Waiter] = []
         self._skip_next: list[frozenset[Stream]] = []
         self._disagree = False
         self._wake = trio.Event()
@@ -187,11 +219,23 @@ class _Node:
         self._queue.popleft()
         block = pending.block
         self.height = block.height
+        if Stream.FILLS not in pending.skip:
+            self._record_fills(block)
         counts = self.events
         counts[0] += len(block.statuses)
         counts[1] += len(block.diffs)
         counts[2] += len(block.fills)
         self.notify()
+
+    def _record_fills(self, block: BlockEvents) -> None:
+        fills = self.fills
+        for user, fill in block.fills:
+            kept = fills.get(user)
+            if kept is None:
+                if not self._all_fills:
+                    continue
+                kept = fills[user] = deque(maxlen=_KEPT_FILLS)
+            kept.append((block.height, fill))
 
     def _log_stats(self, elapsed: float) -> None:
         stats = self.stats()
@@ -244,24 +288,50 @@ class _Node:
 
     def _serve_waiters(self) -> None:
         for waiter in self._waiters:
-            waiter.height = self.height
-            waiter.data = self._encode_snapshot(waiter.include_height)
+            try:
+                waiter.result = waiter.work()
+            except Exception as exc:  # handed to the waiting task, which raises it
+                waiter.error = exc
             waiter.ready.set()
         self._waiters.clear()
 
+    async def at_rest(self, work: Callable[[], T]) -> T:
+        """``work()``, run when no block is in flight: on the books of :attr:`height`."""
+        if not self._queue:
+            return work()
+        waiter = _Waiter(work)
+        self._waiters.append(waiter)
+        self.wake()
+        await waiter.ready.wait()
+        if waiter.error is not None:
+            raise waiter.error
+        result: T = waiter.result
+        return result
+
     async def write_snapshot(self, path: Path, include_height: bool) -> int:
         """Write the books as of the last fully written block to ``path``; return the height."""
-        if self._queue:
-            waiter = _SnapshotWaiter(include_height)
-            self._waiters.append(waiter)
-            self.wake()
-            await waiter.ready.wait()
-            height, data = waiter.height, waiter.data
-        else:
-            height, data = self.height, self._encode_snapshot(include_height)
+        height, data = await self.at_rest(
+            lambda: (self.height, self._encode_snapshot(include_height))
+        )
         await trio.to_thread.run_sync(_write_file, path, data)
         log.info("snapshot at height %d written to %s (%d bytes)", height, path, len(data))
         return height
+
+    # -- the info servers ------------------------------------------------------------------
+
+    async def answer(self, role: Role, message: dict[str, Any]) -> Any:
+        """Answer a decoded info request as ``role``."""
+        kind: str = message["type"]
+        key = (role.value, kind)
+        full = len(self.requests) >= _COUNTED_TYPES
+        if full and kind not in _KNOWN_TYPES and key not in self.requests:
+            key = (role.value, "(other)")  # made-up types cannot grow the counter forever
+        self.requests[key] += 1
+        api = self.apis[role]
+        if role is Role.NODE and kind == "fileSnapshot":
+            return await answer_file_snapshot(self.write_snapshot, message)
+        query = api.parse(message)
+        return await self.at_rest(lambda: api.answer(query, self.generator))
 
 
 def _write_file(path: Path, data: bytes) -> None:
@@ -279,19 +349,51 @@ def _write_file(path: Path, data: bytes) -> None:
 class SimHandle:
     """Control and inspection of a running simulator (see :func:`run_simulator`)."""
 
-    def __init__(self, node: _Node, info_port: int, scope: trio.CancelScope) -> None:
+    def __init__(
+        self,
+        node: _Node,
+        info_port: int,
+        scope: trio.CancelScope,
+        fallback_port: int | None = None,
+    ) -> None:
         self._node = node
         self._scope = scope
         self.info_port = info_port
-        """The bound port of the info server."""
+        """The bound port of the node's info server."""
+        self.fallback_port = fallback_port
+        """The bound port of the fallback info server (``None``: not started)."""
         self.config = node.config
 
     # -- where things are --------------------------------------------------------------------
 
     @property
+    def info_base_url(self) -> str:
+        """``http://HOST:PORT`` of the node's info server (an SDK's ``base_url``)."""
+        return f"http://{self.config.info_host}:{self.info_port}"
+
+    @property
     def info_url(self) -> str:
-        """``http://HOST:PORT/info``."""
-        return f"http://{self.config.info_host}:{self.info_port}/info"
+        """``http://HOST:PORT/info`` of the node's info server (hlbook's ``--info-url``)."""
+        return f"{self.info_base_url}/info"
+
+    @property
+    def fallback_base_url(self) -> str | None:
+        """``http://HOST:PORT`` of the fallback info server, if started."""
+        if self.fallback_port is None:
+            return None
+        return f"http://{self.config.info_host}:{self.fallback_port}"
+
+    @property
+    def fallback_url(self) -> str | None:
+        """``http://HOST:PORT/info`` of the fallback info server (hlbook's
+        ``--fallback-info-url``), if started."""
+        base = self.fallback_base_url
+        return None if base is None else f"{base}/info"
+
+    @property
+    def markets(self) -> Markets:
+        """What the simulated exchange lists (the source of ``meta``, ``spotMeta``…)."""
+        return self._node.markets
 
     @property
     def node_data(self) -> Path:
@@ -343,6 +445,11 @@ class SimHandle:
         """How many ``fileSnapshot`` requests were answered."""
         return self._node.snapshots_served
 
+    def info_requests(self) -> Counter[tuple[str, str]]:
+        """Requests received by each info server, as ``(role, type)`` → count, where
+        role is ``"node"`` or ``"fallback"`` (refused requests included)."""
+        return Counter(self._node.requests)
+
     def stats(self) -> SimStats:
         """Counters of what was written so far."""
         return self._node.stats()
@@ -388,6 +495,63 @@ class SimHandle:
         """The node's ``fileSnapshot`` output as of ``height`` (needs ``record_history``)."""
         return self._node.generator.snapshot_bytes_at(height)
 
+    # -- users ---------------------------------------------------------------------------------
+
+    def _user_orders(self, user: str, height: int | None) -> tuple[list[Order], list[Order]]:
+        generator = self._node.generator
+        if height is None:
+            # Without partial writes or diffs ahead no block is ever seen in flight.
+            height = self.height if generator.keep else None
+        return generator.user_orders(user, height)
+
+    def resting_orders(self, user: str, height: int | None = None) -> list[Order]:
+        """``user``'s orders in the books as of ``height`` (default :attr:`height`; others
+        need ``record_history``), oldest first, ``user`` set: what a ``fileSnapshot``
+        holds of them, and all a node's files can tell of their open orders."""
+        return self._user_orders(user, height)[0]
+
+    def trigger_orders(self, user: str, height: int | None = None) -> list[Order]:
+        """``user``'s untriggered trigger orders as of ``height``, oldest first: open
+        orders that are in no book (nor in ``fileSnapshot``) until they trigger."""
+        return self._user_orders(user, height)[1]
+
+    def open_orders(
+        self, user: str, dex: str = "", height: int | None = None, *, triggers: bool = True
+    ) -> list[dict[str, Any]]:
+        """The node's ``openOrders`` answer for ``user`` and ``dex`` as of ``height``:
+        resting and untriggered trigger orders, newest first. With ``triggers=False``,
+        the resting orders only: all that a node's files and snapshots can tell."""
+        return [open_order(o) for o in self._open(user, dex, height, triggers)]
+
+    def frontend_open_orders(
+        self, user: str, dex: str = "", height: int | None = None, *, triggers: bool = True
+    ) -> list[dict[str, Any]]:
+        """The node's ``frontendOpenOrders`` answer for ``user`` and ``dex`` as of
+        ``height`` (``triggers=False``: without the untriggered trigger orders)."""
+        return [frontend_open_order(o) for o in self._open(user, dex, height, triggers)]
+
+    def _open(self, user: str, dex: str, height: int | None, triggers: bool) -> list[Order]:
+        resting, pending = self._user_orders(user, height)
+        coins = self._node.markets.dex_coins(dex)
+        orders = [o for o in (*resting, *(pending if triggers else ())) if o.coin in coins]
+        return sorted(orders, key=lambda o: (o.timestamp, o.oid), reverse=True)
+
+    def fills(self, user: str, height: int | None = None) -> list[Fill]:
+        """``user``'s fills written so far (up to ``height`` if given), oldest first.
+
+        Kept for the named users (:mod:`hlbook.sim.users`) always, for every
+        user with ``record_fills``; the last 100,000 per user. Fills of a
+        block whose fill stream was skipped (a fault) were never written and
+        are not here.
+        """
+        kept = self._node.fills.get(user.lower(), ())
+        return [fill for at, fill in kept if height is None or at <= height]
+
+    async def info(self, request: dict[str, Any], role: str = "node") -> Any:
+        """Answer ``request`` as the ``"node"`` or ``"fallback"`` info server would
+        (without HTTP; raises :class:`~hlbook.sim.info.InfoError` for a refusal)."""
+        return await self._node.answer(Role(role), request)
+
     # -- control and faults ----------------------------------------------------------------------
 
     def pause(self) -> None:
@@ -426,9 +590,9 @@ async def run_simulator(
     """Run a simulated node until cancelled (or :meth:`SimHandle.stop`).
 
     Use as ``handle = await nursery.start(run_simulator, config)``: the handle
-    is returned once the output directories exist and the info server
-    accepts connections. When ``blocks`` or ``duration`` is spent the node
-    goes quiet but keeps answering the info server.
+    is returned once the output directories exist and the info servers
+    accept connections. When ``blocks`` or ``duration`` is spent the node
+    goes quiet but keeps answering on its info servers.
     """
     node = _Node(config)
     node.files.prepare()
@@ -442,12 +606,23 @@ async def run_simulator(
     try:
         async with trio.open_nursery() as nursery:
             port = await nursery.start(
-                serve_info, node.write_snapshot, config.info_host, config.info_port
+                partial(serve_info_api, name="the info server"),
+                partial(node.answer, Role.NODE),
+                config.info_host,
+                config.info_port,
             )
-            handle = SimHandle(node, port, nursery.cancel_scope)
+            fallback_port = None
+            if config.fallback_port is not None:
+                fallback_port = await nursery.start(
+                    partial(serve_info_api, name="the fallback info server"),
+                    partial(node.answer, Role.FALLBACK),
+                    config.info_host,
+                    config.fallback_port,
+                )
+            handle = SimHandle(node, port, nursery.cancel_scope, fallback_port)
             log.info(
                 "simulated node (%s, seed %d, %s, %.1f blocks/s, scale %g) writing to %s; "
-                "info server at %s",
+                "info server at %s%s",
                 config.layout.value,
                 config.seed,
                 ",".join(config.coins),
@@ -455,6 +630,7 @@ async def run_simulator(
                 config.scale,
                 config.node_data,
                 handle.info_url,
+                f", fallback at {handle.fallback_url}" if fallback_port is not None else "",
             )
             nursery.start_soon(node.run)
             task_status.started(handle)

@@ -25,13 +25,13 @@ from hlbook.sim.book import ASK, BID, Resting, SimBook
 from hlbook.sim.config import CoinSpec
 from hlbook.sim.exchange import Exchange
 
-__all__ = ["Traders"]
+__all__ = ["TRIGGER_TYPES", "Market", "Traders", "trigger_order"]
 
 _TABLE = 512  # entries in each precomputed random table (distances, sizes)
 _MIN_DEPTH = 24
 _TRIGGER_HAZARD = 0.004  # per block: a pending trigger order is canceled
 _MAX_TRIGGERS = 400  # pending trigger orders per coin
-_TRIGGER_TYPES = ("Stop Market", "Stop Limit", "Take Profit Market", "Take Profit Limit")
+TRIGGER_TYPES = ("Stop Market", "Stop Limit", "Take Profit Market", "Take Profit Limit")
 _BURST_START = 0.002  # per block
 _BURST_BLOCKS = 120
 _BURST_VOLATILITY = 5.0
@@ -59,8 +59,13 @@ def _addresses(rng: random.Random, count: int) -> list[str]:
     return [f"0x{rng.getrandbits(160):040x}" for _ in range(count)]
 
 
-class _Market:
-    """One coin's traders: its fair price, tables, pending triggers and ladder."""
+class Market:
+    """One coin's traders: its fair price, tables, pending triggers and ladder.
+
+    Pending trigger orders are in :attr:`triggers` (random traders') and
+    :attr:`own_triggers` (the named users', which random traders never cancel);
+    both fire the same way.
+    """
 
     def __init__(self, spec: CoinSpec, book: SimBook, rng: random.Random, scale: float) -> None:
         profile = spec.profile
@@ -95,6 +100,8 @@ class _Market:
         self.above: list[tuple[int, int]] = []  # (trigger tick, oid): fire when fair >= tick
         self.below: list[tuple[int, int]] = []  # (-trigger tick, oid): fire when fair <= tick
         self.triggers: dict[int, tuple[str, Order]] = {}
+        self.own_triggers: dict[int, tuple[str, Order]] = {}
+        self.trigger_version = 0  # changes whenever a trigger order is added or removed
         self.ladder_levels = profile.protocol_levels
         self.ladder: dict[tuple[str, int], Resting] = {}
 
@@ -107,6 +114,40 @@ class _Market:
     def center(self) -> int:
         """The fair price in whole ticks."""
         return round(self.fair)
+
+    def add_trigger(self, user: str, order: Order, trigger: int, *, above: bool, own: bool) -> None:
+        """Make ``order`` pending until the fair price reaches ``trigger`` (in ticks)."""
+        (self.own_triggers if own else self.triggers)[order.oid] = (user, order)
+        if above:
+            heapq.heappush(self.above, (trigger, order.oid))
+        else:
+            heapq.heappush(self.below, (-trigger, order.oid))
+        self.trigger_version += 1
+
+    def pop_trigger(self, oid: int) -> tuple[str, Order] | None:
+        """Take a pending trigger order out (it fired or was canceled); ``None`` if not pending."""
+        entry = self.triggers.pop(oid, None) or self.own_triggers.pop(oid, None)
+        if entry is not None:
+            self.trigger_version += 1
+            self._prune_heaps()
+        return entry
+
+    def pending_triggers(self) -> list[tuple[str, Order]]:
+        """Every pending trigger order as ``(user, order)``, oldest first."""
+        return sorted(
+            [*self.triggers.values(), *self.own_triggers.values()], key=lambda e: e[1].oid
+        )
+
+    def _prune_heaps(self) -> None:
+        # The heaps drop removed entries lazily when they surface; entries far from
+        # the price might never surface, so rebuild the heaps once they are mostly stale.
+        pending = len(self.triggers) + len(self.own_triggers)
+        if len(self.above) + len(self.below) > 4 * pending + 64:
+            live = self.triggers.keys() | self.own_triggers.keys()
+            self.above = [entry for entry in self.above if entry[1] in live]
+            self.below = [entry for entry in self.below if entry[1] in live]
+            heapq.heapify(self.above)
+            heapq.heapify(self.below)
 
     def mid(self) -> float | None:
         """The book's mid in ticks, or ``None`` if a side is empty."""
@@ -137,6 +178,59 @@ class _Market:
         return _BURST_HEAT if self.burst else 1.0
 
 
+def _plain(value: int) -> str:
+    """A price as trigger conditions show it: ``"60000"``, ``"0.2"`` (no trailing ``.0``)."""
+    return fmt(value).removesuffix(".0")
+
+
+def trigger_order(
+    exchange: Exchange,
+    market: Market,
+    side: str,
+    kind: str,
+    distance: int,
+    sz: int,
+    *,
+    reduce_only: bool,
+    cloid: str | None,
+) -> tuple[Order, int, bool] | None:
+    """A new trigger order of ``kind`` waiting ``distance`` ticks from the fair price.
+
+    A buy stop waits above the price, a buy take-profit below it (and the
+    reverse for sells). Returns ``(order, trigger tick, above)``, or ``None``
+    when the prices would not be positive.
+    """
+    stop = kind.startswith("Stop")
+    above = stop == (side == BID)
+    center = market.center()
+    trigger = center + distance if above else center - distance
+    if trigger <= 1:
+        return None
+    if kind.endswith("Market"):
+        # Market triggers carry a 10% slippage limit; they trade at the market when fired.
+        limit = round(trigger * (1.1 if side == BID else 0.9))
+    else:
+        limit = trigger + (2 if side == BID else -2)
+    if limit <= 0:
+        return None
+    tick = market.tick
+    # The node writes the condition's price without a trailing ".0": "Price below 60000".
+    condition = f"Price {'above' if above else 'below'} {_plain(trigger * tick)}"
+    order = exchange.new_order(
+        market.coin,
+        side,
+        limit * tick,
+        sz,
+        tif=None,
+        reduce_only=reduce_only,
+        cloid=cloid,
+        order_type=kind,
+        trigger_px=trigger * tick,
+        trigger_condition=condition,
+    )
+    return order, trigger, above
+
+
 class Traders:
     """Every coin's traders, acting on an :class:`Exchange` one block at a time."""
 
@@ -146,7 +240,7 @@ class Traders:
         self.exchange = exchange
         self.rng = rng
         self.scale = scale
-        self.markets = [_Market(s, exchange.books[s.name], rng, scale) for s in specs]
+        self.markets = [Market(s, exchange.books[s.name], rng, scale) for s in specs]
         self.spammers = _addresses(rng, 16)
         self.makers = _addresses(rng, 400)
         self.takers = _addresses(rng, 2000)
@@ -170,13 +264,13 @@ class Traders:
         """Everything traders do in one block, in a shuffled order across coins."""
         rng = self.rng
         scale = self.scale
-        actions: list[tuple[Callable[[_Market], None], _Market]] = []
+        actions: list[tuple[Callable[[Market], None], Market]] = []
         for market in self.markets:
             market.move(rng)
             self._fire_triggers(market)
             profile = market.spec.profile
             heat = market.heat
-            rates: tuple[tuple[Callable[[_Market], None], float], ...] = (
+            rates: tuple[tuple[Callable[[Market], None], float], ...] = (
                 (self._spam, profile.alo_rejects),
                 (self._make, profile.makers),
                 (self._modify, profile.modifies),
@@ -211,13 +305,13 @@ class Traders:
     def _side(self) -> str:
         return BID if self.rng.random() < 0.5 else ASK
 
-    def _away(self, market: _Market, side: str, ticks: int) -> int:
+    def _away(self, market: Market, side: str, ticks: int) -> int:
         """The price ``ticks`` from the fair price on the passive side (0 if not positive)."""
         center = market.center()
         level = center - ticks if side == BID else center + ticks
         return max(level, 0) * market.tick
 
-    def _make(self, market: _Market) -> None:
+    def _make(self, market: Market) -> None:
         """A maker rests an order near the fair price (ALO, or GTC that may trade)."""
         rng = self.rng
         side = self._side()
@@ -232,7 +326,7 @@ class Traders:
         )
         exchange.submit(self.makers[int(rng.random() * len(self.makers))], order, px, sz)
 
-    def _spam(self, market: _Market) -> None:
+    def _spam(self, market: Market) -> None:
         """An ALO order priced through the book: rejected with ``badAloPxRejected``.
 
         The most common event on mainnet by far, so this path is kept lean: it
@@ -260,12 +354,12 @@ class Traders:
         order = exchange.new_order(market.coin, side, px, sz, tif="Alo", cloid=self._cloid())
         exchange.status(user, order, "badAloPxRejected")
 
-    def _cancel(self, market: _Market) -> None:
+    def _cancel(self, market: Market) -> None:
         rest = market.book.pick(self.rng)
         if rest is not None:
             self.exchange.cancel(rest)
 
-    def _modify(self, market: _Market) -> None:
+    def _modify(self, market: Market) -> None:
         """Cancel/replace: mostly a new price; sometimes a smaller size in the same place."""
         rng = self.rng
         rest = market.book.pick(rng)
@@ -280,7 +374,7 @@ class Traders:
             sz = self._pick(market.sizes) * market.lot
             self.exchange.modify(rest, px, sz, keep_place=False)
 
-    def _aggressive(self, market: _Market, side: str) -> int | None:
+    def _aggressive(self, market: Market, side: str) -> int | None:
         """A limit price a few ticks through the best opposite price, or ``None``."""
         book = market.book
         slip = self._pick(market.slips) * market.tick
@@ -290,7 +384,7 @@ class Traders:
         bid = book.best_bid()
         return None if bid is None else max(bid - slip, market.tick)
 
-    def _taker_side(self, market: _Market) -> str:
+    def _taker_side(self, market: Market) -> str:
         """Takers lean toward the fair price: they buy when the book is below it."""
         mid = market.mid()
         lean = 0.5
@@ -301,7 +395,7 @@ class Traders:
                 lean = 0.2
         return BID if self.rng.random() < lean else ASK
 
-    def _take(self, market: _Market, tif: str = "Ioc") -> None:
+    def _take(self, market: Market, tif: str = "Ioc") -> None:
         """An order that crosses: IOC (or GTC, resting what is left)."""
         rng = self.rng
         side = self._taker_side(market)
@@ -314,10 +408,10 @@ class Traders:
         )
         self.exchange.submit(self.takers[int(rng.random() * len(self.takers))], order, px, sz)
 
-    def _gtc_take(self, market: _Market) -> None:
+    def _gtc_take(self, market: Market) -> None:
         self._take(market, "Gtc")
 
-    def _miss(self, market: _Market) -> None:
+    def _miss(self, market: Market) -> None:
         """An IOC order priced away from the book: ``iocCancelRejected``."""
         rng = self.rng
         side = self._side()
@@ -328,7 +422,7 @@ class Traders:
         order = self.exchange.new_order(market.coin, side, px, sz, tif="Ioc", cloid=self._cloid())
         self.exchange.submit(self.takers[int(rng.random() * len(self.takers))], order, px, sz)
 
-    def _margin_reject(self, market: _Market) -> None:
+    def _margin_reject(self, market: Market) -> None:
         """An order refused for margin (perps) or balance (spot); it never reaches the book."""
         rng = self.rng
         side = self._side()
@@ -339,7 +433,7 @@ class Traders:
         user = self.takers[int(rng.random() * len(self.takers))]
         self.exchange.status(user, order, market.margin_status)
 
-    def _other_reject(self, market: _Market) -> None:
+    def _other_reject(self, market: Market) -> None:
         """Rarer outcomes: a too-small order, or a reduce-only order canceled off the book."""
         rng = self.rng
         if rng.random() < 0.5:
@@ -355,69 +449,43 @@ class Traders:
         )
         self.exchange.status(self.takers[0], order, "minTradeNtlRejected")
 
-    def _place_trigger(self, market: _Market) -> None:
+    def _place_trigger(self, market: Market) -> None:
         """A stop or take-profit order; it rests nowhere until the fair price reaches it."""
         rng = self.rng
         if len(market.triggers) >= _MAX_TRIGGERS:
             return
         side = self._side()
-        kind = _TRIGGER_TYPES[int(rng.random() * 4)]
-        stop = kind.startswith("Stop")
-        # A buy stop waits above the price, a buy take-profit below it (and the reverse).
-        above = stop == (side == BID)
-        center = market.center()
+        kind = TRIGGER_TYPES[int(rng.random() * 4)]
         distance = 1 + self._pick(market.distances) // 2
-        trigger = center + distance if above else center - distance
-        if trigger <= 1:
-            return
-        if kind.endswith("Market"):
-            # Market triggers carry a 10% slippage limit; they trade at the market when fired.
-            limit = round(trigger * (1.1 if side == BID else 0.9))
-        else:
-            limit = trigger + (2 if side == BID else -2)
-        if limit <= 0:
-            return
-        tick = market.tick
-        condition = f"Price {'above' if above else 'below'} {fmt(trigger * tick)}"
         sz = self._pick(market.sizes) * market.lot
-        exchange = self.exchange
-        order = exchange.new_order(
-            market.coin,
+        built = trigger_order(
+            self.exchange,
+            market,
             side,
-            limit * tick,
+            kind,
+            distance,
             sz,
-            tif=None,
             reduce_only=rng.random() < 0.5,
             cloid=self._cloid(),
-            order_type=kind,
-            trigger_px=trigger * tick,
-            trigger_condition=condition,
         )
+        if built is None:
+            return
+        order, trigger, above = built
         user = self.takers[int(rng.random() * len(self.takers))]
-        exchange.status(user, order, "open", exchange.tx_hash())
-        market.triggers[order.oid] = (user, order)
-        if above:
-            heapq.heappush(market.above, (trigger, order.oid))
-        else:
-            heapq.heappush(market.below, (-trigger, order.oid))
+        self.exchange.status(user, order, "open", self.exchange.tx_hash())
+        market.add_trigger(user, order, trigger, above=above, own=False)
 
-    def _cancel_trigger(self, market: _Market) -> None:
+    def _cancel_trigger(self, market: Market) -> None:
         if not market.triggers:
             return
         oids = list(market.triggers)
         oid = oids[int(self.rng.random() * len(oids))]
-        user, order = market.triggers.pop(oid)
+        entry = market.pop_trigger(oid)
+        assert entry is not None
+        user, order = entry
         self.exchange.status(user, order, "canceled")
-        # The heaps drop canceled entries lazily when they surface; entries far from
-        # the price might never surface, so rebuild the heaps once they are mostly stale.
-        live = market.triggers
-        if len(market.above) + len(market.below) > 4 * len(live) + 64:
-            market.above = [entry for entry in market.above if entry[1] in live]
-            market.below = [entry for entry in market.below if entry[1] in live]
-            heapq.heapify(market.above)
-            heapq.heapify(market.below)
 
-    def _fire_triggers(self, market: _Market) -> None:
+    def _fire_triggers(self, market: Market) -> None:
         """Trigger every pending order the fair price has reached."""
         center = market.center()
         fired: list[int] = []
@@ -427,7 +495,7 @@ class Traders:
         while below and -below[0][0] >= center:
             fired.append(heapq.heappop(below)[1])
         for oid in sorted(fired):
-            entry = market.triggers.pop(oid, None)
+            entry = market.pop_trigger(oid)
             if entry is None:
                 continue  # canceled earlier
             user, order = entry
@@ -440,7 +508,7 @@ class Traders:
                     px = min(aggressive, limit) if order.side == BID else max(aggressive, limit)
             self.exchange.trigger(user, order, px)
 
-    def _twap(self, market: _Market) -> None:
+    def _twap(self, market: Market) -> None:
         rng = self.rng
         side = self._taker_side(market)
         px = self._aggressive(market, side)
@@ -450,7 +518,7 @@ class Traders:
         sz = self._pick(market.small_sizes) * market.lot
         self.exchange.twap(user, market.coin, side, px, sz, twap_id)
 
-    def _refresh_ladder(self, market: _Market) -> None:
+    def _refresh_ladder(self, market: Market) -> None:
         """Re-place one order of the protocol's ladder at its level around the fair price."""
         levels = market.ladder_levels
         if not levels:
