@@ -295,6 +295,7 @@ def _run_demo(args: argparse.Namespace) -> int:
                 blocks_per_second=args.blocks_per_second,
                 scale=args.scale,
                 info_port=0,
+                fallback_port=0,  # plays the public API for types a node does not answer
             )
             async with trio.open_nursery() as nursery:
                 sim = await nursery.start(run_simulator, sim_config)
@@ -302,6 +303,7 @@ def _run_demo(args: argparse.Namespace) -> int:
                     args,
                     node_data=node_data,
                     info_url=sim.info_url,
+                    fallback_info_url=sim.fallback_url,
                     snapshot_path=Path(tmp) / "snapshot.json",
                 )
                 handle = await nursery.start(serve, config)
