@@ -127,9 +127,13 @@ def subscribe(coin: str, kind: str, **extra: Any) -> dict[str, Any]:
 
 @asynccontextmanager
 async def sim_and_server(
-    tmp_path: Path, sim: dict[str, Any] | None = None, **config: Any
+    tmp_path: Path, sim: dict[str, Any] | None = None, *, fallback: bool = False, **config: Any
 ) -> AsyncIterator[tuple[hlbook.ServerHandle, "SimHandle"]]:
-    """A simulated node writing in real time and hlbook serving it, books loaded."""
+    """A simulated node writing in real time and hlbook serving it, books loaded.
+
+    With ``fallback``, the simulator also plays the public API and hlbook's
+    ``--fallback-info-url`` points at it (ccxt's ``load_markets`` needs it).
+    """
     from hlbook.sim import SimConfig, run_simulator
 
     sim_settings: dict[str, Any] = {
@@ -139,9 +143,13 @@ async def sim_and_server(
         "blocks_per_second": 20.0,
         "seed": 7,
     }
+    if fallback:
+        sim_settings["fallback_port"] = 0
     sim_settings.update(sim or {})
     async with trio.open_nursery() as nursery:
         node = await nursery.start(run_simulator, SimConfig(**sim_settings))
+        if fallback:
+            config.setdefault("fallback_info_url", node.fallback_url)
         handle = await nursery.start(hlbook.serve, server_config(tmp_path, node.info_url, **config))
         with trio.fail_after(30):
             await handle.wait_ready()

@@ -639,7 +639,7 @@ async def test_the_official_sdk_against_the_node_role(tmp_path: Path) -> None:
 
 
 async def test_ccxt_loads_its_markets_from_the_fallback(tmp_path: Path) -> None:
-    import ccxt  # type: ignore[import-untyped]
+    import ccxt
 
     config = _config(tmp_path, blocks=40)
     async with trio.open_nursery() as nursery:

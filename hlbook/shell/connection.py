@@ -54,7 +54,8 @@ __all__ = ["ConnectionStats", "Server", "ServerLimits"]
 log = logging.getLogger("hlbook.server")
 
 WS_PATHS = ("/ws", "/")
-_CLOSE_TIMEOUT = 2.0
+_CLOSE_TIMEOUT = 2.0  # for each client when the server shuts down
+_FINISH_TIMEOUT = 10.0  # for a client being closed to read the rest of its frame
 _LINGER_SECONDS = 1.0
 _LINGER_BYTES = 1 << 20
 _READ_SIZE = 64 * 1024
@@ -380,8 +381,9 @@ class Server:
                     await self._read(stream, ws, session, writer, trailing, nursery, waits)
                 if client.close_reason is None:
                     client.close(1000, "")
-                # The writer stops at a frame boundary (bounded: one frame at most).
-                with trio.move_on_after(_CLOSE_TIMEOUT):
+                # The writer stops at a frame boundary: at most one frame to finish, which a
+                # slow client may take a while to read.
+                with trio.move_on_after(_FINISH_TIMEOUT):
                     await writer.done.wait()
                 nursery.cancel_scope.cancel()
         finally:
@@ -391,12 +393,14 @@ class Server:
             code, reason = client.close_reason or (1001, "server shutting down")
             logger = log.warning if client.stats.disconnected_for_lag else log.debug
             logger("client %d (%s) closed: %d %s", client.id, peer, code, reason or "")
-            # A writer still in the middle of a frame (a client that stopped reading) may
-            # not be followed by anything: then the connection is just dropped.
-            if writer.done.is_set() and not writer.closed and code != 1006:
+            # Shutting down, every client gets a short time; one we close gets longer to
+            # read the end of its frame and the close frame (it may be reading slowly). A
+            # writer cut off mid-frame cannot be followed by anything: then just drop.
+            timeout = _FINISH_TIMEOUT if client.close_reason is not None else _CLOSE_TIMEOUT
+            if writer.can_close and code != 1006:
                 with (
                     trio.CancelScope(shield=True),
-                    trio.move_on_after(_CLOSE_TIMEOUT),
+                    trio.move_on_after(timeout),
                     contextlib.suppress(*_GONE),
                 ):
                     await writer.close(code, reason)

@@ -127,6 +127,13 @@ class Writer:
         self._bounds: list[int] = []
         self._busy = False  # the task is in send_all
         self._held: list[Message] = []  # taken from the queue, waiting to be compressed
+        self._unknown = False
+
+    @property
+    def can_close(self) -> bool:
+        """True if a close frame may still be written: not yet, and no write was cut off
+        at an unknown point (a cancelled ``send_all``)."""
+        return not self.closed and not self._unknown
 
     @property
     def mid_frame(self) -> bool:
@@ -254,6 +261,9 @@ class Writer:
         try:
             await self.stream.send_all(memoryview(self._buffer)[self._offset : until])
             self._offset = until
+        except BaseException:
+            self._unknown = True  # how much went out is not known: nothing may follow
+            raise
         finally:
             self._busy = False
         if self._offset >= len(self._buffer):
@@ -263,7 +273,7 @@ class Writer:
     async def close(self, code: int, reason: str) -> None:
         """Finish the frame on the wire, drop the rest, send the close frame. Unbounded in
         time (the caller bounds it); raises if the socket fails."""
-        if self.closed:
+        if not self.can_close:
             return
         if self._buffer and self._offset:
             # Part of the buffer is on the wire: finish the frame it is in.
