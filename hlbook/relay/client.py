@@ -4,9 +4,10 @@
 password, token, a credentials file, TLS CA / client certificate) and turns it
 into nats-py's ``connect`` arguments. :func:`open_nats` starts an
 :class:`~hlbook.relay.bridge.AsyncioThread` and a Trio task that keeps a
-connection up: it retries the first connection for as long as it takes (nats-py
-gives up on a failed first connect), then lets nats-py reconnect by itself
-(forever), and starts over if nats-py ever closes the connection.
+connection up: nats-py, with ``max_reconnect_attempts=-1``, retries the first
+connection and every reconnection forever by itself (each failure reaches
+``error_cb``: counted and kept as ``last_error``); the task starts over if
+nats-py ever closes the connection or gives up.
 
 Callers never wait for a connection unless they ask to
 (:meth:`NatsConnection.wait_connected`); :meth:`NatsConnection.call` fails fast
@@ -209,6 +210,8 @@ class NatsConnection:
     def _note_error(self, text: str) -> None:
         self.stats.errors += 1
         self.stats.last_error = text
+        if not self.connected:
+            self.stats.failed_connects += 1
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Keep a connection up until cancelled (started at once, connected later)."""
@@ -221,7 +224,6 @@ class NatsConnection:
                     self._connect, trio.lowlevel.current_trio_token(), closed
                 )
             except (OSError, nats.errors.Error, TimeoutError) as exc:
-                self.stats.failed_connects += 1
                 self._note_error(f"{type(exc).__name__}: {exc}")
                 if not retry_logged:
                     log.warning(

@@ -99,6 +99,8 @@ class StreamSettings:
 
     max_age: float = 2 * 3600.0
     max_bytes: int = 8 * 1024**3
+    max_msgs: int = -1
+    """At most this many block messages (``-1``: no limit but age and bytes)."""
     duplicate_window: float = 300.0
     replicas: int = 1
     memory: bool = False

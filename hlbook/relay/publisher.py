@@ -2,11 +2,13 @@
 
 :class:`Publisher` is a :class:`~hlbook.stages.BlockSink`: at
 :attr:`~hlbook.stages.Stage.BLOCK` it :meth:`~Publisher.offer`\\ s the block.
-``offer`` is synchronous and never blocks — it appends to a small queue and
-returns; three Trio tasks (:meth:`Publisher.run`) do the rest:
+``offer`` is synchronous and never blocks: it encodes the block into a frame
+(:func:`~hlbook.relay.codec.encode_block`, ~1 ms of CPU for a mainnet block,
+see ``benchmarks/relay_codec.py``) and appends it to the bounded
+:class:`~hlbook.relay.chain.OutBuffer` (by count and bytes). Encoding at once
+keeps what waits small (a frame is ~15 KB, a decoded block ~0.8 MB) and makes
+the bound exact. Two Trio tasks (:meth:`Publisher.run`) do the rest:
 
-* the encoder turns blocks into frames (:func:`~hlbook.relay.codec.encode_block`)
-  into the bounded :class:`~hlbook.relay.chain.OutBuffer` (by count and bytes);
 * the sender publishes the buffer's head with ``Nats-Msg-Id`` = height and waits
   for JetStream's acknowledgement, one block at a time so the stream order is
   the offer order; on any failure it keeps the block and retries (the message
@@ -27,7 +29,6 @@ is kept (an older one not yet stored is replaced and counted).
 
 import io
 import logging
-from collections import deque
 from collections.abc import AsyncIterator, Iterable, Mapping
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
@@ -109,6 +110,7 @@ async def ensure_stream(js: JetStreamContext, names: RelayNames, settings: Strea
                 discard=api.DiscardPolicy.OLD,
                 max_age=settings.max_age,
                 max_bytes=settings.max_bytes,
+                max_msgs=settings.max_msgs,
                 duplicate_window=settings.duplicate_window,
                 storage=storage,
                 num_replicas=settings.replicas,
@@ -142,7 +144,6 @@ class Publisher:
         settings: StreamSettings | None = None,
         max_blocks: int = 4096,
         max_bytes: int = 256 * 1024 * 1024,
-        max_unencoded: int = 64,
         codec: Codec = Codec.ZSTD,
         level: int | None = None,
         start_height: int | None = None,
@@ -152,9 +153,7 @@ class Publisher:
         self.settings = settings or StreamSettings()
         self.codec = codec
         self.level = level
-        self.max_unencoded = max_unencoded
         self._out = OutBuffer(max_blocks, max_bytes)
-        self._incoming: deque[tuple[int, Block, int | None]] = deque()
         self._prev = start_height
         self._next_index = 0
         self._last_ack_seq = 0
@@ -162,7 +161,6 @@ class Publisher:
         # Each gap or chain reset adds a want; a stored snapshot satisfies those before it.
         self._wants = 0
         self._satisfied = 0
-        self._wake_encoder = trio.Event()
         self._wake_sender = trio.Event()
         self._wake_snapshot = trio.Event()
         self._progress = trio.Event()
@@ -173,16 +171,27 @@ class Publisher:
     # -- the synchronous side (the book task) ----------------------------------------
 
     def offer(self, block: Block) -> bool:
-        """Queue ``block`` for publishing; never blocks. ``False`` if it was dropped."""
+        """Encode ``block`` and queue it for publishing; never blocks.
+
+        Returns ``False`` if the buffer is full: the block is dropped, counted
+        and (at the start of each gap) logged.
+        """
         index = self._next_index
         self._next_index += 1
         self._stats.offered += 1
         prev, self._prev = self._prev, block.height
-        if len(self._incoming) >= self.max_unencoded:
-            self._dropped(index, block.height, "the encoder is behind")
+        data = encode_block(block, prev=prev, codec=self.codec, level=self.level)
+        was_dropping = self._out.dropping
+        if not self._out.push(Outgoing(index, block.height, prev, data)):
+            self._dropped(block.height, was_dropping)
             return False
-        self._incoming.append((index, block, prev))
-        self._wake_encoder.set()
+        if was_dropping:
+            log.warning(
+                "NATS publish: buffering again from height %d (%d blocks dropped so far)",
+                block.height,
+                self._out.dropped,
+            )
+        self._wake_sender.set()
         return True
 
     def reset_chain(self, height: int | None) -> None:
@@ -216,7 +225,7 @@ class Publisher:
     @property
     def stats(self) -> PublisherStats:
         """Counters (a fresh copy with the buffer's current size)."""
-        self._stats.buffered = len(self._out) + len(self._incoming)
+        self._stats.buffered = len(self._out)
         self._stats.buffered_bytes = self._out.bytes
         return attrs.evolve(self._stats)
 
@@ -243,8 +252,6 @@ class Publisher:
         head = self._out.head()
         if head is not None:
             return head.index - 1
-        if self._incoming:
-            return self._incoming[0][0] - 1
         return self._next_index - 1
 
     def _check_snapshot_ready(self) -> None:
@@ -253,20 +260,18 @@ class Publisher:
             job.ready = True
             self._wake_snapshot.set()
 
-    def _dropped(self, index: int, height: int, why: str) -> None:
-        was_dropping = self._out.dropping
-        self._out.drop()
-        self._stats.dropped += 1
+    def _dropped(self, height: int, was_dropping: bool) -> None:
+        """Account for a dropped block (the buffer already counted it)."""
+        self._stats.dropped = self._out.dropped
         self._stats.gaps = self._out.gaps
         self._wants += 1
         if not was_dropping:
             log.warning(
-                "NATS publish: dropping blocks from height %d (%s; %d blocks, %.1f MB buffered):"
-                " gap #%d, relays repair it from the next snapshot",
-                height,
-                why,
+                "NATS publish: the buffer is full (%d blocks, %.1f MB): dropping blocks from"
+                " height %d (gap #%d); relays repair it from the next snapshot",
                 len(self._out),
                 self._out.bytes / 1e6,
+                height,
                 self._out.gaps,
             )
         self._progressed()
@@ -290,33 +295,11 @@ class Publisher:
     # -- the Trio tasks -------------------------------------------------------------
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        """Encode, publish and store snapshots until cancelled (started at once)."""
+        """Publish and store snapshots until cancelled (started at once)."""
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._encoder)
             nursery.start_soon(self._sender)
             nursery.start_soon(self._snapshotter)
             task_status.started()
-
-    async def _encoder(self) -> None:
-        while True:
-            await self._wake_encoder.wait()
-            self._wake_encoder = trio.Event()
-            while self._incoming:
-                index, block, prev = self._incoming.popleft()
-                data = encode_block(block, prev=prev, codec=self.codec, level=self.level)
-                if self._out.fits(len(data)):
-                    was_dropping = self._out.dropping
-                    self._out.push(Outgoing(index, block.height, prev, data))
-                    if was_dropping:
-                        log.warning(
-                            "NATS publish: resumed at height %d (%d blocks dropped so far)",
-                            block.height,
-                            self._out.dropped,
-                        )
-                    self._wake_sender.set()
-                else:
-                    self._dropped(index, block.height, "the publish buffer is full")
-                await trio.lowlevel.checkpoint()
 
     async def _ensure(self) -> None:
         epoch = self.connection.epoch
@@ -368,14 +351,20 @@ class Publisher:
                 ack = await self._publish(item)
             except nats.errors.MaxPayloadError as exc:
                 self._out.pop()
+                self._out.dropped += 1  # a gap of its own, whatever the buffer is doing
+                self._out.gaps += 1
                 self._stats.too_large += 1
+                self._stats.dropped = self._out.dropped
+                self._stats.gaps = self._out.gaps
+                self._wants += 1
                 log.error(
-                    "NATS publish: block %d is %d bytes, over the server's max_payload: %s",
+                    "NATS publish: block %d is %d bytes, over the server's max_payload (%s):"
+                    " dropped; relays repair it from the next snapshot",
                     item.height,
                     len(item.data),
                     exc,
                 )
-                self._dropped(item.index, item.height, "the block exceeds max_payload")
+                self._progressed()
                 continue
             except nats.js.errors.NoStreamResponseError as exc:
                 self._ensured_epoch = -1  # the stream is gone (a new server?): create it again
@@ -440,6 +429,8 @@ class Publisher:
         """Store until it works; ``False`` if a newer snapshot replaced ``job`` meanwhile."""
         delay = 0.2
         while True:
+            if not self.connection.connected:
+                await self.connection.wait_connected()
             try:
                 await self._ensure()
                 await self._store(job, frame)
