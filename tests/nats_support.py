@@ -13,9 +13,9 @@ from typing import Any
 
 import attrs
 import trio
+from fixtures import BASE_MS, USER, block, fill, load_mainnet, new, remove, status
 from nats.aio.client import Client
 from nats.js import JetStreamContext
-from fixtures import BASE_MS, USER, block, fill, load_mainnet, new, remove, status
 
 from hlbook.model import Block
 from hlbook.node.formats import Stream, decode_line, time_ms

@@ -40,11 +40,11 @@ def test_resume_after_the_server_lost_acknowledged_messages() -> None:
 
 
 @given(
-    st.lists(
-        st.tuples(st.integers(0, 40), st.one_of(st.none(), st.integers(0, 40))), max_size=60
-    )
+    st.lists(st.tuples(st.integers(0, 40), st.one_of(st.none(), st.integers(0, 40))), max_size=60)
 )
-def test_follower_delivers_a_gapless_increasing_chain(messages: list[tuple[int, int | None]]) -> None:
+def test_follower_delivers_a_gapless_increasing_chain(
+    messages: list[tuple[int, int | None]],
+) -> None:
     """Whatever arrives, delivered heights increase and each links to the one before."""
     follower = ChainFollower(height=0, seq=0)
     delivered = [0]
@@ -57,7 +57,8 @@ def test_follower_delivers_a_gapless_increasing_chain(messages: list[tuple[int, 
         elif verdict is Verdict.SKIP:
             assert height <= delivered[-1]
         else:
-            assert height > delivered[-1] + 1 and prev != delivered[-1]
+            assert height > delivered[-1] + 1
+            assert prev != delivered[-1]
         assert follower.height == delivered[-1]
 
 

@@ -184,9 +184,9 @@ def test_bad_headers_are_refused() -> None:
 @pytest.mark.parametrize("codec", [Codec.ZSTD, Codec.ZLIB])
 def test_corrupt_bodies_are_refused(codec: Codec) -> None:
     good = encode_block(small_block(5), codec=codec)
-    with pytest.raises(FrameError, match="truncated|corrupt"):
+    with pytest.raises(FrameError, match=r"truncated|corrupt"):
         decode_block(good[:-8])
-    with pytest.raises(FrameError, match="trailing|corrupt"):
+    with pytest.raises(FrameError, match=r"trailing|corrupt"):
         decode_block(good + b"junk")
     with pytest.raises(FrameError, match="corrupt"):
         decode_block(good[:12] + bytes(b ^ 0x5A for b in good[12:]))

@@ -21,10 +21,11 @@ from nats_support import (
     until,
 )
 
+from hlbook.model import Block
 from hlbook.relay import (
+    BlockMessage,
     Bootstrap,
     Gap,
-    NatsConnection,
     Publisher,
     StreamSettings,
     open_nats,
@@ -42,23 +43,25 @@ async def test_published_blocks_are_consumed_in_order_equal_to_the_originals(
 ) -> None:
     originals = list(mainnet_blocks())
     base = originals[0].height - 1
-    async with nats_server(tmp_path) as server:
-        async with open_publisher(options(server), start_height=base) as publisher:
-            publisher.put_snapshot(base, snapshot_bytes(base))
-            for item in originals[:25]:
-                publisher.offer(item)
-            got = Drained()
-            async with consumer_of(server) as consumer, trio.open_nursery() as nursery:
+    async with (
+        nats_server(tmp_path) as server,
+        open_publisher(options(server), start_height=base) as publisher,
+    ):
+        publisher.put_snapshot(base, snapshot_bytes(base))
+        for item in originals[:25]:
+            publisher.offer(item)
+        got = Drained()
+        async with consumer_of(server) as consumer, trio.open_nursery() as nursery:
 
-                async def later() -> None:
-                    await until(lambda: len(got.blocks) >= 5)
-                    for item in originals[25:]:  # while the consumer is caught up
-                        publisher.offer(item)
+            async def later() -> None:
+                await until(lambda: len(got.blocks) >= 5)
+                for item in originals[25:]:  # while the consumer is caught up
+                    publisher.offer(item)
 
-                nursery.start_soon(later)
-                with trio.fail_after(60):
-                    await drain_until(consumer, got, originals[-1].height)
-            stats = publisher.stats
+            nursery.start_soon(later)
+            with trio.fail_after(60):
+                await drain_until(consumer, got, originals[-1].height)
+        stats = publisher.stats
     assert [b.height for b in got.bootstraps] == [base]
     assert got.bootstraps[0].snapshot == snapshot_bytes(base)
     assert not got.gaps
@@ -187,12 +190,11 @@ async def test_a_consumer_resumes_mid_stream_from_the_snapshot_sequence(tmp_path
     assert consumer.stats.skipped == 0  # started right after the snapshot's block
 
 
-async def _publish_slowly(publisher: Publisher, blocks: list[object], every: int) -> None:
+async def _publish_slowly(publisher: Publisher, blocks: list[Block], every: int) -> None:
     for index, item in enumerate(blocks):
-        publisher.offer(item)  # type: ignore[arg-type]
+        publisher.offer(item)
         if index % every == every - 1:
-            height = item.height  # type: ignore[attr-defined]
-            publisher.put_snapshot(height, snapshot_bytes(height))
+            publisher.put_snapshot(item.height, snapshot_bytes(item.height))
         await trio.sleep(0.005)
 
 
@@ -203,24 +205,26 @@ async def test_nats_killed_and_restarted_while_blocks_flow(
     """Nothing is lost and nothing doubled; if the server loses acknowledged writes
     (possible without ``sync_always``), the consumer reports the gap and re-bootstraps."""
     blocks = small_blocks(FIRST, 400)
-    async with nats_server(tmp_path, sync_always=sync_always) as server:
-        async with open_publisher(options(server), start_height=FIRST - 1) as publisher:
-            publisher.put_snapshot(FIRST - 1, snapshot_bytes(FIRST - 1))
-            got = Drained()
-            async with consumer_of(server) as consumer, trio.open_nursery() as nursery:
-                nursery.start_soon(_publish_slowly, publisher, blocks, 50)
+    async with (
+        nats_server(tmp_path, sync_always=sync_always) as server,
+        open_publisher(options(server), start_height=FIRST - 1) as publisher,
+    ):
+        publisher.put_snapshot(FIRST - 1, snapshot_bytes(FIRST - 1))
+        got = Drained()
+        async with consumer_of(server) as consumer, trio.open_nursery() as nursery:
+            nursery.start_soon(_publish_slowly, publisher, blocks, 50)
 
-                async def fault() -> None:
-                    await until(lambda: len(got.blocks) >= 100)
-                    server.kill()
-                    await server.wait()
-                    await trio.sleep(0.3)  # blocks keep coming while it is down
-                    await server.start()
+            async def fault() -> None:
+                await until(lambda: len(got.blocks) >= 100)
+                server.kill()
+                await server.wait()
+                await trio.sleep(0.3)  # blocks keep coming while it is down
+                await server.start()
 
-                nursery.start_soon(fault)
-                with trio.fail_after(120):
-                    await drain_until(consumer, got, blocks[-1].height)
-            stats = publisher.stats
+            nursery.start_soon(fault)
+            with trio.fail_after(120):
+                await drain_until(consumer, got, blocks[-1].height)
+        stats = publisher.stats
     assert server.starts == 2
     assert stats.dropped == 0
     heights = got.heights
@@ -288,35 +292,35 @@ async def test_publisher_with_nats_down_never_blocks_and_stays_bounded(tmp_path:
 
 async def test_a_relay_behind_a_publisher_gap_re_bootstraps(tmp_path: Path) -> None:
     blocks = small_blocks(FIRST, 60)
-    async with nats_server(tmp_path) as server:
-        async with open_publisher(
-            options(server), start_height=FIRST - 1, max_blocks=10
-        ) as publisher:
-            publisher.put_snapshot(FIRST - 1, snapshot_bytes(FIRST - 1))
-            with trio.fail_after(30):
-                await publisher.flush_snapshots()
-            for item in blocks[:30]:  # 10 fit, 20 are dropped
-                publisher.offer(item)
-            with trio.fail_after(30):
-                await publisher.flush()
-            assert publisher.stats.dropped == 20
-            got = Drained()
-            async with consumer_of(server) as consumer, trio.open_nursery() as nursery:
+    async with (
+        nats_server(tmp_path) as server,
+        open_publisher(options(server), start_height=FIRST - 1, max_blocks=10) as publisher,
+    ):
+        publisher.put_snapshot(FIRST - 1, snapshot_bytes(FIRST - 1))
+        with trio.fail_after(30):
+            await publisher.flush_snapshots()
+        for item in blocks[:30]:  # 10 fit, 20 are dropped
+            publisher.offer(item)
+        with trio.fail_after(30):
+            await publisher.flush()
+        assert publisher.stats.dropped == 20
+        got = Drained()
+        async with consumer_of(server) as consumer, trio.open_nursery() as nursery:
 
-                async def primary() -> None:
-                    for item in blocks[30:40]:
-                        assert publisher.offer(item)
-                        await publisher.flush()
-                    await until(lambda: bool(got.gaps))
-                    assert publisher.wants_snapshot
-                    publisher.put_snapshot(blocks[39].height, snapshot_bytes(blocks[39].height))
-                    for item in blocks[40:]:
-                        assert publisher.offer(item)
-                        await publisher.flush()
+            async def primary() -> None:
+                for item in blocks[30:40]:
+                    assert publisher.offer(item)
+                    await publisher.flush()
+                await until(lambda: bool(got.gaps))
+                assert publisher.wants_snapshot
+                publisher.put_snapshot(blocks[39].height, snapshot_bytes(blocks[39].height))
+                for item in blocks[40:]:
+                    assert publisher.offer(item)
+                    await publisher.flush()
 
-                nursery.start_soon(primary)
-                with trio.fail_after(60):
-                    await drain_until(consumer, got, blocks[-1].height)
+            nursery.start_soon(primary)
+            with trio.fail_after(60):
+                await drain_until(consumer, got, blocks[-1].height)
     assert got.heights == [b.height for b in blocks[:10]] + [b.height for b in blocks[40:]]
     [gap] = got.gaps
     assert (gap.info.after, gap.info.height, gap.info.prev) == (
@@ -377,7 +381,9 @@ async def test_a_corrupt_block_message_is_a_gap_not_a_crash(tmp_path: Path) -> N
             await publisher.flush()
 
         async def garbage(_nc: Client, js: JetStreamContext) -> None:
-            await js.publish("hlbook.blocks", b"HB\x01\x01garbage", headers={"Nats-Msg-Id": "1000005"})
+            await js.publish(
+                "hlbook.blocks", b"HB\x01\x01garbage", headers={"Nats-Msg-Id": "1000005"}
+            )
 
         await publisher.connection.call(garbage)
         got = Drained()
@@ -420,11 +426,38 @@ async def test_connection_state_and_failed_connects_are_reported(tmp_path: Path)
             assert connection.stats.disconnects >= 1
 
 
-async def _round_trip(connection: NatsConnection) -> int:
-    async def _ping(nc: Client, _js: JetStreamContext) -> int:
-        await nc.flush()
-        return 1
+async def test_heights_that_skip_empty_blocks_follow_the_chain(tmp_path: Path) -> None:
+    """The streaming layout skips heights of empty blocks: ``prev`` links across them."""
+    heights = [FIRST, FIRST + 3, FIRST + 4, FIRST + 10, FIRST + 11]
+    blocks = [small_blocks(h, 1)[0] for h in heights]
+    async with (
+        nats_server(tmp_path) as server,
+        open_publisher(options(server), start_height=FIRST - 1) as publisher,
+    ):
+        publisher.put_snapshot(FIRST - 1, snapshot_bytes(FIRST - 1))
+        for item in blocks:
+            publisher.offer(item)
+        got = Drained()
+        async with consumer_of(server) as consumer:
+            with trio.fail_after(60):
+                await drain_until(consumer, got, heights[-1])
+    assert got.heights == heights
+    assert not got.gaps
+    assert [e.prev for e in got.events if isinstance(e, BlockMessage)] == [FIRST - 1, *heights[:-1]]
 
-    with trio.fail_after(30):
-        await connection.wait_connected()
-    return await connection.call(_ping)
+
+async def test_a_block_over_max_payload_is_a_counted_gap(tmp_path: Path) -> None:
+    big = mainnet_blocks()[0]  # an ~18 KB frame
+    smalls = small_blocks(big.height + 1, 3)
+    async with (
+        nats_server(tmp_path, max_payload=8192) as server,
+        open_publisher(options(server), start_height=big.height - 1) as publisher,
+    ):
+        publisher.offer(big)
+        for item in smalls:
+            publisher.offer(item)
+        with trio.fail_after(30):
+            await publisher.flush()
+        stats = publisher.stats
+    assert (stats.too_large, stats.dropped, stats.gaps, stats.published) == (1, 1, 1, 3)
+    assert publisher.wants_snapshot
