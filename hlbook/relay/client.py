@@ -147,6 +147,8 @@ class NatsStatistics:
     failed_connects: int = 0
     errors: int = 0
     last_error: str | None = None
+    errors_by_type: dict[str, int] = attrs.field(factory=dict)
+    """How many errors of each exception type (e.g. ``AuthorizationError``)."""
 
 
 class NatsConnection:
@@ -207,9 +209,10 @@ class NatsConnection:
         elif self._connected.is_set():
             self._connected = trio.Event()
 
-    def _note_error(self, text: str) -> None:
+    def _note_error(self, kind: str, text: str) -> None:
         self.stats.errors += 1
-        self.stats.last_error = text
+        self.stats.last_error = f"{kind}: {text}"
+        self.stats.errors_by_type[kind] = self.stats.errors_by_type.get(kind, 0) + 1
         if not self.connected:
             self.stats.failed_connects += 1
 
@@ -224,7 +227,7 @@ class NatsConnection:
                     self._connect, trio.lowlevel.current_trio_token(), closed
                 )
             except (OSError, nats.errors.Error, TimeoutError) as exc:
-                self._note_error(f"{type(exc).__name__}: {exc}")
+                self._note_error(type(exc).__name__, str(exc))
                 if not retry_logged:
                     log.warning(
                         "NATS: cannot connect to %s (%s: %s); retrying every %.1f s",
@@ -278,8 +281,8 @@ class NatsConnection:
             to_trio(closed.set)
 
         async def error_cb(exc: Exception) -> None:
-            text = f"{type(exc).__name__}: {exc}"
-            to_trio(lambda: self._note_error(text))
+            kind, text = type(exc).__name__, str(exc)
+            to_trio(lambda: self._note_error(kind, text))
 
         return await nats.connect(
             **self.options.connect_kwargs(),
