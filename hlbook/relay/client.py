@@ -1,0 +1,320 @@
+"""A nats-py connection kept up from Trio: options, connect loop, calls through the bridge.
+
+:class:`NatsOptions` holds what the command line can set (servers, user and
+password, token, a credentials file, TLS CA / client certificate) and turns it
+into nats-py's ``connect`` arguments. :func:`open_nats` starts an
+:class:`~hlbook.relay.bridge.AsyncioThread` and a Trio task that keeps a
+connection up: nats-py, with ``max_reconnect_attempts=-1``, retries the first
+connection and every reconnection forever by itself (each failure reaches
+``error_cb``: counted and kept as ``last_error``); the task starts over if
+nats-py ever closes the connection or gives up.
+
+Callers never wait for a connection unless they ask to
+(:meth:`NatsConnection.wait_connected`); :meth:`NatsConnection.call` fails fast
+with :class:`NatsUnavailableError` while there is none, so a publisher can count
+and buffer instead of stalling.
+"""
+
+import logging
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
+from pathlib import Path
+from typing import Any, TypeVar
+
+import attrs
+import nats
+import nats.errors
+import trio
+from nats.aio.client import Client
+from nats.js import JetStreamContext
+
+from hlbook.errors import HlbookError
+from hlbook.relay.bridge import AsyncioThread, open_asyncio_thread
+
+__all__ = ["NatsConnection", "NatsOptions", "NatsUnavailableError", "open_nats"]
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+
+class NatsUnavailableError(HlbookError):
+    """No NATS connection right now (not yet connected, or reconnecting)."""
+
+
+@attrs.frozen
+class NatsOptions:
+    """How to reach NATS: every connect option the command line exposes.
+
+    ``servers`` are ``nats://host:port`` or ``tls://host:port`` URLs (user and
+    password may be in the URL too, as nats-py accepts). ``creds_file`` is a
+    NATS ``.creds`` file (JWT + NKey seed; needs the ``nkeys`` package).
+    ``tls_ca`` verifies the server; ``tls_cert``/``tls_key`` present a client
+    certificate. Any ``tls_*`` option (or a ``tls://`` URL) turns TLS on.
+    """
+
+    servers: tuple[str, ...] = ("nats://127.0.0.1:4222",)
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+    creds_file: Path | None = None
+    tls_ca: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_hostname: str | None = None
+    name: str = "hlbook"
+    connect_timeout: float = 2.0
+    reconnect_wait: float = 0.5
+    ping_interval: float = 5.0
+    request_timeout: float = 5.0
+    """Timeout of JetStream API requests and publish acknowledgements."""
+
+    def __attrs_post_init__(self) -> None:
+        if not self.servers:
+            raise ValueError("at least one NATS server URL is required")
+        for url in self.servers:
+            if "://" not in url:
+                raise ValueError(f"NATS URL {url!r} needs a scheme (nats:// or tls://)")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
+        if self.password is not None and self.user is None:
+            raise ValueError("a NATS password needs a user")
+
+    @property
+    def uses_tls(self) -> bool:
+        """True when the connection is TLS (a ``tls://`` URL or a ``tls_*`` option)."""
+        return (
+            any(url.startswith("tls://") for url in self.servers)
+            or self.tls_ca is not None
+            or self.tls_cert is not None
+        )
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The client TLS context, or ``None`` without TLS."""
+        if not self.uses_tls:
+            return None
+        context = ssl.create_default_context(
+            cafile=str(self.tls_ca) if self.tls_ca is not None else None
+        )
+        if self.tls_cert is not None and self.tls_key is not None:
+            context.load_cert_chain(str(self.tls_cert), str(self.tls_key))
+        return context
+
+    def connect_kwargs(self) -> dict[str, Any]:
+        """Keyword arguments for ``nats.connect`` (without callbacks)."""
+        kwargs: dict[str, Any] = {
+            "servers": list(self.servers),
+            "name": self.name,
+            "connect_timeout": self.connect_timeout,
+            "reconnect_time_wait": self.reconnect_wait,
+            "max_reconnect_attempts": -1,
+            "allow_reconnect": True,
+            "ping_interval": self.ping_interval,
+            "max_outstanding_pings": 2,
+        }
+        if self.user is not None:
+            kwargs["user"] = self.user
+            kwargs["password"] = self.password or ""
+        if self.token is not None:
+            kwargs["token"] = self.token
+        if self.creds_file is not None:
+            kwargs["user_credentials"] = str(self.creds_file)
+        context = self.ssl_context()
+        if context is not None:
+            kwargs["tls"] = context
+            if self.tls_hostname is not None:
+                kwargs["tls_hostname"] = self.tls_hostname
+        return kwargs
+
+    def describe(self) -> str:
+        """The servers, without credentials (for logs)."""
+        return ", ".join(_strip_credentials(url) for url in self.servers)
+
+
+def _strip_credentials(url: str) -> str:
+    scheme, _, rest = url.partition("://")
+    return f"{scheme}://{rest.rpartition('@')[2]}"
+
+
+@attrs.define
+class NatsStatistics:
+    """Counters of a :class:`NatsConnection`."""
+
+    connects: int = 0
+    disconnects: int = 0
+    reconnects: int = 0
+    failed_connects: int = 0
+    errors: int = 0
+    last_error: str | None = None
+    errors_by_type: dict[str, int] = attrs.field(factory=dict)
+    """How many errors of each exception type (e.g. ``AuthorizationError``)."""
+
+
+class NatsConnection:
+    """A NATS connection driven from Trio. Made by :func:`open_nats`."""
+
+    def __init__(self, options: NatsOptions, bridge: AsyncioThread) -> None:
+        self.options = options
+        self.bridge = bridge
+        self.stats = NatsStatistics()
+        self._client: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._connected = trio.Event()
+        self.epoch = 0
+        """Increases on every (re)connection: subscriptions made before are suspect."""
+
+    @property
+    def connected(self) -> bool:
+        """True while a connection is up."""
+        return self._connected.is_set()
+
+    async def wait_connected(self) -> None:
+        """Wait until a connection is up."""
+        await self._connected.wait()
+
+    async def call(self, fn: Callable[[Client, JetStreamContext], Awaitable[T]]) -> T:
+        """Run ``await fn(client, jetstream)`` on the asyncio loop and return its result.
+
+        Raises :class:`NatsUnavailableError` at once when there is no connection;
+        nats-py's own errors (timeouts, API errors) propagate.
+        """
+        client, js = self._client, self._js
+        if client is None or js is None or not self.connected:
+            raise NatsUnavailableError(f"not connected to NATS ({self.options.describe()})")
+
+        async def _run() -> T:
+            return await fn(client, js)
+
+        return await self.bridge.run(_run)
+
+    def spawn(self, fn: Callable[[Client, JetStreamContext], Awaitable[object]]) -> None:
+        """Start ``fn(client, jetstream)`` without waiting (best-effort cleanup); no-op offline."""
+        client, js = self._client, self._js
+        if client is None or js is None or not self.connected:
+            return
+
+        async def _run() -> None:
+            await fn(client, js)
+
+        self.bridge.spawn(_run)
+
+    # -- the connection task -------------------------------------------------------
+
+    def _set_connected(self, up: bool) -> None:
+        if up:
+            self.epoch += 1
+            if not self._connected.is_set():
+                self._connected.set()
+        elif self._connected.is_set():
+            self._connected = trio.Event()
+
+    def _note_error(self, kind: str, text: str) -> None:
+        self.stats.errors += 1
+        self.stats.last_error = f"{kind}: {text}"
+        self.stats.errors_by_type[kind] = self.stats.errors_by_type.get(kind, 0) + 1
+        if not self.connected:
+            self.stats.failed_connects += 1
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Keep a connection up until cancelled (started at once, connected later)."""
+        task_status.started()
+        retry_logged = False
+        while True:
+            closed = trio.Event()
+            try:
+                client = await self.bridge.run(
+                    self._connect, trio.lowlevel.current_trio_token(), closed
+                )
+            except (OSError, nats.errors.Error, TimeoutError) as exc:
+                self._note_error(type(exc).__name__, str(exc))
+                if not retry_logged:
+                    log.warning(
+                        "NATS: cannot connect to %s (%s: %s); retrying every %.1f s",
+                        self.options.describe(),
+                        type(exc).__name__,
+                        exc,
+                        self.options.reconnect_wait,
+                    )
+                    retry_logged = True
+                await trio.sleep(self.options.reconnect_wait)
+                continue
+            retry_logged = False
+            self._client = client
+            self._js = client.jetstream(timeout=self.options.request_timeout)
+            self.stats.connects += 1
+            self._set_connected(True)
+            log.info("NATS: connected to %s", self.options.describe())
+            try:
+                await closed.wait()
+                log.warning("NATS: the connection closed; connecting again")
+            finally:
+                self._set_connected(False)
+                self._client = self._js = None
+                with trio.CancelScope(shield=True), trio.move_on_after(5):
+                    await self.bridge.run(client.close)
+
+    async def _connect(self, token: trio.lowlevel.TrioToken, closed: trio.Event) -> Client:
+        """``nats.connect`` with callbacks that report to the Trio side (asyncio side)."""
+
+        def to_trio(fn: Callable[[], None]) -> None:
+            with suppress(trio.RunFinishedError):
+                token.run_sync_soon(fn)
+
+        def down() -> None:
+            self.stats.disconnects += 1
+            self._set_connected(False)
+            log.warning("NATS: disconnected from %s", self.options.describe())
+
+        def up() -> None:
+            self.stats.reconnects += 1
+            self._set_connected(True)
+            log.info("NATS: reconnected")
+
+        async def disconnected_cb() -> None:
+            to_trio(down)
+
+        async def reconnected_cb() -> None:
+            to_trio(up)
+
+        async def closed_cb() -> None:
+            to_trio(closed.set)
+
+        async def error_cb(exc: Exception) -> None:
+            kind, text = type(exc).__name__, str(exc)
+            to_trio(lambda: self._note_error(kind, text))
+
+        return await nats.connect(
+            **self.options.connect_kwargs(),
+            disconnected_cb=disconnected_cb,
+            reconnected_cb=reconnected_cb,
+            closed_cb=closed_cb,
+            error_cb=error_cb,
+        )
+
+
+@asynccontextmanager
+async def open_nats(
+    options: NatsOptions, *, bridge: AsyncioThread | None = None
+) -> AsyncIterator[NatsConnection]:
+    """A :class:`NatsConnection` kept up in the background for the duration of the block.
+
+    Returns at once, connected or not. Without ``bridge`` a new asyncio thread is
+    started (and stopped on exit).
+    """
+    async with _bridge(bridge) as thread, trio.open_nursery() as nursery:
+        connection = NatsConnection(options, thread)
+        await nursery.start(connection.run)
+        try:
+            yield connection
+        finally:
+            nursery.cancel_scope.cancel()
+
+
+@asynccontextmanager
+async def _bridge(bridge: AsyncioThread | None) -> AsyncIterator[AsyncioThread]:
+    if bridge is not None:
+        yield bridge
+        return
+    async with open_asyncio_thread("hlbook-nats") as thread:
+        yield thread
