@@ -28,6 +28,7 @@ from hlbook.channels import Registry, Shared
 from hlbook.config import Config
 from hlbook.feed import Feed
 from hlbook.info import InfoRegistry
+from hlbook.info.coins import CoinsInfo
 from hlbook.info.l2book import L2BookInfo
 from hlbook.info.proxy import InfoUpstream, NodeInfo, Refused
 from hlbook.listen import open_listeners
@@ -235,4 +236,5 @@ def _info_registry(
             f"the fallback info server at {config.fallback_info_url}",
             timeout=config.info_timeout,
         )
-    return InfoRegistry([L2BookInfo(books, ladders), Refused()], NodeInfo(node, fallback))
+    handlers = [L2BookInfo(books, ladders), CoinsInfo(books), Refused()]
+    return InfoRegistry(handlers, NodeInfo(node, fallback))

@@ -352,3 +352,16 @@ async def test_over_capacity_is_503(tmp_path: Path, mainnet: MainnetSlice) -> No
         received = await raw_exchange(handle.port, b"GET /health HTTP/1.1\r\nhost: x\r\n\r\n")
         assert received.startswith(b"HTTP/1.1 503")
         assert b'"overCapacity"' in received
+
+
+async def test_hlbook_coins_lists_every_book_by_market(tmp_path: Path) -> None:
+    async with (
+        sim_and_server(tmp_path) as (handle, node),
+        httpx.AsyncClient(base_url=handle.http_url) as client,
+    ):
+        answer = (await post(client, {"type": "hlbookCoins"})).json()
+        assert sorted(entry["coin"] for entry in answer) == sorted(node.coins())
+        markets = [entry["market"] for entry in answer]
+        assert markets == sorted(markets, key=["perp", "spot", "hip3"].index)
+        assert {"coin": "xyz:XYZ100", "market": "hip3"} in answer
+        assert {"coin": "PURR/USDC", "market": "spot"} in answer
