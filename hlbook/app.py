@@ -31,8 +31,9 @@ from hlbook.info import InfoRegistry
 from hlbook.info.coins import CoinsInfo
 from hlbook.info.l2book import L2BookInfo
 from hlbook.info.proxy import InfoUpstream, NodeInfo, Refused
-from hlbook.listen import open_listeners
+from hlbook.listen import load_tokens, open_listeners, tls_context
 from hlbook.pipeline import Pipeline
+from hlbook.server.access import AccessPolicy
 from hlbook.server.fanout import Hub
 from hlbook.shell.connection import Server, ServerLimits
 
@@ -54,13 +55,16 @@ class ServerHandle:
 
     @property
     def url(self) -> str:
-        """``ws://host:port/ws``."""
-        return f"ws://{self.host}:{self.port}/ws"
+        """``ws://host:port/ws`` (``wss://`` with TLS)."""
+        scheme = "wss" if self.config.tls_cert else "ws"
+        return f"{scheme}://{self.host}:{self.port}/ws"
 
     @property
     def http_url(self) -> str:
-        """``http://host:port``: the base URL for ``POST /info`` (what SDKs call ``base_url``)."""
-        return f"http://{self.host}:{self.port}"
+        """``http://host:port`` (``https://`` with TLS): the base URL for ``POST /info``
+        (what SDKs call ``base_url``)."""
+        scheme = "https" if self.config.tls_cert else "http"
+        return f"{scheme}://{self.host}:{self.port}"
 
     @property
     def books(self) -> Books | None:
@@ -120,6 +124,8 @@ class ServerHandle:
                 "closed_idle": stats.closed_idle,
                 "protocol_errors": stats.protocol_errors,
                 "client_errors": stats.client_errors,
+                "denied": stats.denied,
+                "tls_failures": stats.tls_failures,
                 "messages_sent": stats.messages_sent,
                 "bytes_sent": stats.bytes_sent,
                 "recent_lag_disconnects": list(pipeline.hub.recent_disconnects),
@@ -172,8 +178,14 @@ async def serve(
     feeds: set[Feed] = set()
     pipeline = Pipeline(config, hub, feeds)
     handle_box: list[ServerHandle] = []
-    # Opened before the nursery, so that a taken port is a plain StartupError
-    # raised by ``nursery.start(serve, ...)``, not one wrapped in a group.
+    # Checked and opened before the nursery, so that a bad certificate or a taken port
+    # is a plain StartupError raised by ``nursery.start(serve, ...)``, not a group.
+    access = AccessPolicy(
+        tokens=load_tokens(config.tokens),
+        allow_origins=config.allow_origins,
+        public_health=config.public_health,
+    )
+    ssl_context = tls_context(config.tls_cert, config.tls_key)
     listeners = await open_listeners(config.host, config.port, "hlbook")
     try:
         async with (
@@ -189,6 +201,8 @@ async def serve(
                 ready=lambda: pipeline.ready,
                 health=lambda: handle_box[0].health(public=True),
                 limits=_limits(config),
+                access=access,
+                ssl_context=ssl_context,
             )
             await nursery.start(trio.serve_listeners, server.handle_stream, listeners)
             port = listeners[0].socket.getsockname()[1]
@@ -206,6 +220,7 @@ async def serve(
 def _limits(config: Config) -> ServerLimits:
     return ServerLimits(
         max_connections=config.max_connections,
+        max_per_address=config.max_connections_per_ip,
         max_half_open=config.max_half_open,
         handshake_timeout=config.handshake_timeout,
         http_idle_timeout=config.http_idle_timeout,

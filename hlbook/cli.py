@@ -200,6 +200,51 @@ def _add_server_flags(parser: argparse.ArgumentParser, *, node: bool = True) -> 
         "dropped (default: %(default)s)",
     )
     ws.add_argument(
+        "--max-connections-per-ip",
+        type=int,
+        default=None,
+        metavar="N",
+        help="connections one client address may hold; beyond: HTTP 429 (default: no limit)",
+    )
+    access = parser.add_argument_group("access and TLS")
+    access.add_argument(
+        "--token",
+        action="append",
+        default=[],
+        dest="tokens",
+        metavar="TOKEN|@FILE",
+        help="require this token on every request (Authorization: Bearer TOKEN or "
+        "?token=TOKEN; 401 without); @FILE reads it from a file; repeat for several",
+    )
+    access.add_argument(
+        "--public-health",
+        action="store_true",
+        help="answer /health and /metrics without a token (load balancers, Prometheus)",
+    )
+    access.add_argument(
+        "--allow-origin",
+        action="append",
+        default=[],
+        dest="allow_origins",
+        metavar="ORIGIN",
+        help="browser origins (e.g. https://desk.example) that may connect besides the "
+        "server's own page; repeat for several (default: any origin)",
+    )
+    access.add_argument(
+        "--tls-cert",
+        type=Path,
+        default=None,
+        metavar="PEM",
+        help="certificate (chain) to serve https:// and wss:// on the same port",
+    )
+    access.add_argument(
+        "--tls-key",
+        type=Path,
+        default=None,
+        metavar="PEM",
+        help="private key of --tls-cert",
+    )
+    ws.add_argument(
         "--client-queue",
         type=int,
         default=d.client_queue_messages,
@@ -234,6 +279,12 @@ _FLAGS = {
     "max_half_open": "max_half_open",
     "fallback_info_url": "fallback_info_url",
     "info_timeout": "info_timeout",
+    "max_connections_per_ip": "max_connections_per_ip",
+    "tokens": "tokens",
+    "public_health": "public_health",
+    "allow_origins": "allow_origins",
+    "tls_cert": "tls_cert",
+    "tls_key": "tls_key",
 }
 
 

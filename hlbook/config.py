@@ -67,6 +67,21 @@ class Config:
     fallback_info_url: str | None = None
     """Where info types neither hlbook nor the node answer are passed on (e.g. the public
     API's ``https://api.hyperliquid.xyz/info``); unset: refused with a reason."""
+    tokens: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    """Access tokens (``--token``; ``@FILE`` reads one from a file): when any is set, every
+    request must carry one (``Authorization: Bearer T`` or ``?token=T``)."""
+    public_health: bool = False
+    """``/health`` and ``/metrics`` answer without a token."""
+    allow_origins: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    """Browser origins allowed besides the server's own (empty: any)."""
+    max_connections_per_ip: int | None = attrs.field(
+        default=None, validator=attrs.validators.optional(attrs.validators.gt(0))
+    )
+    """Connections one client address may hold (beyond: HTTP 429)."""
+    tls_cert: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
+    """PEM certificate (chain): serve ``https://`` and ``wss://`` on the port."""
+    tls_key: Path | None = attrs.field(default=None, converter=attrs.converters.optional(Path))
+    """PEM private key for ``tls_cert``."""
     info_timeout: float = attrs.field(default=10.0, validator=attrs.validators.gt(0))
     """Seconds to wait for the node's (or the fallback's) answer to a passed-on info request."""
     client_queue_messages: int = attrs.field(default=4096, validator=attrs.validators.gt(0))
@@ -82,6 +97,8 @@ class Config:
 
     def __attrs_post_init__(self) -> None:
         CoinFilter(self.coins, self.markets)  # validates the market names
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("tls_cert and tls_key go together")
 
     @property
     def coin_filter(self) -> CoinFilter:

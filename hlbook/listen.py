@@ -1,10 +1,18 @@
-"""Opening listening sockets with an error a user can act on."""
+"""What the server needs before it listens — sockets, TLS, tokens — with errors a user can act on.
+
+Each problem is one :class:`~hlbook.errors.StartupError` naming what and why
+(the CLI prints it as one line and exits 1).
+"""
+
+import ssl
+from collections.abc import Iterable
+from pathlib import Path
 
 import trio
 
 from hlbook.errors import StartupError
 
-__all__ = ["open_listeners"]
+__all__ = ["load_tokens", "open_listeners", "tls_context"]
 
 
 async def open_listeners(host: str, port: int, what: str) -> list[trio.SocketListener]:
@@ -15,3 +23,41 @@ async def open_listeners(host: str, port: int, what: str) -> list[trio.SocketLis
     except OSError as exc:
         why = exc.strerror or str(exc)
         raise StartupError(f"{what} cannot listen on {host}:{port}: {why}") from exc
+
+
+def tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
+    """A server TLS context from PEM files (``None`` without TLS)."""
+    if cert is None or key is None:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.set_alpn_protocols(["http/1.1"])
+    for path in (cert, key):
+        if not path.expanduser().is_file():
+            raise StartupError(f"TLS: cannot read {path}: no such file")
+    try:
+        context.load_cert_chain(cert.expanduser(), key.expanduser())
+    except (OSError, ssl.SSLError) as exc:
+        why = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
+        raise StartupError(f"TLS: cannot load certificate {cert} with key {key}: {why}") from None
+    return context
+
+
+def load_tokens(values: Iterable[str]) -> tuple[str, ...]:
+    """Tokens given as values or ``@FILE`` (the file's first line)."""
+    tokens = []
+    for given in values:
+        value = given
+        if given.startswith("@"):
+            path = Path(given[1:]).expanduser()
+            try:
+                lines = path.read_text().strip().splitlines()
+            except OSError as exc:
+                raise StartupError(f"token file {path}: {exc.strerror or exc}") from None
+            value = lines[0].strip() if lines else ""
+            where = f"token file {path}"
+        else:
+            where = "a --token"
+        if not value:
+            raise StartupError(f"{where} is empty")
+        tokens.append(value)
+    return tuple(tokens)

@@ -25,6 +25,7 @@ class InfoAnswer:
     status: int
     body: bytes
     local: bool
+    content_type: str = "application/json"
 
 
 class InfoRegistry:
@@ -62,8 +63,8 @@ class InfoRegistry:
         raw = body if body is not None else orjson.dumps(request)
         if handler is not None:
             return InfoAnswer(200, await handler.answer(request, raw), True)
-        status, answer = await self.upstream.forward(kind, raw)
-        return InfoAnswer(status, answer, False)
+        status, answer, content_type = await self.upstream.forward(kind, raw)
+        return InfoAnswer(status, answer, False, content_type)
 
 
 def error_body(error: InfoError) -> bytes:

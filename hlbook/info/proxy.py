@@ -59,8 +59,9 @@ class InfoUpstream:
         self.observe = observe
         """Called with (outcome, seconds) after each request (metrics)."""
 
-    async def post(self, body: bytes) -> tuple[int, bytes]:
-        """``(status, body)`` of the upstream's answer; :class:`InfoError` if it has none."""
+    async def post(self, body: bytes) -> tuple[int, bytes, str]:
+        """``(status, body, content type)`` of the upstream's answer; :class:`InfoError` if
+        it has none."""
         started = time.perf_counter()
         outcome = "error"
         try:
@@ -88,7 +89,8 @@ class InfoUpstream:
                 self.observe(outcome, time.perf_counter() - started)
         if len(content) > _MAX_ANSWER:
             raise InfoError(502, "upstreamTooLarge", f"{self.what} answered more than 32 MB")
-        return response.status_code, content
+        kind = response.headers.get("content-type", "application/json")
+        return response.status_code, content, kind
 
 
 def _why(exc: Exception) -> str:
@@ -108,8 +110,8 @@ class NodeInfo(InfoHandler):
     async def answer(self, request: dict[str, Any], body: bytes) -> bytes:
         raise AssertionError("use forward()")  # pragma: no cover - forward() keeps the status
 
-    async def forward(self, kind: str, body: bytes) -> tuple[int, bytes]:
-        """The upstream's status and body for a request of type ``kind``."""
+    async def forward(self, kind: str, body: bytes) -> tuple[int, bytes, str]:
+        """The upstream's status, body and content type for a request of type ``kind``."""
         if kind in FALLBACK_TYPES:
             if self.fallback is None:
                 raise InfoError(

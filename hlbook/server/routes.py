@@ -117,4 +117,4 @@ class Routes:
             return _error(exc.status, exc.code, exc.msg)
         if self.observe is not None:
             self.observe(kind, answer.status)
-        return Response(answer.status, answer.body)
+        return Response(answer.status, answer.body, content_type=answer.content_type)

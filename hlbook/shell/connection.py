@@ -27,6 +27,7 @@ WebSocket clients (``idle_timeout``, 1000).
 
 import contextlib
 import logging
+import ssl
 from collections.abc import Callable
 from http import HTTPStatus
 from typing import Any
@@ -41,12 +42,13 @@ from wsproto.utilities import RemoteProtocolError
 
 from hlbook.book.books import Books
 from hlbook.info import InfoRegistry
+from hlbook.server.access import AccessPolicy
 from hlbook.server.deflate import PerMessageDeflate
 from hlbook.server.fanout import ClientQueue, Hub
 from hlbook.server.frames import pong_frame
-from hlbook.server.routes import Response, Routes, json_response
+from hlbook.server.routes import Response, Routes
 from hlbook.server.session import RunInfo, Session, SessionLimits
-from hlbook.server.slots import Kind, Slot, Slots
+from hlbook.server.slots import Kind, Refusal, Slot, Slots
 from hlbook.shell.writer import CompressionBudget, Flusher, Writer
 
 __all__ = ["ConnectionStats", "Server", "ServerLimits"]
@@ -68,6 +70,7 @@ class ServerLimits:
     """Limits of the connection layer (from :class:`~hlbook.config.Config`)."""
 
     max_connections: int = 1000
+    max_per_address: int | None = None
     max_half_open: int = 256
     handshake_timeout: float = 10.0
     http_idle_timeout: float = 30.0
@@ -96,6 +99,9 @@ class ConnectionStats:
     closed_idle: int = 0
     protocol_errors: int = 0
     client_errors: int = 0
+    denied: int = 0
+    """Requests refused by the access policy (401/403)."""
+    tls_failures: int = 0
     messages_sent: int = 0
     bytes_sent: int = 0
 
@@ -117,14 +123,19 @@ class Server:
         health: Callable[[], dict[str, Any]],
         limits: ServerLimits,
         page: Callable[[], Response] | None = None,
+        access: AccessPolicy | None = None,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         self.hub = hub
         self.info = info
         self.limits = limits
+        self.access = access if access is not None else AccessPolicy()
+        self.ssl_context = ssl_context
+        self._scheme = "http" if ssl_context is None else "https"
         self._books = books
         self._ready = ready
         self._health = health
-        self.slots = Slots(limits.max_connections, limits.max_half_open)
+        self.slots = Slots(limits.max_connections, limits.max_half_open, limits.max_per_address)
         self.stats = ConnectionStats()
         self.routes = Routes(info, health, page)
         self.flusher = Flusher()
@@ -148,15 +159,21 @@ class Server:
     async def handle_stream(self, stream: trio.abc.Stream) -> None:
         """One call per accepted connection. Whatever happens to it stays with it."""
         peer = _peer(stream)  # now: once closed, a socket has no peer name
+        address = peer.rpartition(":")[0]
         try:
             with trio.CancelScope() as scope:
-                slot = self.slots.admit(scope.cancel)
-                if slot is None:
+                slot = self.slots.admit(scope.cancel, address)
+                if not isinstance(slot, Slot):
                     self.stats.rejected += 1
-                    await self._refuse(stream)
+                    await self._refuse(stream, slot)
                     return
                 self.stats.accepted += 1
                 try:
+                    if self.ssl_context is not None:
+                        tls = await self._tls(stream, peer)
+                        if tls is None:
+                            return
+                        stream = tls
                     await self._serve(stream, slot, peer)
                 finally:
                     self.slots.release(slot)
@@ -170,15 +187,41 @@ class Server:
             with trio.CancelScope(shield=True):
                 await stream.aclose()
 
-    async def _refuse(self, stream: trio.abc.Stream) -> None:
-        body = orjson.dumps({"code": "overCapacity", "msg": "too many connections"})
-        data = (
-            b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n"
-            b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (len(body), body)
-        )
-        with trio.move_on_after(1.0):
-            await stream.send_all(data)
-        await _linger(stream)
+    async def _tls(self, stream: trio.abc.Stream, peer: str) -> trio.SSLStream[Any] | None:
+        """The TLS session over ``stream``, or ``None`` if its handshake failed or stalled
+        (that connection is closed; nobody else notices)."""
+        assert self.ssl_context is not None
+        tls = trio.SSLStream(stream, self.ssl_context, server_side=True, https_compatible=True)
+        with trio.move_on_after(self.limits.handshake_timeout):
+            try:
+                await tls.do_handshake()
+            except trio.BrokenResourceError as exc:
+                self.stats.tls_failures += 1
+                log.debug("%s: TLS handshake failed: %r", peer, exc.__cause__ or exc)
+                return None
+            return tls
+        self.stats.tls_failures += 1
+        log.debug("%s: TLS handshake timed out", peer)
+        return None
+
+    async def _refuse(self, stream: trio.abc.Stream, why: Refusal) -> None:
+        # Before TLS: a TLS client gets a closed connection rather than plaintext.
+        if why is Refusal.PER_ADDRESS:
+            status = b"429 Too Many Requests"
+            body = orjson.dumps(
+                {"code": "tooManyConnections", "msg": "too many connections from this address"}
+            )
+        else:
+            status = b"503 Service Unavailable"
+            body = orjson.dumps({"code": "overCapacity", "msg": "too many connections"})
+        if self.ssl_context is None:
+            data = (
+                b"HTTP/1.1 %s\r\ncontent-type: application/json\r\n"
+                b"connection: close\r\ncontent-length: %d\r\n\r\n%s" % (status, len(body), body)
+            )
+            with trio.move_on_after(1.0):
+                await stream.send_all(data)
+            await _linger(stream)
 
     async def _serve(self, stream: trio.abc.Stream, slot: Slot, peer: str) -> None:
         conn = h11.Connection(h11.SERVER, max_incomplete_event_size=self.limits.max_head)
@@ -202,6 +245,13 @@ class Server:
             if request is None:
                 return  # the client closed the connection
             self.stats.http_requests += 1
+            denial = self.access.decide(request.target, request.headers, scheme=self._scheme)
+            if denial is not None:
+                self.stats.denied += 1
+                headers = (("www-authenticate", "Bearer"),) if denial.status == 401 else ()
+                error = _error(denial.status, denial.code, denial.msg, headers=headers)
+                await self._send(stream, conn, error, request)
+                return
             if _is_upgrade(request):
                 await self._upgrade(stream, conn, request, slot, peer)
                 return
@@ -210,7 +260,7 @@ class Server:
                 if isinstance(body, Response)
                 else await self.routes.handle(request, body or b"")
             )
-            await self._send(stream, conn, response)
+            await self._send(stream, conn, response, request)
             if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
                 return
             try:
@@ -268,12 +318,16 @@ class Server:
             return None, None  # pragma: no cover - h11 has no other events for a server
 
     async def _send(
-        self, stream: trio.abc.Stream, conn: h11.Connection, response: Response
+        self,
+        stream: trio.abc.Stream,
+        conn: h11.Connection,
+        response: Response,
+        request: h11.Request | None = None,
     ) -> None:
         headers = [
             ("content-type", response.content_type),
             ("content-length", str(len(response.body))),
-            ("access-control-allow-origin", "*"),
+            *self._cors(request),
             *response.headers,
         ]
         if response.close:
@@ -292,6 +346,18 @@ class Server:
         if response.close:
             await _linger(stream)
 
+    def _cors(self, request: h11.Request | None) -> list[tuple[str, str]]:
+        """Which browser origins may read the answer (all, unless an allow-list is set)."""
+        if not self.access.allow_origins:
+            return [("access-control-allow-origin", "*")]
+        origin = None
+        for name, value in request.headers if request is not None else ():
+            if name == b"origin":
+                origin = value.decode("latin-1")
+        if origin is not None and origin in self.access.allow_origins:
+            return [("access-control-allow-origin", origin), ("vary", "Origin")]
+        return [("vary", "Origin")]
+
     # -- WebSocket ------------------------------------------------------------------------
 
     async def _upgrade(
@@ -305,7 +371,8 @@ class Server:
         path = request.target.decode("ascii", "replace").split("?", 1)[0]
         if request.method != b"GET" or path not in WS_PATHS:
             self.stats.rejected += 1
-            await self._send(stream, conn, _error(404, "notFound", "WebSocket is served at /ws"))
+            error = _error(404, "notFound", "WebSocket is served at /ws")
+            await self._send(stream, conn, error, request)
             return
         ws = wsproto.WSConnection(wsproto.ConnectionType.SERVER)
         try:
@@ -536,8 +603,9 @@ def _content_length(request: h11.Request) -> int | None:
     return None
 
 
-def _error(status: int, code: str, msg: str) -> Response:
-    return json_response(status, {"code": code, "msg": msg}, close=True)
+def _error(status: int, code: str, msg: str, headers: tuple[tuple[str, str], ...] = ()) -> Response:
+    body = orjson.dumps({"code": code, "msg": msg})
+    return Response(status, body, headers=headers, close=True)
 
 
 def _too_large(limit: int) -> Response:

@@ -1,0 +1,114 @@
+"""Who may use the server: tokens, browser origins, open health checks (sans I/O).
+
+* ``--token`` (one or more): every request — HTTP or the WebSocket upgrade —
+  must carry one, as ``Authorization: Bearer T``, ``?token=T`` (browsers
+  cannot set headers on a WebSocket) or the password of Basic auth; otherwise
+  401, before any handler or upgrade runs. Tokens are compared in constant
+  time and never logged.
+* ``--allow-origin`` (one or more): a browser request whose ``Origin`` is not
+  listed — nor the server's own origin (the page it serves) — gets 403. Without
+  the flag any origin may connect (the token, if set, still applies).
+* ``--public-health``: ``/health`` and ``/metrics`` answer without a token
+  (load balancers, Prometheus).
+"""
+
+import base64
+import binascii
+import hmac
+import urllib.parse
+from collections.abc import Iterable, Sequence
+
+import attrs
+
+__all__ = ["AccessPolicy", "Denial", "request_token"]
+
+OPEN_PATHS = ("/health", "/metrics")
+
+
+@attrs.frozen
+class Denial:
+    """A request refused: its HTTP status, code and reason."""
+
+    status: int
+    code: str
+    msg: str
+
+
+def request_token(query: str, headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The token a request carries (header first, then ``?token=``), if any.
+
+    ``Authorization: Basic`` with the token as the password is accepted too, so
+    that clients which cannot set headers work with ``http://user:TOKEN@host``
+    URLs (the official Python SDK's ``Info``, through ``requests``).
+    """
+    for name, value in headers:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            scheme, token = scheme.lower(), token.strip()
+            if scheme == "bearer" and token:
+                return token
+            if scheme == "basic" and token:
+                try:
+                    user, _, password = base64.b64decode(token).decode().partition(":")
+                except (binascii.Error, UnicodeDecodeError):
+                    return None
+                return password or user or None
+    for key, found in urllib.parse.parse_qsl(query, keep_blank_values=True):
+        if key == "token" and found:
+            return found
+    return None
+
+
+def _as_bytes(tokens: Iterable[str | bytes]) -> tuple[bytes, ...]:
+    return tuple(token.encode() if isinstance(token, str) else token for token in tokens)
+
+
+def _as_set(origins: Iterable[str]) -> frozenset[str]:
+    return frozenset(origin.rstrip("/") for origin in origins)
+
+
+@attrs.frozen
+class AccessPolicy:
+    """The server's access rules. The default allows everything."""
+
+    tokens: tuple[bytes, ...] = attrs.field(default=(), converter=_as_bytes)
+    allow_origins: frozenset[str] = attrs.field(default=frozenset(), converter=_as_set)
+    public_health: bool = False
+
+    def _token_ok(self, token: str | None) -> bool:
+        if token is None:
+            return False
+        given = token.encode()
+        # Compare with every token, so the time taken does not tell which one matched.
+        matched = False
+        for expected in self.tokens:
+            matched |= hmac.compare_digest(given, expected)
+        return matched
+
+    def decide(
+        self, target: bytes, headers: Sequence[tuple[bytes, bytes]], *, scheme: str
+    ) -> Denial | None:
+        """``None`` if the request may go on, else why not."""
+        text = target.decode("ascii", "replace")
+        path, _, query = text.partition("?")
+        origin = _header(headers, b"origin")
+        if origin is not None and self.allow_origins and origin not in self.allow_origins:
+            host = _header(headers, b"host")
+            if host is None or origin != f"{scheme}://{host}":
+                return Denial(403, "originNotAllowed", "this Origin may not use the server")
+        if not self.tokens or (self.public_health and path in OPEN_PATHS):
+            return None
+        if not self._token_ok(request_token(query, headers)):
+            return Denial(
+                401,
+                "unauthorized",
+                "a token is required: send Authorization: Bearer <token> or ?token=<token>",
+            )
+        return None
+
+
+def _header(headers: Sequence[tuple[bytes, bytes]], name: bytes) -> str | None:
+    for key, value in headers:
+        if key == name:
+            return value.decode("latin-1")
+    return None
