@@ -358,9 +358,15 @@ class LeanClient:
         url: str,
         read_pause: float = 0.0,
         on_message: Callable[[bytes, float], None] | None = None,
+        deflate: bool = False,
     ) -> None:
         parts = urlsplit(url)
         self.read_pause = read_pause
+        self.deflate = deflate
+        """Offer permessage-deflate (frames are counted, not inflated: the server's cost
+        is what is measured)."""
+        self.compressed = 0
+        """Messages that arrived compressed."""
         """Sleep this long after each read: fewer, bigger reads make the client cheaper."""
         self.on_message = on_message
         """Called with the first bytes of each message and the ``time.monotonic()`` at
@@ -383,7 +389,9 @@ class LeanClient:
             (
                 f"GET {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
                 "Upgrade: websocket\r\nConnection: Upgrade\r\n"
-                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+                f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
+                + ("Sec-WebSocket-Extensions: permessage-deflate\r\n" if self.deflate else "")
+                + "\r\n"
             ).encode()
         )
         received = b""
@@ -454,6 +462,8 @@ class LeanClient:
             opcode = first & 0x0F
             if opcode < 0x8:  # data: text, binary or continuation
                 self.bytes += length
+                if first & 0x40:
+                    self.compressed += 1
                 if first & 0x80:
                     self.messages += 1
                     if self.on_message is not None:
@@ -475,7 +485,9 @@ class LeanClient:
 async def _run_clients(args: argparse.Namespace) -> None:
     """Connect ``--clients`` lean clients, count for ``--duration`` s, print JSON lines."""
     requests: list[list[str]] = json.loads(args.requests)
-    clients = [LeanClient(args.url, args.read_pause) for _ in range(args.clients)]
+    clients = [
+        LeanClient(args.url, args.read_pause, deflate=args.deflate) for _ in range(args.clients)
+    ]
     limiter = trio.CapacityLimiter(args.connect_concurrency)
     failed: list[str] = []
 
@@ -518,6 +530,7 @@ async def _run_clients(args: argparse.Namespace) -> None:
         await trio.sleep(args.warmup)
         cpu0, t0 = time.process_time(), time.monotonic()
         counts0 = [(c.messages, c.bytes) for c in clients]
+        compressed0 = sum(c.compressed for c in clients)
         emit("START", t=t0)
         await trio.sleep(args.duration)
         t1, cpu1 = time.monotonic(), time.process_time()
@@ -530,6 +543,7 @@ async def _run_clients(args: argparse.Namespace) -> None:
             bytes=received,
             per_client_min=min(per_client),
             per_client_max=max(per_client),
+            compressed=sum(c.compressed for c in clients) - compressed0,
             closed=sum(c.closed is not None for c in clients),
             close_reasons=sorted({c.closed for c in clients if c.closed is not None})[:5],
             cpu=(cpu1 - cpu0) / (t1 - t0),
@@ -545,6 +559,7 @@ def clients_argv(
     warmup: float,
     duration: float,
     read_pause: float = 0.01,
+    deflate: bool = False,
 ) -> list[str]:
     """The command line of a lean-client process (``server_common.py clients``)."""
     return [
@@ -557,6 +572,7 @@ def clients_argv(
         "--warmup", str(warmup),
         "--duration", str(duration),
         "--read-pause", str(read_pause),
+        *(["--deflate"] if deflate else []),
     ]  # fmt: skip
 
 
@@ -579,6 +595,7 @@ def main() -> None:
     run.add_argument("--warmup", type=float, default=1.0)
     run.add_argument("--duration", type=float, default=10.0)
     run.add_argument("--connect-concurrency", type=int, default=64)
+    run.add_argument("--deflate", action="store_true", help="offer permessage-deflate")
     run.add_argument(
         "--read-pause",
         type=float,
