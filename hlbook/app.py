@@ -28,6 +28,7 @@ from hlbook.channels import Registry, Shared
 from hlbook.config import Config
 from hlbook.feed import Feed
 from hlbook.info import InfoRegistry
+from hlbook.info.allmids import AllMidsInfo
 from hlbook.info.coins import CoinsInfo
 from hlbook.info.l2book import L2BookInfo
 from hlbook.info.proxy import InfoUpstream, NodeInfo, Refused
@@ -251,5 +252,5 @@ def _info_registry(
             f"the fallback info server at {config.fallback_info_url}",
             timeout=config.info_timeout,
         )
-    handlers = [L2BookInfo(books, ladders), CoinsInfo(books), Refused()]
+    handlers = [L2BookInfo(books, ladders), AllMidsInfo(books), CoinsInfo(books), Refused()]
     return InfoRegistry(handlers, NodeInfo(node, fallback))

@@ -8,6 +8,7 @@ a module, a line in :data:`CHANNELS` and its tests.
 from collections.abc import Hashable, Mapping
 from typing import Any
 
+from hlbook.channels.allmids import AllMids
 from hlbook.channels.base import Channel, InvalidSubscription, Policy, Shared
 from hlbook.channels.bbo import Bbo
 from hlbook.channels.l2book import L2Book
@@ -22,6 +23,7 @@ CHANNELS: tuple[type[Channel], ...] = (
     Bbo,
     Trades,
     L4Book,
+    AllMids,
 )
 
 
