@@ -198,7 +198,12 @@ def _start(command: str, args: argparse.Namespace) -> Resolved | int:
 
 
 def example_config() -> str:
-    """``deploy/hlbook.toml``: every key of ``hlbook serve`` at its default, commented."""
+    """``deploy/hlbook.toml``: every key of ``hlbook serve`` at its default, commented.
+
+    Regenerate the file after adding a setting (tests/test_config.py checks it)::
+
+        python -c "import hlbook.cli as c; print(c.example_config(), end='')" > deploy/hlbook.toml
+    """
     header = [
         "hlbook serve --config /etc/hlbook/hlbook.toml",
         "",
@@ -206,13 +211,10 @@ def example_config() -> str:
         "variable HLBOOK_<KEY> (dashes as underscores). Precedence: flags > environment >",
         "this file > defaults; `hlbook serve --config FILE --print-config` shows the result.",
         "Each key below is commented out at its default: uncomment and change what you need",
-        "(at least node-data). Paths may start with ~; relative ones are relative to the",
-        "working directory, so prefer absolute paths. Lists are arrays or comma strings.",
-        "An unknown key or a value of the wrong type stops hlbook with exit status 2.",
-        "",
-        "Regenerate after adding a setting:",
-        "  python -c 'import hlbook.cli as c; print(c.example_config(), end=)' \\",
-        "      > deploy/hlbook.toml",
+        '(at least node-data). A key shown as "" is unset ("" unsets an optional key).',
+        "Paths may start with ~; relative ones are relative to the working directory, so",
+        "prefer absolute paths. Lists are arrays or comma-separated strings. An unknown key",
+        "or a value of the wrong type stops hlbook with one line on stderr and exit status 2.",
     ]
     return render_example(serve_options(), header)
 

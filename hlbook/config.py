@@ -931,9 +931,10 @@ def render_example(
         default = (defaults or {}).get(option.key, option.default)
         lines.append("")
         about = option.help or "(no help text)"
+        about = about[:1].upper() + about[1:]
         if option.setting.default_text:
             about += f" (default: {option.setting.default_text})"
-        if option.choices:
+        if option.choices and not all(choice in option.help for choice in option.choices):
             about += f"; one of {', '.join(option.choices)}"
         about += f". Env {option.env}"
         about += f", flag {option.flag}." if option.setting.flag else "."

@@ -42,8 +42,8 @@ class LogSettings:
         default="text",
         validator=attrs.validators.in_(get_args(LogFormat)),
         metadata=setting(
-            "text: one line per event; json: one JSON object per line with time (UTC), "
-            "level, logger, message, the fields passed with extra= and the exception",
+            "text (one line per event) or json (one object per line: time in UTC, level, "
+            "logger, message, the fields passed with extra= and the exception)",
             group=LOGGING,
         ),
     )
