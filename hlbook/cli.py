@@ -152,7 +152,7 @@ def settings_from_args(
         environ=environ,
         flags=flags,
         defaults=args.setting_defaults,
-        known=[option.key for option in serve_options()],
+        known=serve_options(),
     )
 
 

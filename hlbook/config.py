@@ -693,27 +693,37 @@ class Resolved:
     """Things worth logging once logging is configured (e.g. a misspelt variable)."""
 
     def build(self, cls: type[T], **overrides: object) -> T:
-        """An instance of ``cls`` from its options' values, and ``overrides`` by field.
-
-        Each value is validated on its own first, so an error names its key and
-        source; a failure only the whole combination shows comes last.
-        """
-        own = {o.field: o for o in self.options if o.owner is cls}
-        values = {field: self.values[o.key] for field, o in own.items()}
+        """An instance of ``cls`` from its options' values, and ``overrides`` by field."""
+        values = {o.field: self.values[o.key] for o in self.options if o.owner is cls}
         values.update(overrides)
-        base = cls()
-        for field, option in own.items():
-            if field in overrides:
-                continue
-            try:
-                attrs.evolve(base, **{field: values[field]})  # type: ignore[misc]
-            except (ValueError, TypeError) as exc:
-                message = str(exc).removeprefix(f"'{field}' ")
-                raise self.sources[option.key].error(option.key, message) from None
         try:
             return cls(**values)
-        except (ValueError, TypeError) as exc:
+        except (ValueError, TypeError) as exc:  # only the combination is wrong
             raise ConfigError(str(exc)) from None
+
+
+def _check(option: Option, raw: object, source: Source) -> object:
+    """``raw`` structured into the option's type and validated by its field's validators.
+
+    Every value given is checked, not only the one that wins: a bad key in the
+    file is an error even while a flag overrides it.
+    """
+    try:
+        value = _structure(option, raw)
+    except (_BadValue, cattrs.BaseValidationError) as exc:
+        raise source.error(option.key, str(exc)) from None
+    try:
+        attrs.evolve(_base(option.owner), **{option.field: value})
+    except (ValueError, TypeError) as exc:
+        message = str(exc).removeprefix(f"'{option.field}' ")
+        raise source.error(option.key, message) from None
+    return value
+
+
+@cache
+def _base(cls: type) -> Any:
+    """``cls`` with its defaults, to validate one field at a time with ``attrs.evolve``."""
+    return cls()
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -737,22 +747,24 @@ def resolve(
     environ: Mapping[str, str] | None = None,
     flags: Mapping[str, object] | None = None,
     defaults: Mapping[str, object] | None = None,
-    known: Collection[str] = (),
+    known: Collection[Option] = (),
 ) -> Resolved:
     """Merge defaults < ``file`` < ``environ`` < ``flags`` for ``opts``.
 
     ``flags`` and ``defaults`` are by key (``node-data``); ``defaults`` replace
-    the fields' own (a command with other defaults). File keys in ``known`` but
-    not in ``opts`` are accepted and ignored (a key another command uses); other
-    unknown keys are errors. Environment variables named like no option are
+    the fields' own (a command with other defaults). File keys of ``known``
+    options not in ``opts`` (keys another command uses) are checked and ignored;
+    other unknown keys are errors. Every value given is checked, also those a
+    later layer replaces. Environment variables named like no option are
     ignored (other tools share the prefix), but a near miss is a warning.
     An empty environment variable counts as unset.
     """
     environ = os.environ if environ is None else environ
     by_key = {option.key: option for option in opts}
+    others = {option.key: option for option in known if option.key not in by_key}
     values: dict[str, object] = {}
     sources: dict[str, Source] = {}
-    raws: dict[str, tuple[object, Source]] = {}
+    checked: dict[str, tuple[object, Source]] = {}  # later layers replace earlier ones
     for option in opts:
         if defaults and option.key in defaults:
             values[option.key] = defaults[option.key]
@@ -764,29 +776,30 @@ def resolve(
         source = Source("file", str(file))
         for key, raw in table.items():
             if key in by_key:
-                raws[key] = (raw, source)
-            elif key not in known:
-                raise ConfigError(_unknown_key(file, key, raw, [*by_key, *known]))
+                checked[key] = (_check(by_key[key], raw, source), source)
+            elif key in others:
+                _check(others[key], raw, source)
+            else:
+                raise ConfigError(_unknown_key(file, key, raw, [*by_key, *others]))
     for option in opts:
         text = environ.get(option.env)
         if text:
             source = Source("env", option.env)
             try:
-                raws[option.key] = (_from_text(option, text), source)
+                raw = _from_text(option, text)
             except _BadValue as exc:
                 raise source.error(option.key, str(exc)) from None
+            checked[option.key] = (_check(option, raw, source), source)
     for key, value in (flags or {}).items():
         option = by_key[key]
         source = Source("flag", option.flag)
         try:
-            raws[key] = (_from_flag(option, value), source)
+            raw = _from_flag(option, value)
         except _BadValue as exc:
             raise source.error(key, str(exc)) from None
-    for key, (raw, source) in raws.items():
-        try:
-            values[key] = _structure(by_key[key], raw)
-        except (_BadValue, cattrs.BaseValidationError) as exc:
-            raise source.error(key, str(exc)) from None
+        checked[key] = (_check(option, raw, source), source)
+    for key, (value, source) in checked.items():
+        values[key] = value
         sources[key] = source
     for option in opts:  # defaults too: "~/hl/data" is the user's
         if option.type is Path and isinstance(values[option.key], str | Path):
@@ -796,7 +809,7 @@ def resolve(
         values=values,
         sources=sources,
         file=file,
-        warnings=tuple(_env_warnings(environ, [*by_key, *known])),
+        warnings=tuple(_env_warnings(environ, [*by_key, *others])),
     )
 
 
