@@ -13,6 +13,24 @@ validators, naming the key and where it came from in every error
 (:class:`ConfigError`). :func:`render` prints a resolved configuration back as
 TOML with each value's source and the secrets masked. Nothing here touches
 argparse or logging; :mod:`hlbook.cli` builds the flags from :func:`options`.
+
+Adding a setting is adding a field, nothing else::
+
+    max_connections_per_ip: int | None = attrs.field(
+        default=None,
+        validator=attrs.validators.optional(attrs.validators.gt(0)),
+        metadata=setting("connections allowed from one address", metavar="N",
+                         default_text="no limit"),
+    )
+
+gives ``--max-connections-per-ip N`` in ``hlbook serve --help`` (and in
+``demo``'s unless ``group=NODE``), the key ``max-connections-per-ip`` and
+``HLBOOK_MAX_CONNECTIONS_PER_IP``, checked and reported like every other; a
+``bool`` gets ``--x/--no-x``, a ``Literal`` its choices, a ``tuple[str, ...]``
+comma lists and repeatable flags (``separator=None`` for values with commas,
+such as tokens). A field without ``setting()`` still gets all three, with no
+help text (a test insists on one). Then regenerate ``deploy/hlbook.toml``
+(see :func:`hlbook.cli.example_config`).
 """
 
 import difflib
@@ -388,16 +406,14 @@ class ConfigError(ValueError):
 
 @attrs.frozen
 class Source:
-    """Where a value came from: ``default``, ``file``, ``env``, ``flag`` or ``override``."""
+    """Where a value came from: ``default``, ``file``, ``env`` or ``flag``."""
 
-    kind: Literal["default", "file", "env", "flag", "override"]
+    kind: Literal["default", "file", "env", "flag"]
     name: str = ""
-    """The file's path, the variable's or flag's name, or who overrode the value."""
+    """The file's path, or the variable's or the flag's name."""
 
     def describe(self) -> str:
         """``default``, ``file /etc/hlbook/hlbook.toml``, ``env HLBOOK_PORT``, ``flag --port``."""
-        if self.kind == "override":
-            return self.name
         return f"{self.kind} {self.name}" if self.name else self.kind
 
     def error(self, key: str, message: str) -> ConfigError:

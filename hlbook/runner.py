@@ -82,14 +82,14 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False, default=str)
 
 
-def configure_logging(level: str, format: str = "text") -> None:
+def configure_logging(level: str, log_format: str = "text") -> None:
     """Log to stderr at ``level``: one line per event, as text or as JSON.
 
     Like :func:`logging.basicConfig`, this does nothing if the root logger
     already has handlers (a program that embeds the CLI configured its own).
     """
     handler = logging.StreamHandler(sys.stderr)
-    if format == "json":
+    if log_format == "json":
         handler.setFormatter(JsonFormatter())
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))

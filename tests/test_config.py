@@ -83,12 +83,18 @@ def test_a_new_field_gets_its_flag_key_and_variable_without_more_code(tmp_path: 
             default=(), metadata=setting("browser origins allowed")
         )
         tls_cert: Path | None = None  # no setting(): still a flag, in "more settings"
+        max_connections_per_ip: int | None = attrs.field(
+            default=None,
+            validator=attrs.validators.optional(attrs.validators.gt(0)),
+            metadata=setting("per address", metavar="N", default_text="no limit"),
+        )
 
     opts = options(Extra)
     assert [(o.key, o.env, o.flag) for o in opts] == [
         ("workers", "HLBOOK_WORKERS", "--workers"),
         ("allow-origin", "HLBOOK_ALLOW_ORIGIN", "--allow-origin"),
         ("tls-cert", "HLBOOK_TLS_CERT", "--tls-cert"),
+        ("max-connections-per-ip", "HLBOOK_MAX_CONNECTIONS_PER_IP", "--max-connections-per-ip"),
     ]
     parser = argparse.ArgumentParser()
     _add_settings(parser, opts, {})
@@ -96,6 +102,8 @@ def test_a_new_field_gets_its_flag_key_and_variable_without_more_code(tmp_path: 
     assert "--workers N" in helptext
     assert "processes on one port (default: 1)" in helptext
     assert "more settings" in helptext
+    assert "--max-connections-per-ip N" in helptext
+    assert "per address (default: no limit)" in helptext
     args = parser.parse_args(["--allow-origin", "https://a.example", "--allow-origin", "b,c"])
     flags = {k.removeprefix("setting:"): v for k, v in vars(args).items() if k.startswith("s")}
     file = write(tmp_path / "x.toml", 'workers = 4\ntls-cert = "~/cert.pem"\n')
@@ -103,6 +111,14 @@ def test_a_new_field_gets_its_flag_key_and_variable_without_more_code(tmp_path: 
     extra = resolved.build(Extra)
     assert extra == Extra(workers=8, allow_origin=("https://a.example", "b", "c"),
                           tls_cert=HOME / "cert.pem")  # fmt: skip
+    assert (
+        resolve(opts, environ={"HLBOOK_MAX_CONNECTIONS_PER_IP": "3"})
+        .build(Extra)
+        .max_connections_per_ip
+        == 3
+    )
+    with pytest.raises(ConfigError, match=r"^--max-connections-per-ip: must be > 0: 0$"):
+        resolve(opts, flags={"max-connections-per-ip": "0"})
     with pytest.raises(ConfigError, match=r"^environment variable HLBOOK_WORKERS: must be >= 1"):
         resolve(opts, environ={"HLBOOK_WORKERS": "0"}).build(Extra)
 
@@ -368,7 +384,7 @@ def test_secrets_and_file_references_are_masked() -> None:
 def test_sources_describe_themselves() -> None:
     assert Source("default").describe() == "default"
     assert Source("file", "/etc/hlbook/hlbook.toml").describe() == "file /etc/hlbook/hlbook.toml"
-    assert Source("override", "set by the demo").describe() == "set by the demo"
+    assert Source("env", "HLBOOK_PORT").describe() == "env HLBOOK_PORT"
 
 
 # -- deploy/ -----------------------------------------------------------------------------
