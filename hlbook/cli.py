@@ -308,8 +308,8 @@ def _add_demo(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -
         description="Start the node simulator in a temporary directory and hlbook serving it, "
         "then print the WebSocket URL to connect to. Ctrl-C stops both and removes the files. "
         "The server settings are serve's (flags, HLBOOK_* variables, --config), except the "
-        "node input, which the simulator provides; keys of other settings in the file are "
-        "ignored.",
+        "node input, which the simulator provides: the file's node-input keys are checked, "
+        "then ignored.",
     )
     settings = _demo_options()
     _add_settings(parser, settings, DEMO_DEFAULTS)
