@@ -7,307 +7,233 @@ call it directly.
 
 import argparse
 import logging
+import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import trio
 
 from hlbook.app import serve
-from hlbook.config import Config
-from hlbook.model import MARKETS
-from hlbook.runner import add_log_level, configure_logging, run
+from hlbook.config import (
+    NODE,
+    Config,
+    ConfigError,
+    Option,
+    Resolved,
+    options,
+    render,
+    render_example,
+    resolve,
+)
+from hlbook.runner import LogSettings, configure_logging, run
 
-__all__ = ["build_parser", "config_from_args", "main"]
+__all__ = [
+    "build_parser",
+    "config_from_args",
+    "example_config",
+    "main",
+    "serve_options",
+    "settings_from_args",
+]
 
 log = logging.getLogger("hlbook")
 
-_DEFAULTS = Config()
+_DEST = "setting:"
+"""Prefix of the argparse destinations of generated flags (by key), so that only
+flags actually given appear in the namespace (their default is SUPPRESS)."""
+
+DEMO_DEFAULTS: Mapping[str, object] = {"validate-every": 30.0}
+"""The demo checks against the simulator's snapshots more often."""
+
+PRECEDENCE = (
+    "Every flag is also a key of the --config file (TOML: the flag's name without the "
+    'dashes, e.g. node-data = "/var/lib/hl/data", lists as arrays or comma strings) and '
+    "an environment variable HLBOOK_<FLAG> (HLBOOK_NODE_DATA, HLBOOK_MAX_CONNECTIONS). "
+    "Precedence: flags > environment > file > defaults; --print-config shows the result."
+)
 
 
-def _csv(text: str) -> frozenset[str]:
-    return frozenset(part.strip() for part in text.split(",") if part.strip())
+def serve_options() -> tuple[Option, ...]:
+    """Every setting of ``hlbook serve``: :class:`Config`'s fields, then logging's."""
+    return options(Config) + options(LogSettings)
 
 
-def _markets(text: str) -> frozenset[str]:
-    found = _csv(text)
-    unknown = found - set(MARKETS)
-    if unknown:
-        raise argparse.ArgumentTypeError(
-            f"unknown market(s) {', '.join(sorted(unknown))}; choose from {', '.join(MARKETS)}"
-        )
-    return found
+def _demo_options() -> tuple[Option, ...]:
+    """The server settings of ``hlbook demo``: the simulator stands in for the node."""
+    return tuple(
+        option
+        for option in serve_options()
+        if option.group != NODE or option.field == "validate_every"
+    )
 
 
-def _add_server_flags(parser: argparse.ArgumentParser, *, node: bool = True) -> None:
-    d = _DEFAULTS
-    if node:
-        src = parser.add_argument_group("node input")
-        src.add_argument(
-            "--node-data",
-            type=Path,
-            default=d.node_data,
-            help="the node's data directory (default: %(default)s)",
-        )
-        src.add_argument(
-            "--info-url",
-            default=d.info_url,
-            help="the node's info server, asked for fileSnapshot (default: %(default)s)",
-        )
-        src.add_argument(
-            "--fallback-info-url",
-            default=None,
-            metavar="URL",
-            help="pass info types neither hlbook nor the node answer (metaAndAssetCtxs, "
-            "funding, ...) to this info server, e.g. https://api.hyperliquid.xyz/info "
-            "(default: refuse them with a reason)",
-        )
-        src.add_argument(
-            "--info-timeout",
-            type=float,
-            default=d.info_timeout,
-            metavar="SECONDS",
-            help="how long to wait for the node's (or fallback's) answer to a passed-on "
-            "info request; then 504 (default: %(default)g)",
-        )
-        src.add_argument(
-            "--snapshot-path",
-            type=Path,
-            default=None,
-            help="where the node writes snapshots for hlbook; must be writable by the node and "
-            "readable by hlbook (default: NODE_DATA/hlbook_snapshot.json)",
-        )
-        src.add_argument(
-            "--snapshot-file",
-            type=Path,
-            default=None,
-            help="bootstrap from this snapshot file instead of asking the node (replays)",
-        )
-        src.add_argument(
-            "--ingest",
-            choices=["auto", "by-block", "streaming"],
-            default=d.ingest,
-            help="which file layout to read; auto picks what the node writes (default: auto)",
-        )
-        src.add_argument(
-            "--from-start",
-            action="store_true",
-            help="read every existing hourly file from the oldest (replays) instead of "
-            "starting at the end of the newest",
-        )
-        src.add_argument(
-            "--coins",
-            type=_csv,
-            default=frozenset(),
-            metavar="COIN,...",
-            help="only keep books for these coins (default: all)",
-        )
-        src.add_argument(
-            "--markets",
-            type=_markets,
-            default=frozenset(MARKETS),
-            metavar="MARKET,...",
-            help="only these markets: perp, spot (@N, PURR/USDC), hip3 (dex:COIN) (default: all)",
-        )
-        src.add_argument(
-            "--validate-every",
-            type=float,
-            default=d.validate_every,
-            metavar="SECONDS",
-            help="compare the books with a fresh node snapshot this often and repair "
-            "differences; 0 disables (default: %(default)g)",
-        )
-        src.add_argument(
-            "--stale-after",
-            type=float,
-            default=d.stale_after,
-            metavar="SECONDS",
-            help="report the feed stale after this long without a block (default: %(default)g)",
-        )
-        src.add_argument(
-            "--stream-quiet-after",
-            type=float,
-            default=d.stream_quiet_after,
-            metavar="SECONDS",
-            help="streaming layout: a silent stream stops holding a block back after this "
-            "long (default: %(default)g)",
-        )
-    ws = parser.add_argument_group("server (HTTP and WebSocket on one port)")
-    ws.add_argument("--host", default=d.host, help="address to listen on (default: %(default)s)")
-    ws.add_argument(
-        "--port",
-        type=int,
-        default=d.port,
-        help="port to listen on; 0 picks one (default: %(default)s)",
+def _shown_default(option: Option, default: object) -> str | None:
+    if option.setting.default_text is not None:
+        return option.setting.default_text
+    if default is None or isinstance(default, bool):
+        return None
+    if isinstance(default, float):
+        return f"{default:g}"
+    if isinstance(default, frozenset | set):
+        return ",".join(sorted(default)) or "none"
+    if isinstance(default, list | tuple):
+        return ",".join(map(str, default)) or "none"
+    return str(default)
+
+
+def _add_settings(
+    parser: argparse.ArgumentParser,
+    settings: Sequence[Option],
+    defaults: Mapping[str, object],
+) -> None:
+    """A flag for every setting (whose ``setting(flag=...)`` is not False), by group."""
+    groups: dict[str, argparse._ArgumentGroup] = {}
+    for option in settings:
+        if not option.setting.flag:
+            continue
+        if option.group not in groups:
+            groups[option.group] = parser.add_argument_group(option.group)
+        text = option.help
+        shown = _shown_default(option, defaults.get(option.key, option.default))
+        if shown is not None:
+            text += f" (default: {shown})"
+        kwargs: dict[str, object] = {
+            "dest": _DEST + option.key,
+            "default": argparse.SUPPRESS,
+            "help": text.replace("%", "%%"),
+        }
+        if option.type is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        else:
+            if option.choices:
+                kwargs["choices"] = option.choices
+            kwargs["metavar"] = option.setting.metavar or (
+                None if option.choices else option.key.upper().replace("-", "_")
+            )
+            if option.is_list:
+                kwargs["action"] = "append"  # --coins A,B --coins C: A, B and C
+        groups[option.group].add_argument(option.flag, **kwargs)  # type: ignore[arg-type]
+    config = parser.add_argument_group("configuration", PRECEDENCE)
+    config.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="read settings from this TOML file (default: $HLBOOK_CONFIG, else none)",
     )
-    ws.add_argument(
-        "--idle-timeout",
-        type=float,
-        default=d.idle_timeout,
-        metavar="SECONDS",
-        help="close clients that send nothing for this long (default: %(default)g)",
-    )
-    ws.add_argument(
-        "--max-connections",
-        type=int,
-        default=d.max_connections,
-        help="refuse connections beyond this many (HTTP 503) (default: %(default)s)",
-    )
-    ws.add_argument(
-        "--max-subscriptions",
-        type=int,
-        default=d.max_subscriptions,
-        help="subscriptions allowed per connection (default: %(default)s)",
-    )
-    ws.add_argument(
-        "--max-message-size",
-        type=int,
-        default=d.max_message_size,
-        metavar="BYTES",
-        help="largest client message; larger ones close the connection with 1009 "
-        "(default: %(default)s)",
-    )
-    ws.add_argument(
-        "--compression-level",
-        type=int,
-        choices=range(10),
-        default=d.compression_level,
-        metavar="0-9",
-        help="permessage-deflate level for WebSocket clients that offer it; each message "
-        "is compressed once for all clients; 0 disables (default: %(default)s)",
-    )
-    ws.add_argument(
-        "--handshake-timeout",
-        type=float,
-        default=d.handshake_timeout,
-        metavar="SECONDS",
-        help="time a connection has to send a whole request or WebSocket upgrade "
-        "(default: %(default)g)",
-    )
-    ws.add_argument(
-        "--http-idle-timeout",
-        type=float,
-        default=d.http_idle_timeout,
-        metavar="SECONDS",
-        help="close idle keep-alive HTTP connections after this long (default: %(default)g)",
-    )
-    ws.add_argument(
-        "--max-half-open",
-        type=int,
-        default=d.max_half_open,
-        help="connections that have not sent a request yet; beyond this the oldest is "
-        "dropped (default: %(default)s)",
-    )
-    ws.add_argument(
-        "--max-connections-per-ip",
-        type=int,
-        default=None,
-        metavar="N",
-        help="connections one client address may hold; beyond: HTTP 429 (default: no limit)",
-    )
-    access = parser.add_argument_group("access and TLS")
-    access.add_argument(
-        "--token",
-        action="append",
-        default=[],
-        dest="tokens",
-        metavar="TOKEN|@FILE",
-        help="require this token on every request (Authorization: Bearer TOKEN or "
-        "?token=TOKEN; 401 without); @FILE reads it from a file; repeat for several",
-    )
-    access.add_argument(
-        "--public-health",
+    config.add_argument(
+        "--print-config",
         action="store_true",
-        help="answer /health and /metrics without a token (load balancers, Prometheus)",
-    )
-    access.add_argument(
-        "--allow-origin",
-        action="append",
-        default=[],
-        dest="allow_origins",
-        metavar="ORIGIN",
-        help="browser origins (e.g. https://desk.example) that may connect besides the "
-        "server's own page; repeat for several (default: any origin)",
-    )
-    access.add_argument(
-        "--tls-cert",
-        type=Path,
-        default=None,
-        metavar="PEM",
-        help="certificate (chain) to serve https:// and wss:// on the same port",
-    )
-    access.add_argument(
-        "--tls-key",
-        type=Path,
-        default=None,
-        metavar="PEM",
-        help="private key of --tls-cert",
-    )
-    ws.add_argument(
-        "--client-queue",
-        type=int,
-        default=d.client_queue_messages,
-        metavar="MESSAGES",
-        help="trades/l4Book messages a client may lag behind before it is disconnected "
-        "(trades) or resent a snapshot (l4Book) (default: %(default)s)",
+        help="print the effective settings as TOML, with where each came from "
+        "(secrets masked), and exit",
     )
 
 
-_FLAGS = {
-    "node_data": "node_data",
-    "info_url": "info_url",
-    "snapshot_path": "snapshot_path",
-    "snapshot_file": "snapshot_file",
-    "ingest": "ingest",
-    "from_start": "from_start",
-    "coins": "coins",
-    "markets": "markets",
-    "validate_every": "validate_every",
-    "stale_after": "stale_after",
-    "stream_quiet_after": "stream_quiet_after",
-    "host": "host",
-    "port": "port",
-    "idle_timeout": "idle_timeout",
-    "max_connections": "max_connections",
-    "max_subscriptions": "max_subscriptions",
-    "max_message_size": "max_message_size",
-    "client_queue_messages": "client_queue",
-    "compression_level": "compression_level",
-    "handshake_timeout": "handshake_timeout",
-    "http_idle_timeout": "http_idle_timeout",
-    "max_half_open": "max_half_open",
-    "fallback_info_url": "fallback_info_url",
-    "info_timeout": "info_timeout",
-    "max_connections_per_ip": "max_connections_per_ip",
-    "tokens": "tokens",
-    "public_health": "public_health",
-    "allow_origins": "allow_origins",
-    "tls_cert": "tls_cert",
-    "tls_key": "tls_key",
-}
-
-
-def config_from_args(args: argparse.Namespace, **overrides: object) -> Config:
-    """Build a :class:`Config` from parsed flags (flags a command lacks keep their defaults)."""
-    values: dict[str, object] = {
-        field: getattr(args, flag) for field, flag in _FLAGS.items() if hasattr(args, flag)
+def settings_from_args(
+    args: argparse.Namespace,
+    environ: Mapping[str, str] | None = None,
+) -> Resolved:
+    """The settings of the command ``args`` were parsed for: its flags, the environment
+    (default ``os.environ``) and the ``--config`` file (or ``$HLBOOK_CONFIG``)."""
+    environ = os.environ if environ is None else environ
+    settings: tuple[Option, ...] = args.settings
+    flags = {
+        name.removeprefix(_DEST): value
+        for name, value in vars(args).items()
+        if name.startswith(_DEST)
     }
-    values.update(overrides)
-    return Config(**values)  # type: ignore[arg-type]
+    file = args.config
+    if file is None and environ.get("HLBOOK_CONFIG"):
+        file = Path(environ["HLBOOK_CONFIG"])
+    return resolve(
+        settings,
+        file=file.expanduser() if file is not None else None,
+        environ=environ,
+        flags=flags,
+        defaults=args.setting_defaults,
+        known=serve_options(),
+    )
+
+
+def config_from_args(
+    args: argparse.Namespace,
+    environ: Mapping[str, str] | None = None,
+    **overrides: object,
+) -> Config:
+    """The :class:`Config` for parsed flags, the environment and the config file.
+
+    ``overrides`` (by field name) win over everything. Raises
+    :class:`~hlbook.config.ConfigError` (a ``ValueError``) naming the bad key.
+    """
+    return settings_from_args(args, environ).build(Config, **overrides)
+
+
+def _print_config(command: str, settings: Resolved) -> None:
+    header = [
+        f"hlbook {command}: the effective settings, each with where it came from",
+        "(flags > environment > file > defaults); secrets are masked.",
+        f"config file: {settings.file if settings.file is not None else 'none'}",
+        *(f"warning: {warning}" for warning in settings.warnings),
+    ]
+    sys.stdout.write(render(settings, header))
+
+
+def _start(command: str, args: argparse.Namespace) -> Resolved | int:
+    """Resolve the settings and configure logging; an exit status if there is no more to do."""
+    try:
+        settings = settings_from_args(args)
+        logs = settings.build(LogSettings)
+        settings.build(Config)  # refuse bad settings before starting anything
+    except ConfigError as exc:
+        print(f"hlbook {command}: {exc}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        _print_config(command, settings)
+        return 0
+    configure_logging(logs.log_level, logs.log_format)
+    for warning in settings.warnings:
+        log.warning("%s", warning)
+    return settings
+
+
+def example_config() -> str:
+    """``deploy/hlbook.toml``: every key of ``hlbook serve`` at its default, commented.
+
+    Regenerate the file after adding a setting (tests/test_config.py checks it)::
+
+        python -c "import hlbook.cli as c; print(c.example_config(), end='')" > deploy/hlbook.toml
+    """
+    header = [
+        "hlbook serve --config /etc/hlbook/hlbook.toml",
+        "",
+        "Every key is a flag of `hlbook serve` without its dashes, and an environment",
+        "variable HLBOOK_<KEY> (dashes as underscores). Precedence: flags > environment >",
+        "this file > defaults; `hlbook serve --config FILE --print-config` shows the result.",
+        "Each key below is commented out at its default: uncomment and change what you need",
+        '(at least node-data). A key shown as "" is unset ("" unsets an optional key).',
+        "Paths may start with ~; relative ones are relative to the working directory, so",
+        "prefer absolute paths. Lists are arrays or comma-separated strings. An unknown key",
+        "or a value of the wrong type stops hlbook with one line on stderr and exit status 2.",
+    ]
+    return render_example(serve_options(), header)
 
 
 def _run_serve(args: argparse.Namespace) -> int:
-    try:
-        config = config_from_args(args)
-    except ValueError as exc:
-        print(f"hlbook serve: {exc}", file=sys.stderr)
-        return 2
+    settings = _start("serve", args)
+    if isinstance(settings, int):
+        return settings
+    config = settings.build(Config)
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
             handle = await nursery.start(serve, config)
-            log.info("serving %s (node data %s)", handle.url, config.node_data)
+            log.info(
+                "serving %s (node data %s)",
+                handle.url,
+                config.node_data,
+                extra={"url": handle.url, "http_url": handle.http_url},
+            )
 
     return run(main)
 
@@ -321,20 +247,18 @@ def _add_serve(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") 
         "port: WebSocket at ws://HOST:PORT/ws (l2Book, bbo, trades, l4Book), POST /info and "
         "GET /health over HTTP.",
     )
-    _add_server_flags(parser)
-    add_log_level(parser)
-    parser.set_defaults(run=_run_serve)
+    settings = serve_options()
+    _add_settings(parser, settings, {})
+    parser.set_defaults(run=_run_serve, settings=settings, setting_defaults={})
 
 
 def _run_demo(args: argparse.Namespace) -> int:
     from hlbook.node.formats import Layout
     from hlbook.sim import SimConfig, run_simulator
 
-    try:
-        config_from_args(args)  # refuse bad server flags before starting anything
-    except ValueError as exc:
-        print(f"hlbook demo: {exc}", file=sys.stderr)
-        return 2
+    settings = _start("demo", args)
+    if isinstance(settings, int):
+        return settings
 
     async def main() -> None:
         with tempfile.TemporaryDirectory(prefix="hlbook-demo-") as tmp:
@@ -350,8 +274,8 @@ def _run_demo(args: argparse.Namespace) -> int:
             )
             async with trio.open_nursery() as nursery:
                 sim = await nursery.start(run_simulator, sim_config)
-                config = config_from_args(
-                    args,
+                config = settings.build(
+                    Config,
                     node_data=node_data,
                     info_url=sim.info_url,
                     fallback_info_url=sim.fallback_url,
@@ -382,9 +306,13 @@ def _add_demo(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -
         "demo",
         help="run a simulated node and the server together",
         description="Start the node simulator in a temporary directory and hlbook serving it, "
-        "then print the WebSocket URL to connect to. Ctrl-C stops both and removes the files.",
+        "then print the WebSocket URL to connect to. Ctrl-C stops both and removes the files. "
+        "The server settings are serve's (flags, HLBOOK_* variables, --config), except the "
+        "node input, which the simulator provides: the file's node-input keys are checked, "
+        "then ignored.",
     )
-    _add_server_flags(parser, node=False)
+    settings = _demo_options()
+    _add_settings(parser, settings, DEMO_DEFAULTS)
     demo = parser.add_argument_group("simulated node")
     demo.add_argument("--seed", type=int, default=1, help="simulator seed (default: %(default)s)")
     demo.add_argument(
@@ -405,15 +333,7 @@ def _add_demo(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -
         default=0.2,
         help="events per block relative to mainnet's ~1,100 (default: %(default)g)",
     )
-    demo.add_argument(
-        "--validate-every",
-        type=float,
-        default=30.0,
-        metavar="SECONDS",
-        help="consistency check against the simulator's snapshots (default: %(default)g)",
-    )
-    add_log_level(parser)
-    parser.set_defaults(run=_run_demo)
+    parser.set_defaults(run=_run_demo, settings=settings, setting_defaults=DEMO_DEFAULTS)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -435,9 +355,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``hlbook`` console script; returns the exit status."""
+    """Entry point of the ``hlbook`` console script; returns the exit status.
+
+    ``serve`` and ``demo`` configure logging once their settings are resolved
+    (the level and format can come from the file or the environment); other
+    commands have plain ``--log-level``/``--log-format`` flags.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure_logging(args.log_level)
+    if not hasattr(args, "settings"):
+        configure_logging(args.log_level, args.log_format)
     status: int = args.run(args)
     return status

@@ -27,8 +27,10 @@ async def open_listeners(host: str, port: int, what: str) -> list[trio.SocketLis
 
 def tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
     """A server TLS context from PEM files (``None`` without TLS)."""
-    if cert is None or key is None:
+    if cert is None and key is None:
         return None
+    if cert is None or key is None:
+        raise StartupError("TLS needs both a certificate (--tls-cert) and its key (--tls-key)")
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.set_alpn_protocols(["http/1.1"])
     for path in (cert, key):

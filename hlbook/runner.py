@@ -1,31 +1,99 @@
-"""Running hlbook's commands under Trio with clean Ctrl-C / SIGTERM handling.
+"""Running hlbook's commands under Trio with clean Ctrl-C / SIGTERM handling, and logging.
 
-Only the command line uses this: library code never calls ``trio.run`` or
-installs signal handlers.
+Only the command line uses this: library code never calls ``trio.run``,
+installs signal handlers or configures logging.
 """
 
 import argparse
+import json
 import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, Literal, get_args
 
+import attrs
 import trio
 
+from hlbook.config import LOGGING, options, setting
 from hlbook.errors import StartupError
 
-__all__ = ["add_log_level", "configure_logging", "run"]
+__all__ = ["JsonFormatter", "LogSettings", "add_log_level", "configure_logging", "run"]
 
 log = logging.getLogger("hlbook")
 
+LogLevel = Literal["debug", "info", "warning", "error"]
+LogFormat = Literal["text", "json"]
 
-def configure_logging(level: str) -> None:
-    """One line per event on stderr."""
-    logging.basicConfig(
-        stream=sys.stderr,
-        level=level.upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
+
+@attrs.frozen(kw_only=True)
+class LogSettings:
+    """How the command line logs: settings like :class:`~hlbook.config.Config`'s
+    (flag, config-file key, environment variable), kept out of ``Config`` because
+    the library never configures logging."""
+
+    log_level: LogLevel = attrs.field(
+        default="info",
+        validator=attrs.validators.in_(get_args(LogLevel)),
+        metadata=setting("log verbosity on stderr", group=LOGGING),
     )
+    log_format: LogFormat = attrs.field(
+        default="text",
+        validator=attrs.validators.in_(get_args(LogFormat)),
+        metadata=setting(
+            "text (one line per event) or json (one object per line: time in UTC, level, "
+            "logger, message, the fields passed with extra= and the exception)",
+            group=LOGGING,
+        ),
+    )
+
+
+# What every LogRecord has; anything else on a record came from ``extra=``.
+_RECORD_ATTRIBUTES = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {
+    "message",
+    "asctime",
+    "taskName",
+}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: ``time`` (ISO 8601, UTC), ``level``, ``logger``,
+    ``message``, the record's ``extra=`` fields, and ``exception``/``stack`` text."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as one line of JSON (newlines in the message are escaped)."""
+        moment = datetime.fromtimestamp(record.created, UTC)
+        entry: dict[str, Any] = {
+            "time": moment.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key not in _RECORD_ATTRIBUTES and not key.startswith("_"):
+                entry[key if key not in entry else f"extra_{key}"] = value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        elif record.exc_text:
+            entry["exception"] = record.exc_text
+        if record.stack_info:
+            entry["stack"] = self.formatStack(record.stack_info)
+        return json.dumps(entry, ensure_ascii=False, default=str)
+
+
+def configure_logging(level: str, log_format: str = "text") -> None:
+    """Log to stderr at ``level``: one line per event, as text or as JSON.
+
+    Like :func:`logging.basicConfig`, this does nothing if the root logger
+    already has handlers (a program that embeds the CLI configured its own).
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    if log_format == "json":
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
+    logging.basicConfig(level=level.upper(), handlers=[handler])
 
 
 async def _until_signal(main: Callable[[], Awaitable[int | None]]) -> int:
@@ -78,10 +146,17 @@ def _startup_errors(exc: BaseException) -> list[StartupError] | None:
 
 
 def add_log_level(parser: argparse.ArgumentParser) -> None:
-    """The ``--log-level`` flag every subcommand has."""
-    parser.add_argument(
-        "--log-level",
-        default="info",
-        choices=["debug", "info", "warning", "error"],
-        help="log verbosity on stderr (default: %(default)s)",
-    )
+    """``--log-level`` and ``--log-format``, for a command without a config file.
+
+    ``serve`` and ``demo`` get them (with their keys and environment
+    variables) from :class:`LogSettings` through the CLI's generic flags.
+    """
+    group = parser.add_argument_group(LOGGING)
+    for option in options(LogSettings):
+        group.add_argument(
+            option.flag,
+            dest=option.field,
+            default=option.default,
+            choices=option.choices,
+            help=option.help.replace("%", "%%") + " (default: %(default)s)",
+        )
