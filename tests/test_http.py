@@ -124,7 +124,8 @@ async def test_l2book_info_equals_the_channel_at_the_same_time(tmp_path: Path) -
             pushed = latest.get(json.dumps(view))
             if pushed is None:  # that view did not change in the drained window
                 continue
-            assert answer == pushed
+            assert answer["levels"] == pushed["levels"]
+            assert answer["time"] >= pushed["time"]  # the books' time: the same or a later block
         plain = (await post(client, {"type": "l2Book", "coin": "BTC"})).json()
         books = handle.books
         assert books is not None
