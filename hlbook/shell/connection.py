@@ -116,7 +116,7 @@ class Server:
         ready: Callable[[], trio.Event],
         health: Callable[[], dict[str, Any]],
         limits: ServerLimits,
-        page: Callable[[], Response] | None = None,
+        page: Callable[[h11.Request], Response] | None = None,
     ) -> None:
         self.hub = hub
         self.info = info
@@ -210,7 +210,7 @@ class Server:
                 if isinstance(body, Response)
                 else await self.routes.handle(request, body or b"")
             )
-            await self._send(stream, conn, response)
+            await self._send(stream, conn, response, head=request.method == b"HEAD")
             if conn.our_state is h11.MUST_CLOSE or conn.their_state is h11.MUST_CLOSE:
                 return
             try:
@@ -268,14 +268,20 @@ class Server:
             return None, None  # pragma: no cover - h11 has no other events for a server
 
     async def _send(
-        self, stream: trio.abc.Stream, conn: h11.Connection, response: Response
+        self,
+        stream: trio.abc.Stream,
+        conn: h11.Connection,
+        response: Response,
+        *,
+        head: bool = False,
     ) -> None:
-        headers = [
-            ("content-type", response.content_type),
-            ("content-length", str(len(response.body))),
-            ("access-control-allow-origin", "*"),
-            *response.headers,
-        ]
+        """Send ``response``; for a ``HEAD`` request, its headers only (``content-length``
+        still the body's, as HTTP says; h11 refuses body bytes after a HEAD). 204 and 304
+        have no body and no ``content-length``."""
+        headers = [("content-type", response.content_type)]
+        if response.status not in (204, 304):  # which must not declare a length (RFC 9110)
+            headers.append(("content-length", str(len(response.body))))
+        headers += [("access-control-allow-origin", "*"), *response.headers]
         if response.close:
             headers.append(("connection", "close"))
         try:
@@ -283,7 +289,8 @@ class Server:
             data = conn.send(
                 h11.Response(status_code=response.status, headers=headers, reason=reason)
             )
-            data += conn.send(h11.Data(data=response.body)) if response.body else b""
+            if response.body and not head:
+                data += conn.send(h11.Data(data=response.body))
             data += conn.send(h11.EndOfMessage())
         except h11.LocalProtocolError:
             return  # the connection cannot carry a response any more
