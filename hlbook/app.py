@@ -35,6 +35,7 @@ from hlbook.listen import open_listeners
 from hlbook.pipeline import Pipeline
 from hlbook.server.fanout import Hub
 from hlbook.shell.connection import Server, ServerLimits
+from hlbook.web import load_page
 
 __all__ = ["ServerHandle", "serve"]
 
@@ -189,6 +190,7 @@ async def serve(
                 ready=lambda: pipeline.ready,
                 health=lambda: handle_box[0].health(public=True),
                 limits=_limits(config),
+                page=load_page().respond,
             )
             await nursery.start(trio.serve_listeners, server.handle_stream, listeners)
             port = listeners[0].socket.getsockname()[1]
