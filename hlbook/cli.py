@@ -311,7 +311,8 @@ def _run_demo(args: argparse.Namespace) -> int:
                 books = handle.books
                 coins = ", ".join(sorted(books.coins())) if books else ""
                 print(
-                    f"\nhlbook demo: a simulated node is writing {sim_config.layout.value} files "
+                    f"\nhlbook demo: the live book page is at {handle.http_url}/\n"
+                    f"  a simulated node is writing {sim_config.layout.value} files "
                     f"to {node_data}\n"
                     f"  WebSocket:  {handle.url}\n"
                     f"  HTTP API:   {handle.http_url}  (POST /info, GET /health; the SDKs' "
