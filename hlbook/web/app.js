@@ -731,16 +731,24 @@
     ctx.fillStyle = color("--muted");
     ctx.textBaseline = "alphabetic";
     const base = height - 6;
-    // The farthest level of each side, outside of it (kept on the canvas), and the inside.
-    function label(text, at, align) {
+    // The inside, then the farthest level of each side next to it (kept on the canvas);
+    // a label that would run into one already drawn moves to the edge, or is left out.
+    const drawn = [];
+    function label(text, at, align, edge) {
       const w = ctx.measureText(text).width;
-      const left = align === "left" ? at : align === "right" ? at - w : at - w / 2;
+      const place = (left) => Math.min(Math.max(left, pad.left), width - pad.right - w);
+      const free = (left) => drawn.every(([a, b]) => left + w + 8 < a || left > b + 8);
+      let left = place(align === "left" ? at : align === "right" ? at - w : at - w / 2);
+      if (!free(left)) left = place(edge === "left" ? pad.left : width - pad.right - w);
+      if (!free(left)) return;
+      drawn.push([left, left + w]);
       ctx.textAlign = "left";
-      ctx.fillText(text, Math.min(Math.max(left, pad.left), width - pad.right - w), base);
+      ctx.fillText(text, left, base);
     }
-    if (bids.length) label(bids[bids.length - 1].px, x(Number(bids[bids.length - 1].px)), "right");
-    if (asks.length) label(asks[asks.length - 1].px, x(Number(asks[asks.length - 1].px)), "left");
     if (inside) label(bids[0].px + " | " + asks[0].px, x(centre), "center");
+    const far = (levels) => levels[levels.length - 1];
+    if (bids.length) label(far(bids).px, x(Number(far(bids).px)), "right", "left");
+    if (asks.length) label(far(asks).px, x(Number(far(asks).px)), "left", "right");
     ctx.textBaseline = "top";
     ctx.textAlign = "left";
     ctx.fillStyle = color("--bid");
