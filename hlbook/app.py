@@ -37,6 +37,7 @@ from hlbook.pipeline import Pipeline
 from hlbook.server.access import AccessPolicy
 from hlbook.server.fanout import Hub
 from hlbook.shell.connection import Server, ServerLimits
+from hlbook.web import load_page
 
 __all__ = ["ServerHandle", "serve"]
 
@@ -204,6 +205,7 @@ async def serve(
                 limits=_limits(config),
                 access=access,
                 ssl_context=ssl_context,
+                page=load_page().respond,
             )
             await nursery.start(trio.serve_listeners, server.handle_stream, listeners)
             port = listeners[0].socket.getsockname()[1]

@@ -11,6 +11,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 
 import trio
@@ -271,6 +272,8 @@ def _run_demo(args: argparse.Namespace) -> int:
                 scale=args.scale,
                 info_port=0,
                 fallback_port=0,  # plays the public API for types a node does not answer
+                # Block times from now, as a live node's: health and the page show a real lag.
+                start_time=datetime.now(UTC),
             )
             async with trio.open_nursery() as nursery:
                 sim = await nursery.start(run_simulator, sim_config)
@@ -286,7 +289,8 @@ def _run_demo(args: argparse.Namespace) -> int:
                 books = handle.books
                 coins = ", ".join(sorted(books.coins())) if books else ""
                 print(
-                    f"\nhlbook demo: a simulated node is writing {sim_config.layout.value} files "
+                    f"\nhlbook demo: the live book page is at {handle.http_url}/\n"
+                    f"  a simulated node is writing {sim_config.layout.value} files "
                     f"to {node_data}\n"
                     f"  WebSocket:  {handle.url}\n"
                     f"  HTTP API:   {handle.http_url}  (POST /info, GET /health; the SDKs' "

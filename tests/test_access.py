@@ -50,6 +50,7 @@ def test_the_policy_needs_a_valid_token_except_for_open_health() -> None:
         denial = policy.decide(target, given, scheme="http")
         assert denial is not None
         assert denial.status == 401
+    assert policy.decide(b"/", [], scheme="http", page=True) is None  # the page holds no data
     open_health = AccessPolicy(tokens=(TOKEN,), public_health=True)
     assert open_health.decide(b"/health", [], scheme="http") is None
     assert open_health.decide(b"/metrics", [], scheme="http") is None
@@ -98,6 +99,9 @@ async def test_tokens_over_http_and_websocket(tmp_path: Path) -> None:
             assert refused.headers["www-authenticate"] == "Bearer"
             assert TOKEN not in refused.text
             assert (await client.get("/health")).status_code == 401
+            page = await client.get("/")  # the live page is open; its requests are not
+            assert page.status_code == 200
+            assert page.headers["content-type"].startswith("text/html")
             ok = await client.post(
                 "/info",
                 json={"type": "l2Book", "coin": "BTC"},

@@ -74,7 +74,7 @@ async def test_chromium_receives_compressed_l2book_messages(tmp_path: Path) -> N
             assert server_books is not None
             last = books[-1]
             # The last push is of the last block that changed this view (maybe not the last).
-            assert last["time"] <= server_books.time  # type: ignore[index,operator]
+            assert last["time"] <= server_books.time  # type: ignore[index]
             btc = server_books.book("BTC")
             assert btc is not None
             assert [level["px"] for level in last["levels"][0]] == [  # type: ignore[index]

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import httpx
 import msgspec
 import pytest
 import trio
@@ -259,6 +260,15 @@ async def test_demo_prints_a_url_that_serves_books(tmp_path: Path) -> None:
                 stdout += await proc.process.stdout.receive_some(4096)
         url = re.search(rb"WebSocket:\s+(ws://\S+)", stdout)
         assert url is not None
+        # The live page's URL comes first, and it serves the page.
+        printout = stdout[stdout.index(b"\nhlbook demo: ") + 1 :]
+        page = re.match(rb"hlbook demo: the live book page is at (http://\S+/)\n", printout)
+        assert page is not None
+        async with httpx.AsyncClient() as client:
+            response = await client.get(page.group(1).decode())
+        assert response.headers["content-type"] == "text/html; charset=utf-8"
+        assert "content-security-policy" in response.headers
+        assert b'id="ladder"' in response.content
         assert b"python examples/l2_ladder.py" in stdout
         async with open_websocket_url(url.group(1).decode()) as ws:
             await ws.send_message(

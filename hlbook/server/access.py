@@ -10,6 +10,10 @@
   the flag any origin may connect (the token, if set, still applies).
 * ``--public-health``: ``/health`` and ``/metrics`` answer without a token
   (load balancers, Prometheus).
+
+The live page itself (``GET /`` without an upgrade) is always open: it holds no
+data, and a browser cannot send a token when it navigates — the page reads it
+from the URL fragment and sends it on its own requests.
 """
 
 import base64
@@ -86,9 +90,15 @@ class AccessPolicy:
         return matched
 
     def decide(
-        self, target: bytes, headers: Sequence[tuple[bytes, bytes]], *, scheme: str
+        self,
+        target: bytes,
+        headers: Sequence[tuple[bytes, bytes]],
+        *,
+        scheme: str,
+        page: bool = False,
     ) -> Denial | None:
-        """``None`` if the request may go on, else why not."""
+        """``None`` if the request may go on, else why not (``page``: it asks for the live
+        page, ``GET /`` without an upgrade)."""
         text = target.decode("ascii", "replace")
         path, _, query = text.partition("?")
         origin = _header(headers, b"origin")
@@ -96,7 +106,7 @@ class AccessPolicy:
             host = _header(headers, b"host")
             if host is None or origin != f"{scheme}://{host}":
                 return Denial(403, "originNotAllowed", "this Origin may not use the server")
-        if not self.tokens or (self.public_health and path in OPEN_PATHS):
+        if not self.tokens or page or (self.public_health and path in OPEN_PATHS):
             return None
         if not self._token_ok(request_token(query, headers)):
             return Denial(

@@ -3,7 +3,7 @@
 =====================  ==========================================================
 ``POST /info``         the info API (:mod:`hlbook.info`): JSON in, JSON out
 ``GET /health``        the health object; 200 when live, 503 otherwise
-``GET /``              the live book page (or a short text until it exists)
+``GET /``              the live book page (:mod:`hlbook.web`; a short text without one)
 ``OPTIONS *``          CORS preflight: browsers on other origins may call ``/info``
 =====================  ==========================================================
 
@@ -57,12 +57,13 @@ class Routes:
         self,
         info: InfoRegistry,
         health: Callable[[], dict[str, Any]],
-        page: Callable[[], Response] | None = None,
+        page: Callable[[h11.Request], Response] | None = None,
         observe: Callable[[str, int], None] | None = None,
     ) -> None:
         self.info = info
         self.health = health
         self.page = page
+        """Answers ``GET /`` (given the request: it may answer 304 to ``If-None-Match``)."""
         self.observe = observe
         """Called with (info type, status) after each ``/info`` request (metrics)."""
         self.extra: dict[str, Callable[[h11.Request], Awaitable[Response]]] = {}
@@ -102,7 +103,7 @@ class Routes:
             health = self.health()
             return json_response(200 if health.get("live") else 503, health)
         if self.page is not None:
-            return self.page()
+            return self.page(request)
         return Response(200, _TEXT, content_type="text/plain; charset=utf-8")
 
     async def _info(self, body: bytes) -> Response:

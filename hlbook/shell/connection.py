@@ -3,7 +3,7 @@
 A connection is HTTP until a ``GET /ws`` or ``GET /`` with ``Upgrade:
 websocket`` turns it into a WebSocket (wsproto, with permessage-deflate
 negotiated by :mod:`hlbook.server.deflate`); anything else is routed as HTTP
-(:mod:`hlbook.shell.routes`), with keep-alive. Everything here moves bytes:
+(:mod:`hlbook.server.routes`), with keep-alive. Everything here moves bytes:
 the decisions live in sans-I/O objects — h11's and wsproto's connections,
 the :class:`~hlbook.server.slots.Slots` that admit connections, the
 :class:`~hlbook.server.session.Session` of each WebSocket client.
@@ -122,7 +122,7 @@ class Server:
         ready: Callable[[], trio.Event],
         health: Callable[[], dict[str, Any]],
         limits: ServerLimits,
-        page: Callable[[], Response] | None = None,
+        page: Callable[[h11.Request], Response] | None = None,
         access: AccessPolicy | None = None,
         ssl_context: ssl.SSLContext | None = None,
     ) -> None:
@@ -245,7 +245,9 @@ class Server:
             if request is None:
                 return  # the client closed the connection
             self.stats.http_requests += 1
-            denial = self.access.decide(request.target, request.headers, scheme=self._scheme)
+            denial = self.access.decide(
+                request.target, request.headers, scheme=self._scheme, page=_is_page(request)
+            )
             if denial is not None:
                 self.stats.denied += 1
                 headers = (("www-authenticate", "Bearer"),) if denial.status == 401 else ()
@@ -324,12 +326,14 @@ class Server:
         response: Response,
         request: h11.Request | None = None,
     ) -> None:
-        headers = [
-            ("content-type", response.content_type),
-            ("content-length", str(len(response.body))),
-            *self._cors(request),
-            *response.headers,
-        ]
+        """Send ``response`` to ``request``; for a ``HEAD`` request, its headers only
+        (``content-length`` still the body's, as HTTP says; h11 refuses body bytes after a
+        HEAD). 204 and 304 have no body and no ``content-length``."""
+        head = request is not None and request.method == b"HEAD"
+        headers = [("content-type", response.content_type)]
+        if response.status not in (204, 304):  # which must not declare a length (RFC 9110)
+            headers.append(("content-length", str(len(response.body))))
+        headers += [*self._cors(request), *response.headers]
         if response.close:
             headers.append(("connection", "close"))
         try:
@@ -337,7 +341,8 @@ class Server:
             data = conn.send(
                 h11.Response(status_code=response.status, headers=headers, reason=reason)
             )
-            data += conn.send(h11.Data(data=response.body)) if response.body else b""
+            if response.body and not head:
+                data += conn.send(h11.Data(data=response.body))
             data += conn.send(h11.EndOfMessage())
         except h11.LocalProtocolError:
             return  # the connection cannot carry a response any more
@@ -471,6 +476,12 @@ class Server:
                     contextlib.suppress(*_GONE),
                 ):
                     await writer.close(code, reason)
+                    # Let the client's close frame (and what it sent before) arrive:
+                    # closing with its bytes unread would reset the connection, and a
+                    # browser would then report 1006 instead of our code.
+                    with trio.move_on_after(_LINGER_SECONDS):
+                        while await stream.receive_some(_READ_SIZE):
+                            pass
 
     async def _when_ready(self, session: Session, waits: "_Waits") -> None:
         await self._ready().wait()
@@ -584,6 +595,12 @@ class _MessageReader:
         if isinstance(parts[0], str):
             return "".join(part for part in parts if isinstance(part, str))
         return b"".join(part for part in parts if isinstance(part, bytes))
+
+
+def _is_page(request: h11.Request) -> bool:
+    """``GET /`` (or ``HEAD /``) without an upgrade: the live page."""
+    path = request.target.split(b"?", 1)[0]
+    return path == b"/" and request.method in (b"GET", b"HEAD") and not _is_upgrade(request)
 
 
 def _is_upgrade(request: h11.Request) -> bool:
