@@ -141,8 +141,11 @@ def _flag(kind: str, body: Mapping[str, Any], field: str) -> bool:
     return value
 
 
-def _time(kind: str, body: Mapping[str, Any], field: str, *, required: bool) -> int | None:
+def _time(
+    kind: str, body: Mapping[str, Any], field: str, *, required: bool, prefix: str = ""
+) -> int | None:
     value = body.get(field)
+    field = prefix + field
     if value is None:
         if required:
             raise HistoryRequestError(kind, field, "missing")
@@ -195,9 +198,10 @@ def parse_candle_snapshot(body: object) -> CandleSnapshotRequest:
         raise HistoryRequestError(
             kind, "req.interval", f"expected one of {' '.join(INTERVALS)}, got {_show(interval)}"
         )
-    start = _time(kind, req, "startTime", required=True)
+    start = _time(kind, req, "startTime", required=True, prefix="req.")
     assert start is not None
-    return CandleSnapshotRequest(coin, interval, start, _time(kind, req, "endTime", required=False))
+    end = _time(kind, req, "endTime", required=False, prefix="req.")
+    return CandleSnapshotRequest(coin, interval, start, end)
 
 
 def parse_order_status(body: object) -> OrderStatusRequest:

@@ -283,6 +283,8 @@ class HistoryStore:
         self._busy = False
         self._prune_wanted = False
         self._failing_since: float | None = None
+        self._retry_at = 0.0  # while writes fail, gaps and meta are retried at this pace
+        self._retry_delay = 1.0
         self._last_failure_log = 0.0
         self._readers: list[sqlite3.Connection] = []
         self._max_readers = readers
@@ -461,14 +463,17 @@ class HistoryStore:
         while True:
             with self._cond:
                 while True:
-                    has_work = bool(self._queue or self._spill or self._new_gaps)
+                    now = time.monotonic()
+                    retry_due = bool(self._new_gaps) and now >= self._retry_at
+                    has_work = bool(self._queue or self._spill or retry_due)
                     if self._closing and not self._paused:
                         break
                     if not self._paused and (has_work or self._prune_wanted):
                         break
                     if not self._paused and time.monotonic() >= next_prune:
                         break
-                    self._cond.wait(timeout=max(0.01, next_prune - time.monotonic()))
+                    wake = min(next_prune, self._retry_at) if self._new_gaps else next_prune
+                    self._cond.wait(timeout=max(0.01, wake - now))
                 batches = tuple(self._queue)
                 self._queue.clear()
                 spill, self._spill = self._spill, {}
@@ -590,7 +595,8 @@ class HistoryStore:
             stats.batches_written += len(batches)
             stats.rows_written += rows
             stats.write_seconds += time.perf_counter() - started
-        if self._failing_since is not None:
+        self._retry_delay = 1.0
+        if self._failing_since is not None and rows:
             log.warning(
                 "history writes work again (after %.0f s of failures)",
                 time.monotonic() - self._failing_since,
@@ -622,6 +628,8 @@ class HistoryStore:
             self._stats.last_error = text
             for gap in lost:
                 self._record_gap(gap)
+        self._retry_at = now + self._retry_delay
+        self._retry_delay = min(2 * self._retry_delay, 30.0)
         if self._failing_since is None:
             self._failing_since = now
             self._last_failure_log = now
@@ -734,8 +742,9 @@ class HistoryStore:
                         self._queue
                         or self._spill
                         or self._busy
-                        or self._new_gaps
                         or self._prune_wanted
+                        # Gaps wait for a write that works: not while writes fail.
+                        or (self._new_gaps and self._failing_since is None)
                     )
                     or self._closed
                 ),
