@@ -63,7 +63,9 @@ class HistoryRecorder:
             FILLS: store.last_seen(FILLS),
             STATUSES: store.last_seen(STATUSES),
         }
-        self._gap_reason = {FILLS: "offline", STATUSES: "offline"}
+        # A height jump is a gap only at the first block after starting or after a
+        # re-bootstrap: in steady state the streaming layout skips empty blocks' heights.
+        self._gap_reason: dict[str, str | None] = {FILLS: "offline", STATUSES: "offline"}
 
     # -- BlockSink ---------------------------------------------------------------
 
@@ -94,18 +96,12 @@ class HistoryRecorder:
         last = self._last[stream]
         if last is not None and block.height <= last[0]:
             return False
-        if last is not None and block.height > last[0] + 1:
+        reason = self._gap_reason[stream]
+        if reason is not None and last is not None and block.height > last[0] + 1:
             self.store.add_gap(
-                Gap(
-                    stream,
-                    self._gap_reason[stream],
-                    last[0] + 1,
-                    block.height - 1,
-                    last[1],
-                    block.time,
-                )
+                Gap(stream, reason, last[0] + 1, block.height - 1, last[1], block.time)
             )
-        self._gap_reason[stream] = "offline"
+        self._gap_reason[stream] = None
         self._last[stream] = (block.height, block.time)
         self.store.note_seen(stream, block.height, block.time)
         return True
