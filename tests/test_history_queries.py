@@ -1,6 +1,7 @@
 """The async info handlers: official shapes, validation, threads, and consistency with pushes."""
 
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,7 +24,7 @@ CANDLE_KEYS = {"t", "T", "s", "i", "o", "c", "h", "l", "v", "n"}
 
 
 @pytest.fixture
-def store(tmp_path: Path) -> HistoryStore:
+def store(tmp_path: Path) -> Iterator[HistoryStore]:
     with HistoryStore(tmp_path / "history.sqlite") as opened:
         recorder = HistoryRecorder(opened)
         record(
@@ -39,7 +40,7 @@ def store(tmp_path: Path) -> HistoryStore:
             ],
         )
         assert opened.flush(10)
-        yield opened  # type: ignore[misc]
+        yield opened
 
 
 async def test_user_fills(store: HistoryStore) -> None:
@@ -136,7 +137,7 @@ async def test_queries_run_in_threads_not_on_the_trio_thread(store: HistoryStore
         threads.append(threading.current_thread().name)
         return original(*args, **kwargs)  # type: ignore[arg-type]
 
-    store.fills = spy  # type: ignore[method-assign]
+    store.fills = spy  # type: ignore[method-assign,assignment]
     await HistoryQueries(store).user_fills({"user": ALICE})
     assert threads
     assert threads[0] != threading.current_thread().name

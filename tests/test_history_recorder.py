@@ -1,6 +1,7 @@
 """The recorder on real mainnet blocks, and its gaps, duplicates and failures."""
 
 from collections import defaultdict
+from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -43,13 +44,13 @@ def mainnet_blocks(mainnet: MainnetSlice) -> list[Block]:
 @pytest.fixture
 def recorded(
     mainnet: MainnetSlice, tmp_path: Path
-) -> tuple[HistoryStore, HistoryRecorder, list[Block]]:
+) -> Iterator[tuple[HistoryStore, HistoryRecorder, list[Block]]]:
     store = HistoryStore(tmp_path / "history.sqlite")
     recorder = HistoryRecorder(store)
     blocks = mainnet_blocks(mainnet)
     record(recorder, blocks)
     assert store.flush(10)
-    yield store, recorder, blocks  # type: ignore[misc]
+    yield store, recorder, blocks
     store.close()
 
 
