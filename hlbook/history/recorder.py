@@ -39,6 +39,9 @@ __all__ = ["HistoryRecorder"]
 
 log = logging.getLogger("hlbook.history")
 
+_NOT_TRIGGER = b'"isTrigger":false'
+_REJECTIONS: set[str] = {"rejected", "badAloPxRejected", "perpMarginRejected", "iocCancelRejected"}
+
 
 class HistoryRecorder:
     """Records each block's fills, trades, candles and finished statuses into ``store``.
@@ -127,10 +130,18 @@ class HistoryRecorder:
         if not self._is_new(STATUSES, block):
             return
         kept: list[FinishedOrder] = []
+        rejections = _REJECTIONS
         for event in block.statuses:
             status = event.status
-            if is_rejection(status):
+            # ~95% of statuses: a set lookup each (each distinct status is classified once).
+            if status in rejections:
                 continue
+            if is_rejection(status):
+                if len(rejections) < 1024:
+                    rejections.add(status)
+                continue
+            if status == "open" and _NOT_TRIGGER in bytes(event.order):
+                continue  # resting in the book (the book answers for it): no need to decode
             try:
                 order = event.parsed_order()
             except msgspec.DecodeError:
