@@ -17,9 +17,10 @@ without writing a byte:
   rows are read (page-level damage elsewhere surfaces later, as logged write
   failures and query errors — the file is never rewritten or replaced).
 
-Rows are keyed in time order: each time-ordered table's ``INTEGER PRIMARY
-KEY`` is ``time_ms << 20 | sequence`` (see :class:`KeyClock`), so retention
-deletes and time-range queries are rowid ranges, with no index on time.
+Rows are keyed in time order: each time-ordered table's ``id`` is ``time_ms
+<< 20 | sequence`` (see :class:`KeyClock`), so retention deletes and
+time-range queries are key ranges, with no index on time. Fills are
+clustered by ``(user, id)``: one user's fills are contiguous on disk.
 """
 
 import os
@@ -57,10 +58,12 @@ _TABLES: Final = ("meta", "fills", "orders", "trades", "candles", "gaps")
 _DDL: Final = """
 CREATE TABLE meta (key TEXT PRIMARY KEY, value ANY) WITHOUT ROWID;
 
--- One row per fill, as the node wrote it. id = time << 20 | sequence.
+-- One row per fill, as the node wrote it. id = time << 20 | sequence. Clustered by
+-- user: a user's fills in time order are neighbours on disk, so userFills reads a few
+-- pages, not one page per fill.
 CREATE TABLE fills (
-    id INTEGER PRIMARY KEY,
     user BLOB NOT NULL,
+    id INTEGER NOT NULL,
     coin TEXT NOT NULL,
     px TEXT NOT NULL,
     sz TEXT NOT NULL,
@@ -79,10 +82,11 @@ CREATE TABLE fills (
     cloid BLOB,
     liquidation TEXT,
     builder_fee TEXT,
-    deployer_fee TEXT
-);
--- (user, id): a user's fills in time order (SQLite appends the rowid to every index).
-CREATE INDEX fills_user ON fills (user);
+    deployer_fee TEXT,
+    PRIMARY KEY (user, id)
+) WITHOUT ROWID;
+-- Time order across users: retention deletes.
+CREATE INDEX fills_id ON fills (id);
 
 -- The latest recorded status of each finished order. id = status time << 20 | sequence.
 CREATE TABLE orders (

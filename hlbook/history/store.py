@@ -97,7 +97,7 @@ STATUSES: Final = "statuses"
 
 _NO_END: Final = (1 << 63) - 1
 _PRUNE_CHUNK: Final = 20_000
-_PAGE: Final = 2_000
+_PAGE: Final = 500
 _FAILURE_LOG_INTERVAL: Final = 60.0
 _MAX_GAPS_KEPT: Final = 10_000
 
@@ -658,9 +658,12 @@ class HistoryStore:
         deleted = 0
         try:
             for table in ("fills", "trades", "orders"):
+                # fills: (user, id) is the key; the id index holds both, so this stays an
+                # index range, like the rowid range of the other tables.
+                row, cols = ("(user, id)", "user, id") if table == "fills" else ("id", "id")
                 deleted += self._delete_chunks(
-                    f"DELETE FROM {table} WHERE id IN "
-                    f"(SELECT id FROM {table} WHERE id < ? ORDER BY id LIMIT {_PRUNE_CHUNK})",
+                    f"DELETE FROM {table} WHERE {row} IN (SELECT {cols} FROM {table} "
+                    f"WHERE id < ? ORDER BY id LIMIT {_PRUNE_CHUNK})",
                     (key,),
                 )
                 if self._memory:
@@ -670,7 +673,7 @@ class HistoryStore:
                     )
                     if boundary is not None:
                         deleted += self._delete_chunks(
-                            f"DELETE FROM {table} WHERE id IN (SELECT id FROM {table} "
+                            f"DELETE FROM {table} WHERE {row} IN (SELECT {cols} FROM {table} "
                             f"WHERE id <= ? ORDER BY id LIMIT {_PRUNE_CHUNK})",
                             (boundary,),
                         )
@@ -900,7 +903,10 @@ class HistoryStore:
                 for who, fill in batch.fills
                 if who == user and first <= fill.time <= last
             ]
-            stored = self._iter_fills(conn, packed, low, high, newest_first)
+            # Enough rows for the answer in one read (one more when aggregating, to see
+            # that the last group is complete); later pages only if groups merged.
+            wanted = max(1, limit - len(pending) + (1 if aggregate else 0))
+            stored = self._iter_fills(conn, packed, low, high, newest_first, wanted)
             ordered: Iterator[dict[str, Any]]
             if newest_first:
                 ordered = _chain(reversed(pending), stored)
@@ -928,19 +934,27 @@ class HistoryStore:
         )
 
     def _iter_fills(
-        self, conn: sqlite3.Connection, user: bytes | str, low: int, high: int, newest_first: bool
+        self,
+        conn: sqlite3.Connection,
+        user: bytes | str,
+        low: int,
+        high: int,
+        newest_first: bool,
+        first_page: int,
     ) -> Iterator[dict[str, Any]]:
         order = "DESC" if newest_first else "ASC"
+        page = first_page
         while low <= high:
             rows = conn.execute(
                 f"SELECT {FILL_COLUMNS} FROM fills WHERE user = ? AND id BETWEEN ? AND ? "
-                f"ORDER BY id {order} LIMIT {_PAGE}",
-                (user, low, high),
+                f"ORDER BY id {order} LIMIT ?",
+                (user, low, high, page),
             ).fetchall()
             for row in rows:
                 yield fill_from_row(row)
-            if len(rows) < _PAGE:
+            if len(rows) < page:
                 return
+            page = _PAGE
             if newest_first:
                 high = rows[-1][0] - 1
             else:
