@@ -488,7 +488,13 @@ class HistoryStore:
                 if not ok and gaps:
                     with self._cond:
                         self._new_gaps[:0] = gaps  # retry persisting them with the next write
-                if self._prune_wanted or time.monotonic() >= next_prune:
+                with self._cond:
+                    caught_up = not self._queue
+                # Retention runs once the queue is written (deletes would only delay the
+                # blocks waiting), unless it is overdue by a whole interval.
+                overdue = time.monotonic() >= next_prune + self._prune_interval
+                due = self._prune_wanted or time.monotonic() >= next_prune
+                if due and (caught_up or overdue):
                     self._prune_wanted = False
                     next_prune = time.monotonic() + self._prune_interval
                     self._prune(seen)
