@@ -2,10 +2,12 @@
 
 Writes. The recorder hands the store one batch per block and stage
 (:meth:`HistoryStore.submit`): a few list references, no I/O, a lock held for
-microseconds. The writer thread takes everything queued and writes it in one
-transaction (so a block is one transaction when the disk keeps up, and many
-blocks are one when it falls behind), then enforces retention in bounded
-chunks.
+microseconds. The writer thread takes everything queued, at most every
+``commit_interval`` (0.2 s: about three blocks), and writes it in one
+transaction — whole blocks only; many blocks at once when it falls behind —
+then enforces retention in bounded chunks. Grouping blocks matters: the
+indexes that are not in time order (fills by user, orders by cloid) dirty a
+page per row, and a page that several blocks touch is then written once.
 
 When the disk is slow — the policy, in order:
 
@@ -230,7 +232,8 @@ class HistoryStore:
     not this hlbook's history. ``retention_ms``: rows older than the newest
     block time minus this are deleted, every ``prune_interval`` seconds.
     ``memory_rows``: the in-memory window also keeps at most this many fills,
-    trades and orders (each). ``max_bytes``: an optional hard cap on the
+    trades and orders (each). ``commit_interval``: the shortest time between
+    two write transactions (:meth:`flush` does not wait for it). ``max_bytes``: an optional hard cap on the
     file's size; writes past it fail (logged, counted, a gap) until retention
     frees room. Use as a context manager, or call :meth:`close`.
     """
@@ -244,6 +247,7 @@ class HistoryStore:
         memory_rows: int = 100_000,
         max_bytes: int | None = None,
         prune_interval: float | None = None,
+        commit_interval: float = 0.2,
         readers: int = 4,
     ) -> None:
         if retention_ms <= 0:
@@ -282,6 +286,9 @@ class HistoryStore:
         self._paused = False
         self._busy = False
         self._prune_wanted = False
+        self._flushing = 0
+        self._commit_interval = commit_interval
+        self._last_commit = 0.0
         self._failing_since: float | None = None
         self._retry_at = 0.0  # while writes fail, gaps and meta are retried at this pace
         self._retry_delay = 1.0
@@ -468,12 +475,23 @@ class HistoryStore:
                     has_work = bool(self._queue or self._spill or retry_due)
                     if self._closing and not self._paused:
                         break
-                    if not self._paused and (has_work or self._prune_wanted):
+                    # Group the blocks of up to commit_interval into one transaction: pages
+                    # that consecutive blocks touch are written once, not once per block.
+                    commit_at = self._last_commit + self._commit_interval
+                    hurry = (
+                        self._flushing > 0
+                        or self._prune_wanted
+                        or now >= commit_at
+                        or self._pending_rows * 4 >= self._max_pending
+                    )
+                    if not self._paused and has_work and hurry:
                         break
-                    if not self._paused and time.monotonic() >= next_prune:
+                    if not self._paused and (self._prune_wanted or now >= next_prune):
                         break
                     wake = min(next_prune, self._retry_at) if self._new_gaps else next_prune
-                    self._cond.wait(timeout=max(0.01, wake - now))
+                    if has_work:
+                        wake = min(wake, commit_at)
+                    self._cond.wait(timeout=max(0.001, wake - now))
                 batches = tuple(self._queue)
                 self._queue.clear()
                 spill, self._spill = self._spill, {}
@@ -501,6 +519,7 @@ class HistoryStore:
             except Exception:  # a bug: keep the thread (and so the store) alive
                 log.exception("history writer error")
             finally:
+                self._last_commit = time.monotonic()
                 with self._cond:
                     self._inflight, self._inflight_spill = (), {}
                     self._pending_rows -= sum(batch.rows for batch in batches)
@@ -745,20 +764,29 @@ class HistoryStore:
         Blocks the calling thread: not for the book task.
         """
         with self._cond:
-            return self._cond.wait_for(
-                lambda: (
-                    not (
-                        self._queue
-                        or self._spill
-                        or self._busy
-                        or self._prune_wanted
-                        # Gaps wait for a write that works: not while writes fail.
-                        or (self._new_gaps and self._failing_since is None)
-                    )
-                    or self._closed
-                ),
-                timeout,
-            )
+            self._flushing += 1
+            self._cond.notify_all()
+            try:
+                return self._wait_written(timeout)
+            finally:
+                self._flushing -= 1
+
+    def _wait_written(self, timeout: float | None) -> bool:
+        # Caller holds the lock.
+        return self._cond.wait_for(
+            lambda: (
+                not (
+                    self._queue
+                    or self._spill
+                    or self._busy
+                    or self._prune_wanted
+                    # Gaps wait for a write that works: not while writes fail.
+                    or (self._new_gaps and self._failing_since is None)
+                )
+                or self._closed
+            ),
+            timeout,
+        )
 
     def pause_writes(self) -> None:
         """Hold the writer between transactions (tests of the slow-disk policy; backups)."""

@@ -176,7 +176,7 @@ def _merge(group: Sequence[Mapping[str, Any]], *, newest_first: bool) -> dict[st
 
 
 def aggregate_by_time(
-    fills: Iterable[Mapping[str, Any]], *, newest_first: bool, limit: int | None = None
+    fills: Iterable[dict[str, Any]], *, newest_first: bool, limit: int | None = None
 ) -> list[dict[str, Any]]:
     """Combine the partial fills of one crossing order, as ``aggregateByTime: true`` does.
 
@@ -192,11 +192,12 @@ def aggregate_by_time(
     ``startPosition``, ``tid`` and the rest come from the group's earliest
     fill. Maker fills are never combined.
 
-    With ``limit``, at most ``limit`` fills are returned, each complete: the
+    Fills that are not combined are returned as given (not copied). With
+    ``limit``, at most ``limit`` fills are returned, each complete: the
     input is consumed only until the fill after the last one returned starts
     (so ``fills`` may be a lazy, paged iterator).
     """
-    groups: list[list[Mapping[str, Any]]] = []
+    groups: list[list[dict[str, Any]]] = []
     for fill in fills:
         if groups and fill["crossed"] and _same_group(groups[-1][0], fill):
             groups[-1].append(fill)
@@ -205,6 +206,5 @@ def aggregate_by_time(
             break
         groups.append([fill])
     return [
-        _merge(group, newest_first=newest_first) if len(group) > 1 else dict(group[0])
-        for group in groups
+        _merge(group, newest_first=newest_first) if len(group) > 1 else group[0] for group in groups
     ]
