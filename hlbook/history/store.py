@@ -232,10 +232,13 @@ class HistoryStore:
     not this hlbook's history. ``retention_ms``: rows older than the newest
     block time minus this are deleted, every ``prune_interval`` seconds.
     ``memory_rows``: the in-memory window also keeps at most this many fills,
-    trades and orders (each). ``commit_interval``: the shortest time between
-    two write transactions (:meth:`flush` does not wait for it). ``max_bytes``: an optional hard cap on the
-    file's size; writes past it fail (logged, counted, a gap) until retention
-    frees room. Use as a context manager, or call :meth:`close`.
+    trades and orders (each). ``max_pending_rows``: the queue's bound (see the
+    policy above). ``commit_interval``: the shortest time between two write
+    transactions (:meth:`flush` does not wait for it). ``max_bytes``: an
+    optional hard cap on the file's size; writes past it fail (logged,
+    counted, a gap) until retention frees room. ``readers``: query
+    connections kept open. Opening does file I/O: do it before the event loop
+    or in a thread. Use as a context manager, or call :meth:`close`.
     """
 
     def __init__(
