@@ -7,6 +7,8 @@
   block out of order). hlbook never guesses: it re-bootstraps.
 * :class:`SnapshotError` — a snapshot file that cannot be loaded.
 * :class:`StartupError` — hlbook cannot start as configured (a port in use).
+* :class:`HistoryError` — the history store's file cannot be used (corrupt,
+  foreign, newer schema, unreadable) or read.
 
 Anything else escaping hlbook is a bug in hlbook.
 """
@@ -15,6 +17,7 @@ __all__ = [
     "BlockOrderError",
     "DivergenceError",
     "DuplicateOrderError",
+    "HistoryError",
     "HlbookError",
     "NodeFormatError",
     "OrderMismatchError",
@@ -91,3 +94,19 @@ class SnapshotError(HlbookError):
 
 class StartupError(HlbookError):
     """hlbook cannot start as configured, e.g. its port is taken; the message says why."""
+
+
+class HistoryError(HlbookError):
+    """The history store cannot be used: ``path`` (``None`` for the in-memory window) and why.
+
+    Raised when opening a file that is not hlbook's (corrupt, another
+    program's SQLite database, a newer schema, not a regular file), and by
+    queries that cannot read it. Never raised into the book task: failed
+    writes are logged and counted instead.
+    """
+
+    def __init__(self, path: str | None, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        where = "in-memory history" if path is None else f"history store {path}"
+        super().__init__(f"{where}: {reason}")
