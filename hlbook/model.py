@@ -48,6 +48,22 @@ class Block:
                 bucket.append(event)
         return grouped
 
+    @cached_property
+    def fills_by_user(self) -> dict[str, list[FillEvent]]:
+        """The block's fills grouped by (lower-case) user (computed on first use)."""
+        grouped: dict[str, list[FillEvent]] = {}
+        for event in self.fills:
+            grouped.setdefault(event[0].lower(), []).append(event)
+        return grouped
+
+    @cached_property
+    def statuses_by_user(self) -> dict[str, list[StatusEvent]]:
+        """The block's statuses grouped by (lower-case) user (computed on first use)."""
+        grouped: dict[str, list[StatusEvent]] = {}
+        for event in self.statuses:
+            grouped.setdefault(event.user.lower(), []).append(event)
+        return grouped
+
     def is_empty(self) -> bool:
         """True when the node wrote no event for this block on any stream."""
         return not (self.statuses or self.diffs or self.fills)

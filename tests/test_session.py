@@ -10,7 +10,7 @@ from fixtures import new, status
 
 from hlbook.book.books import Books
 from hlbook.server.fanout import SLOW_CLIENT_CODE, ClientQueue, Hub
-from hlbook.server.session import RunInfo, Session, SessionLimits, bounded_echo
+from hlbook.server.session import Action, RunInfo, Session, SessionLimits, bounded_echo
 
 PARSE = "Error parsing JSON into valid websocket request: "
 
@@ -43,7 +43,7 @@ class Harness:
             now=0.0,
         )
 
-    def send(self, message: Any, now: float = 1.0) -> list[RunInfo]:
+    def send(self, message: Any, now: float = 1.0) -> list[Action]:
         data = message if isinstance(message, str | bytes) else orjson.dumps(message)
         return self.session.receive(data, now)
 
@@ -221,6 +221,7 @@ def test_post_info_becomes_a_call_and_its_answer_the_official_shape() -> None:
     [call] = harness.send(
         {"method": "post", "id": 4, "request": {"type": "info", "payload": payload}}
     )
+    assert isinstance(call, RunInfo)
     harness.session.answered(call, None, "node down")
     assert harness.replies() == [
         {

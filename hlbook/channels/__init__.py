@@ -11,9 +11,13 @@ from typing import Any
 from hlbook.channels.allmids import AllMids
 from hlbook.channels.base import Channel, InvalidSubscription, Policy, Shared
 from hlbook.channels.bbo import Bbo
+from hlbook.channels.candle import CandleChannel
 from hlbook.channels.l2book import L2Book
 from hlbook.channels.l4book import L4Book
+from hlbook.channels.orderupdates import OrderUpdates
 from hlbook.channels.trades import Trades
+from hlbook.channels.userevents import UserEvents
+from hlbook.channels.userfills import UserFills
 from hlbook.stages import Stage
 
 __all__ = ["CHANNELS", "Channel", "InvalidSubscription", "Policy", "Registry", "Shared"]
@@ -24,6 +28,10 @@ CHANNELS: tuple[type[Channel], ...] = (
     Trades,
     L4Book,
     AllMids,
+    CandleChannel,
+    OrderUpdates,
+    UserFills,
+    UserEvents,
 )
 
 

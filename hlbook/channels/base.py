@@ -11,8 +11,8 @@ applies the policy. Channels hold no Trio and do no I/O.
 
 import abc
 import enum
-from collections.abc import Collection, Hashable, Iterable, Mapping
-from typing import Any, ClassVar
+from collections.abc import Callable, Collection, Hashable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
 
@@ -23,13 +23,19 @@ from hlbook.model import Block
 from hlbook.server.frames import Message
 from hlbook.stages import Stage
 
+if TYPE_CHECKING:
+    from hlbook.history.recorder import HistoryRecorder
+    from hlbook.history.store import HistoryStore
+
 __all__ = [
     "Channel",
     "InvalidSubscription",
     "Policy",
     "Shared",
+    "optional_bool",
     "optional_int",
     "required_str",
+    "user_address",
 ]
 
 
@@ -56,6 +62,28 @@ def required_str(raw: Mapping[str, Any], name: str) -> str:
     return value
 
 
+def user_address(raw: Mapping[str, Any], name: str = "user") -> str:
+    """A required user address (``0x`` and 40 hex digits), in lower case."""
+    value = raw.get(name)
+    if type(value) is not str or len(value) != 42 or not value.startswith(("0x", "0X")):
+        raise InvalidSubscription(f"{name} must be an address (0x and 40 hex digits)")
+    try:
+        int(value[2:], 16)
+    except ValueError:
+        raise InvalidSubscription(f"{name} must be an address (0x and 40 hex digits)") from None
+    return value.lower()
+
+
+def optional_bool(raw: Mapping[str, Any], name: str) -> bool:
+    """An optional boolean field (absent or null: false)."""
+    value = raw.get(name)
+    if value is None:
+        return False
+    if type(value) is not bool:
+        raise InvalidSubscription(f"{name} must be true or false")
+    return value
+
+
 def optional_int(raw: Mapping[str, Any], name: str, allowed: Collection[int]) -> int | None:
     """An optional integer field (``null`` or absent → ``None``) with allowed values.
 
@@ -74,6 +102,10 @@ class Shared:
     """What channels of one server share (views computed once for all of them)."""
 
     ladders: Ladders = attrs.Factory(Ladders)
+    history: "HistoryStore | None" = None
+    """Fills, trades, candles and finished orders (the per-user channels' first messages)."""
+    recorder: "HistoryRecorder | None" = None
+    """The current candles (the ``candle`` channel)."""
 
 
 class Channel(abc.ABC):
@@ -120,6 +152,13 @@ class Channel(abc.ABC):
 
     def first(self, key: Hashable, books: Books) -> Message | None:
         """The message a new subscriber of ``key`` gets at once, if any."""
+        return None
+
+    def first_later(self, key: Hashable, books: Books) -> Callable[[], Message | None] | None:
+        """For a first message that needs blocking work (a read of the history store): a
+        function the server runs in a worker thread. Whatever the answer must agree with
+        (the store's unwritten blocks) it captures now, when called; meanwhile the
+        subscription's messages are held back, to follow it (no gap, no duplicate)."""
         return None
 
     def publish(

@@ -38,6 +38,7 @@ __all__ = [
     "fill_wire",
     "is_recorded",
     "is_rejection",
+    "open_order_wire",
     "order_status_wire",
     "order_wire",
     "unknown_oid",
@@ -91,6 +92,25 @@ def order_wire(order: Order) -> dict[str, Any]:
         "tif": order.tif,
         "cloid": order.cloid,
     }
+
+
+def open_order_wire(order: Order) -> dict[str, Any]:
+    """A node order as the official ``openOrders`` element (and the order of an
+    ``orderUpdates`` entry): ``cloid`` only when set, ``reduceOnly`` only when true."""
+    out: dict[str, Any] = {
+        "coin": order.coin,
+        "side": order.side,
+        "limitPx": order.limitPx,
+        "sz": order.sz,
+        "oid": order.oid,
+        "timestamp": order.timestamp,
+        "origSz": order.origSz,
+    }
+    if order.cloid is not None:
+        out["cloid"] = order.cloid
+    if order.reduceOnly:
+        out["reduceOnly"] = True
+    return out
 
 
 def order_status_wire(order: Order, status: str, status_timestamp: int) -> dict[str, Any]:

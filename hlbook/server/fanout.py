@@ -112,6 +112,9 @@ class ClientQueue:
         self._lossless = 0
         self._bytes = 0
         self._reply_bytes = 0
+        # Subscriptions whose first message is still being prepared: their messages wait
+        # here (counted against the same limits) and follow it.
+        self._held: dict[Hashable, list[Message]] = {}
 
     def __len__(self) -> int:
         return len(self._queue)
@@ -128,11 +131,42 @@ class ClientQueue:
         size = len(message.payload)
         if self._lossless >= self.max_messages or self._bytes + size > self.max_bytes:
             return False
-        self._queue[(group, next(_counter))] = message
         self._lossless += 1
         self._bytes += size
+        held = self._held.get(group) if self._held else None
+        if held is not None:
+            held.append(message)
+            return True
+        self._queue[(group, next(_counter))] = message
         self.wake()
         return True
+
+    def hold(self, group: Hashable) -> None:
+        """Keep ``group``'s messages back until :meth:`release` (its first message is being
+        prepared elsewhere, e.g. read from the history store)."""
+        self._held.setdefault(group, [])
+
+    def release(self, group: Hashable, first: Message | None) -> bool:
+        """Queue ``first``, then what was held for ``group``; False if ``first`` does not fit."""
+        held = self._held.pop(group, None)
+        if held is None or self.close_reason is not None:
+            return True
+        if first is not None:
+            size = len(first.payload)
+            if self._bytes + size > self.max_bytes:
+                self._drop_held(held)
+                return False
+            self._queue[(group, next(_counter))] = first
+            self._lossless += 1
+            self._bytes += size
+        for message in held:
+            self._queue[(group, next(_counter))] = message
+        self.wake()
+        return True
+
+    def _drop_held(self, held: list[Message]) -> None:
+        self._lossless -= len(held)
+        self._bytes -= sum(len(message.payload) for message in held)
 
     def reply(self, message: Message) -> bool:
         """Queue an answer to the client's own request; False if its replies are not read."""
@@ -158,8 +192,11 @@ class ClientQueue:
         self.wake()
 
     def forget(self, key: Hashable) -> None:
-        """Drop an unsent conflated message (its subscription ended)."""
+        """Drop an unsent conflated message, and held ones (its subscription ended)."""
         self._queue.pop(key, None)
+        held = self._held.pop(key, None) if self._held else None
+        if held:
+            self._drop_held(held)
 
     def _popped(self, key: Hashable, message: Message) -> None:
         if type(key) is tuple:
@@ -207,6 +244,7 @@ class ClientQueue:
         if self.close_reason is None:
             self.close_reason = (code, reason)
             self._queue.clear()
+            self._held.clear()
             self._lossless = self._bytes = self._reply_bytes = 0
             self.wake()
             self.on_close()

@@ -23,7 +23,7 @@ the client sent something large.
 
 import math
 from collections.abc import Callable, Hashable
-from typing import Any
+from typing import Any, TypeAlias
 
 import attrs
 import orjson
@@ -35,6 +35,8 @@ from hlbook.server.frames import Message
 
 __all__ = [
     "PARSE_ERROR",
+    "Action",
+    "PrepareFirst",
     "RunInfo",
     "Session",
     "SessionLimits",
@@ -120,6 +122,20 @@ class RunInfo:
     payload: dict[str, Any]
 
 
+@attrs.frozen(eq=False)
+class PrepareFirst:
+    """Run ``job`` in a worker thread, then hand its message to :meth:`Session.first_ready`:
+    the first message of subscription ``key`` (held back until then)."""
+
+    key: Hashable
+    channel: str
+    job: Callable[[], Message | None]
+
+
+Action: TypeAlias = RunInfo | PrepareFirst
+"""What the caller carries out for a session."""
+
+
 @attrs.define
 class _Request:
     method: str
@@ -181,8 +197,8 @@ class Session:
 
     # -- input --------------------------------------------------------------------------
 
-    def receive(self, data: bytes | str, now: float) -> list[RunInfo]:
-        """One complete client message. Replies are queued; returns the info calls to run."""
+    def receive(self, data: bytes | str, now: float) -> list[Action]:
+        """One complete client message. Replies are queued; returns what to run."""
         self.activity(now)
         self.stats.requests += 1
         try:
@@ -218,21 +234,29 @@ class Session:
             else:
                 self._deferred.append(request)
             return []
-        self._answer(request, self._books_now())
-        return []
+        return self._answer(request, self._books_now())
 
-    def books_ready(self, now: float) -> None:
+    def books_ready(self, now: float) -> list[Action]:
         """The books are loaded: answer the subscriptions that waited, in order."""
         books = self._books()
         if books is None or not self._deferred:
-            return
+            return []
         deferred, self._deferred = self._deferred, []
+        actions: list[Action] = []
         for request in deferred:
             if self.client.close_reason is not None:
-                return
-            self._answer(request, books)
+                break
+            actions += self._answer(request, books)
         # Idleness counts from now at the earliest: the client was waiting for us.
         self.activity(now)
+        return actions
+
+    def first_ready(self, action: PrepareFirst, message: Message | None) -> None:
+        """The first message :class:`PrepareFirst` prepared (``None``: none, or it failed)."""
+        if action.key not in self.client.subscriptions:
+            return  # unsubscribed meanwhile: forget() dropped what was held
+        if not self.client.release(action.key, message):
+            self.hub.disconnect_slow(self.client, f"{action.channel} first message does not fit")
 
     def answered(self, call: RunInfo, payload_json: bytes | None, error: str | None) -> None:
         """The result of a :class:`RunInfo`: the answer's JSON, or an error text."""
@@ -249,7 +273,7 @@ class Session:
         assert books is not None
         return books
 
-    def _post(self, message: dict[str, Any]) -> list[RunInfo]:
+    def _post(self, message: dict[str, Any]) -> list[Action]:
         self.stats.posts += 1
         request_id = message.get("id")
         request = message.get("request")
@@ -279,29 +303,35 @@ class Session:
         self._pending_posts.add(request_id)
         return [RunInfo(request_id, payload)]
 
-    def _answer(self, request: _Request, books: Books) -> None:
-        client, key, echo = self.client, request.key, request.echo
+    def _answer(self, request: _Request, books: Books) -> list[Action]:
+        client, key, echo, channel = self.client, request.key, request.echo, request.channel
         if request.method == "unsubscribe":
             if key not in client.subscriptions:
                 self._error(f"Already unsubscribed: {bounded_echo(echo)}")
-                return
+                return []
             self.hub.unsubscribe(client, key)
             self._subscription_response("unsubscribe", echo)
-            return
-        if not request.channel.available(key, books):
+            return []
+        if not channel.available(key, books):
             self._error(f"Invalid subscription: {bounded_echo(echo)}")
-            return
+            return []
         if key in client.subscriptions:
             self._error(f"Already subscribed: {bounded_echo(echo)}")
-            return
+            return []
         if len(client.subscriptions) >= self.limits.max_subscriptions:
             self._error(_too_many(self.limits.max_subscriptions))
-            return
-        first = self.hub.subscribe(client, request.channel, key, books, echo)
+            return []
+        first = self.hub.subscribe(client, channel, key, books, echo)
+        # In the same step as subscribing: what the job captures and what is pushed from
+        # now on meet exactly.
+        job = channel.first_later(key, books) if first is None else None
+        if job is not None:
+            client.hold(key)
         if not self._subscription_response("subscribe", echo):
-            return
+            return []
         if first is not None and not client.put(first, key):
-            self.hub.disconnect_slow(client, f"{request.channel.name} first message does not fit")
+            self.hub.disconnect_slow(client, f"{channel.name} first message does not fit")
+        return [PrepareFirst(key, channel.name, job)] if job is not None else []
 
     def _subscription_response(self, method: str, echo: dict[str, Any]) -> bool:
         data = {"method": method, "subscription": echo}

@@ -47,7 +47,7 @@ from hlbook.server.deflate import PerMessageDeflate
 from hlbook.server.fanout import ClientQueue, Hub
 from hlbook.server.frames import pong_frame
 from hlbook.server.routes import Response, Routes
-from hlbook.server.session import RunInfo, Session, SessionLimits
+from hlbook.server.session import Action, RunInfo, Session, SessionLimits
 from hlbook.server.slots import Kind, Refusal, Slot, Slots
 from hlbook.shell.writer import CompressionBudget, Flusher, Writer
 
@@ -448,7 +448,7 @@ class Server:
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(writer.run)
                 if self._books() is None:
-                    nursery.start_soon(self._when_ready, session, waits)
+                    nursery.start_soon(self._when_ready, session, waits, nursery)
                 with reader_scope:
                     await self._read(stream, ws, session, writer, trailing, nursery, waits)
                 if client.close_reason is None:
@@ -483,9 +483,10 @@ class Server:
                         while await stream.receive_some(_READ_SIZE):
                             pass
 
-    async def _when_ready(self, session: Session, waits: "_Waits") -> None:
+    async def _when_ready(self, session: Session, waits: "_Waits", nursery: trio.Nursery) -> None:
         await self._ready().wait()
-        session.books_ready(trio.current_time())
+        for action in session.books_ready(trio.current_time()):
+            nursery.start_soon(self._carry_out, session, action)
         if waits.scope is not None:
             waits.scope.deadline = session.deadline()  # the wait had none: give it one
 
@@ -510,8 +511,8 @@ class Server:
             for event in ws.events():
                 message = reader.add(event, client)
                 if message is not None:
-                    for call in session.receive(message, trio.current_time()):
-                        nursery.start_soon(self._run_info, session, call)
+                    for action in session.receive(message, trio.current_time()):
+                        nursery.start_soon(self._carry_out, session, action)
                 elif isinstance(event, ws_events.Ping):
                     writer.send_control(pong_frame(bytes(event.payload)))
                 elif isinstance(event, ws_events.CloseConnection) and client.close_reason is None:
@@ -543,6 +544,17 @@ class Server:
                 continue
             session.activity(trio.current_time())
             ws.receive_data(bytes(data))
+
+    async def _carry_out(self, session: Session, action: Action) -> None:
+        if isinstance(action, RunInfo):
+            await self._run_info(session, action)
+            return
+        try:
+            message = await trio.to_thread.run_sync(action.job)
+        except Exception:  # a bug or a broken store: the subscriber still gets its pushes
+            log.exception("preparing the first %s message failed", action.channel)
+            message = None
+        session.first_ready(action, message)
 
     async def _run_info(self, session: Session, call: RunInfo) -> None:
         payload = call.payload
