@@ -33,13 +33,19 @@ from hlbook.info.coins import CoinsInfo
 from hlbook.info.l2book import L2BookInfo
 from hlbook.info.proxy import InfoUpstream, NodeInfo, Refused
 from hlbook.listen import load_tokens, open_listeners, tls_context
+from hlbook.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from hlbook.metrics import Metrics
 from hlbook.pipeline import Pipeline
 from hlbook.server.access import AccessPolicy
 from hlbook.server.fanout import Hub
+from hlbook.server.routes import Response
+from hlbook.server.slots import Kind
 from hlbook.shell.connection import Server, ServerLimits
 from hlbook.web import load_page
 
 __all__ = ["ServerHandle", "serve"]
+
+STATUSES = ("starting", "waiting_for_node", "bootstrapping", "resyncing", "live", "stale")
 
 
 class ServerHandle:
@@ -196,9 +202,10 @@ async def serve(
             ) as http,
             trio.open_nursery() as nursery,
         ):
+            metrics = Metrics(lambda: _metrics_state(handle_box[0]))
             server = Server(
                 hub,
-                _info_registry(config, http, lambda: pipeline.books, ladders),
+                _info_registry(config, http, lambda: pipeline.books, ladders, metrics),
                 books=lambda: pipeline.books,
                 ready=lambda: pipeline.ready,
                 health=lambda: handle_box[0].health(public=True),
@@ -207,6 +214,8 @@ async def serve(
                 ssl_context=ssl_context,
                 page=load_page().respond,
             )
+            server.routes.observe = metrics.observe_http
+            server.routes.extra["/metrics"] = lambda _request: _scrape(metrics)
             await nursery.start(trio.serve_listeners, server.handle_stream, listeners)
             port = listeners[0].socket.getsockname()[1]
             nursery.start_soon(server.flusher.run)
@@ -237,14 +246,37 @@ def _limits(config: Config) -> ServerLimits:
     )
 
 
+async def _scrape(metrics: Metrics) -> Response:
+    return Response(200, metrics.scrape(), content_type=METRICS_CONTENT_TYPE)
+
+
+def _metrics_state(handle: ServerHandle) -> dict[str, Any]:
+    """What the metrics collector reads at each scrape."""
+    server = handle._server
+    return {
+        "health": handle.health(public=True),
+        "statuses": STATUSES,
+        "channels": {name: _asdict(stats) for name, stats in handle.hub.channel_stats.items()},
+        "connection_kinds": {kind.value: server.slots.count(kind) for kind in Kind},
+        "sent": server.sent_totals(),
+        "queue_depths": [len(client) for client in server.active],
+        "history": None,
+    }
+
+
 def _info_registry(
-    config: Config, http: httpx.AsyncClient, books: "Callable[[], Books | None]", ladders: Ladders
+    config: Config,
+    http: httpx.AsyncClient,
+    books: "Callable[[], Books | None]",
+    ladders: Ladders,
+    metrics: Metrics,
 ) -> InfoRegistry:
     node = InfoUpstream(
         http,
         config.info_url,
         f"the node's info server at {config.info_url}",
         timeout=config.info_timeout,
+        observe=metrics.upstream_observer("node"),
     )
     fallback = None
     if config.fallback_info_url:
@@ -253,6 +285,7 @@ def _info_registry(
             config.fallback_info_url,
             f"the fallback info server at {config.fallback_info_url}",
             timeout=config.info_timeout,
+            observe=metrics.upstream_observer("fallback"),
         )
     handlers = [L2BookInfo(books, ladders), AllMidsInfo(books), CoinsInfo(books), Refused()]
     return InfoRegistry(handlers, NodeInfo(node, fallback))

@@ -398,7 +398,9 @@ class Hub:
                 for client in list(self._subscribers.get(key, ())):
                     client.discard(key)
                     if not client.put(message, key):
-                        self.disconnect_slow(client, f"{channel.name} {coin} snapshot does not fit")
+                        self.disconnect_slow(
+                            client, f"{channel.name} {coin} snapshot does not fit", channel.name
+                        )
 
     def notify(self, text: str) -> None:
         """Send an error message (e.g. the feed is stale) to every subscribed client."""
@@ -436,13 +438,15 @@ class Hub:
                 fresh = channel.first(key, books)
                 if fresh is not None and client.put(fresh, key):
                     continue
-            stats.lag_disconnects += 1
             coin = channel.coin(key)
             what = f"{channel.name} {coin}" if coin else channel.name
-            self.disconnect_slow(client, f"{what} backlog over the limit")
+            self.disconnect_slow(client, f"{what} backlog over the limit", channel.name)
 
-    def disconnect_slow(self, client: ClientQueue, why: str) -> None:
-        """Close a client that cannot keep up (code 1008) and forget its subscriptions."""
+    def disconnect_slow(self, client: ClientQueue, why: str, channel: str | None = None) -> None:
+        """Close a client that cannot keep up (code 1008) and forget its subscriptions
+        (``channel``: the channel whose messages did not fit, for its counters)."""
+        if channel is not None and channel in self.channel_stats:
+            self.channel_stats[channel].lag_disconnects += 1
         client.stats.disconnected_for_lag = True
         self.stats.disconnected_for_lag += 1
         reason = f"client too slow: {why}"

@@ -256,7 +256,9 @@ class Session:
         if action.key not in self.client.subscriptions:
             return  # unsubscribed meanwhile: forget() dropped what was held
         if not self.client.release(action.key, message):
-            self.hub.disconnect_slow(self.client, f"{action.channel} first message does not fit")
+            self.hub.disconnect_slow(
+                self.client, f"{action.channel} first message does not fit", action.channel
+            )
 
     def answered(self, call: RunInfo, payload_json: bytes | None, error: str | None) -> None:
         """The result of a :class:`RunInfo`: the answer's JSON, or an error text."""
@@ -330,7 +332,9 @@ class Session:
         if not self._subscription_response("subscribe", echo):
             return []
         if first is not None and not client.put(first, key):
-            self.hub.disconnect_slow(client, f"{channel.name} first message does not fit")
+            self.hub.disconnect_slow(
+                client, f"{channel.name} first message does not fit", channel.name
+            )
         return [PrepareFirst(key, channel.name, job)] if job is not None else []
 
     def _subscription_response(self, method: str, echo: dict[str, Any]) -> bool:

@@ -101,6 +101,10 @@ class ConnectionStats:
     client_errors: int = 0
     denied: int = 0
     """Requests refused by the access policy (401/403)."""
+    compressed_messages: int = 0
+    """Of closed clients (add the connected ones' for the total)."""
+    conflated: int = 0
+    """Of closed clients (add the connected ones' for the total)."""
     tls_failures: int = 0
     messages_sent: int = 0
     bytes_sent: int = 0
@@ -153,6 +157,15 @@ class Server:
     def queued(self) -> int:
         """Messages waiting in all client queues."""
         return sum(len(client) for client in self.active)
+
+    def sent_totals(self) -> dict[str, int]:
+        """Compressed messages and conflations so far, connected and closed clients."""
+        active = self.active
+        return {
+            "compressed": self.stats.compressed_messages
+            + sum(client.stats.compressed_messages for client in active),
+            "conflated": self.stats.conflated + sum(client.stats.conflated for client in active),
+        }
 
     # -- connections ------------------------------------------------------------------------
 
@@ -461,6 +474,8 @@ class Server:
         finally:
             self.hub.drop(client)
             self.active.discard(client)
+            self.stats.compressed_messages += client.stats.compressed_messages
+            self.stats.conflated += client.stats.conflated
             self.flusher.forget(writer)
             code, reason = client.close_reason or (1001, "server shutting down")
             logger = log.warning if client.stats.disconnected_for_lag else log.debug
