@@ -101,14 +101,16 @@ async def test_metrics_follow_the_feed_and_the_clients(tmp_path: Path) -> None:
 
 
 async def test_metrics_need_the_token_unless_public(tmp_path: Path) -> None:
-    async with sim_and_server(tmp_path, tokens=("t",)) as (handle, _node):
-        async with httpx.AsyncClient(base_url=handle.http_url) as client:
-            assert (await client.get("/metrics")).status_code == 401
-            ok = await client.get("/metrics", headers={"authorization": "Bearer t"})
-            assert ok.status_code == 200
-    async with sim_and_server(tmp_path / "open", tokens=("t",), public_health=True) as (
-        handle,
-        _node,
+    async with (
+        sim_and_server(tmp_path, tokens=("t",)) as (handle, _node),
+        httpx.AsyncClient(base_url=handle.http_url) as client,
     ):
-        async with httpx.AsyncClient(base_url=handle.http_url) as client:
-            assert (await client.get("/metrics")).status_code == 200
+        assert (await client.get("/metrics")).status_code == 401
+        ok = await client.get("/metrics", headers={"authorization": "Bearer t"})
+        assert ok.status_code == 200
+    settings = {"tokens": ("t",), "public_health": True}
+    async with (
+        sim_and_server(tmp_path / "open", **settings) as (handle, _node),
+        httpx.AsyncClient(base_url=handle.http_url) as client,
+    ):
+        assert (await client.get("/metrics")).status_code == 200
