@@ -3,6 +3,7 @@ move as the feed and the clients do."""
 
 import socket
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -108,7 +109,7 @@ async def test_metrics_need_the_token_unless_public(tmp_path: Path) -> None:
         assert (await client.get("/metrics")).status_code == 401
         ok = await client.get("/metrics", headers={"authorization": "Bearer t"})
         assert ok.status_code == 200
-    settings = {"tokens": ("t",), "public_health": True}
+    settings: dict[str, Any] = {"tokens": ("t",), "public_health": True}
     async with (
         sim_and_server(tmp_path / "open", **settings) as (handle, _node),
         httpx.AsyncClient(base_url=handle.http_url) as client,
