@@ -33,7 +33,6 @@ import attrs
 import trio
 
 from hlbook.book.books import Books
-from hlbook.book.join import BlockJoiner, Gap
 from hlbook.book.validate import MovedSnapshot, compare_moved
 from hlbook.config import Config
 from hlbook.errors import DivergenceError, HlbookError, NodeFormatError
@@ -41,6 +40,7 @@ from hlbook.feed import BookUpdate, Feed
 from hlbook.model import Block
 from hlbook.node.files import StartPoint, StreamTailer, detect_layout, stream_dir
 from hlbook.node.formats import AnyLine, Layout, Stream, decode_line, line_height
+from hlbook.node.join import BlockJoiner, Gap
 from hlbook.node.snapshot import (
     InfoServerError,
     decode_snapshot_file,

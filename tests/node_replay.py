@@ -4,7 +4,7 @@
 follows each stream's hourly files (newest last, draining the old file before
 moving on, keeping a partial last line until it is complete), decodes lines
 with :func:`hlbook.node.formats.decode_line`, joins them into blocks with
-:class:`hlbook.book.join.BlockJoiner` and applies them to
+:class:`hlbook.node.join.BlockJoiner` and applies them to
 :class:`hlbook.book.books.Books`. It is not hlbook's production tailer (that
 one reads in the server's own way); it is the simplest thing that lets a test
 check the simulator's files against the simulator's books, or a server's
@@ -17,11 +17,11 @@ from pathlib import Path
 import attrs
 
 from hlbook.book.books import Applied, Books
-from hlbook.book.join import BlockJoiner, Gap
 from hlbook.errors import DivergenceError, NodeFormatError
 from hlbook.model import Block
 from hlbook.node.files import hourly_files
 from hlbook.node.formats import AnyLine, Layout, Stream, decode_line, decode_snapshot
+from hlbook.node.join import BlockJoiner, Gap
 from hlbook.node.lines import LineSplitter
 
 AfterEach = Callable[[Books], object]

@@ -8,7 +8,6 @@ from fixtures import MainnetSlice
 
 from hlbook.book.books import Books
 from hlbook.book.compare import compare
-from hlbook.book.join import BlockJoiner, Gap
 from hlbook.book.l2 import bbo, l2_levels
 from hlbook.book.l4 import ASK, BID
 from hlbook.book.trades import trades_by_coin
@@ -24,6 +23,7 @@ from hlbook.node.formats import (
     encode_snapshot,
     time_ms,
 )
+from hlbook.node.join import BlockJoiner, Gap
 from hlbook.numbers import canonical, parse
 
 # Feeding order within a block: diffs first (the diff stream runs ahead on mainnet).

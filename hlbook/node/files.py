@@ -292,7 +292,7 @@ class StreamTailer:
         A stream whose reader said it was caught up may have been written to
         since, with its reader not yet run or its lines not yet used (a busy or
         stalled event loop): its silence is then not quiet (see
-        :meth:`~hlbook.book.join.BlockJoiner.reading`). One ``fstat``.
+        :meth:`~hlbook.node.join.BlockJoiner.reading`). One ``fstat``.
         """
         fd = self._fd
         if fd is None or file_number != self.stats.files_opened:
