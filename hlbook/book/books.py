@@ -377,8 +377,8 @@ class Books:
                 self._undetailed[height] = waiting
                 users = self._undetailed_users
                 for _oid, order in waiting:
-                    user = order.user
-                    users[user] = users.get(user, 0) + 1  # type: ignore[index]
+                    user = str(order.user)  # always set on resting orders
+                    users[user] = users.get(user, 0) + 1
         return Applied(block, touched)
 
     def attach_details(self, block: Block) -> Applied:
@@ -419,12 +419,12 @@ class Books:
         index = self._orders
         users = self._undetailed_users
         for oid, order in entries:
-            user = order.user
-            left = users[user] - 1  # type: ignore[index]
+            user = str(order.user)
+            left = users[user] - 1
             if left:
-                users[user] = left  # type: ignore[index]
+                users[user] = left
             else:
-                del users[user]  # type: ignore[arg-type]
+                del users[user]
             detail = details.get(oid)
             if detail is None or index.get(oid) is not order:
                 continue  # no status (rests from its diff), or no longer resting
