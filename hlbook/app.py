@@ -22,11 +22,13 @@ import trio
 
 from hlbook.book.books import Books
 from hlbook.config import Config
-from hlbook.feed import Feed
+from hlbook.feed import Feed, FeedSink
 from hlbook.listen import open_listeners
-from hlbook.pipeline import Pipeline
 from hlbook.server.fanout import Hub
 from hlbook.server.ws import ConnectionLimits, Connections
+from hlbook.shell.ingest import DataPath
+from hlbook.stages import Sinks
+from hlbook.supervisor import Status
 
 __all__ = ["ServerHandle", "serve"]
 
@@ -35,13 +37,22 @@ class ServerHandle:
     """What :func:`serve` hands back once clients can connect."""
 
     def __init__(
-        self, config: Config, host: str, port: int, pipeline: Pipeline, connections: Connections
+        self,
+        config: Config,
+        host: str,
+        port: int,
+        data_path: DataPath,
+        hub: Hub,
+        feeds: set[Feed],
+        connections: Connections,
     ) -> None:
         self.config = config
         self.host = host
         self.port = port
         """The bound WebSocket port (useful with ``Config(port=0)``)."""
-        self._pipeline = pipeline
+        self._data_path = data_path
+        self._hub = hub
+        self._feeds = feeds
         self._connections = connections
 
     @property
@@ -51,48 +62,58 @@ class ServerHandle:
 
     @property
     def books(self) -> Books | None:
-        """The live books (``None`` until the first snapshot is loaded)."""
-        return self._pipeline.books
+        """The live books (``None`` until the first snapshot is loaded).
+
+        ``books.height`` is the last block whose diffs are applied and
+        ``books.details_height`` the last whose statuses are (see
+        :meth:`~hlbook.book.books.Books.details_ready`)."""
+        return self._data_path.books
 
     @property
     def hub(self) -> Hub:
         """Subscriptions and fan-out counters."""
-        return self._pipeline.hub
+        return self._hub
 
     async def wait_ready(self) -> None:
         """Return once books are loaded and blocks are being applied."""
-        await self._pipeline.ready.wait()
+        await self._data_path.ready.wait()
 
     async def wait_for_height(self, height: int) -> None:
-        """Return once the books have applied block ``height`` (or later)."""
-        await self._pipeline.wait_for_height(height)
+        """Return once the books have applied block ``height``'s diffs (or a later block's)."""
+        await self._data_path.wait_for_height(height)
+
+    async def wait_for_details(self, height: int) -> None:
+        """Return once block ``height``'s statuses are attached to the books (or later)."""
+        await self._data_path.wait_for_details(height)
 
     def feed(self, max_buffer: int = 1000) -> Feed:
         """A new in-process feed of per-block updates (see :mod:`hlbook.feed`)."""
-        return Feed(self._pipeline.feeds, max_buffer)
+        return Feed(self._feeds, max_buffer)
 
     def health(self) -> dict[str, Any]:
         """Whether the feed is live, its height and lag, clients served, and counters."""
-        pipeline, books = self._pipeline, self._pipeline.books
-        connections = self._connections
+        path, books = self._data_path, self._data_path.books
+        connections, hub = self._connections, self._hub
         now = time.time()
         block_time = books.time if books is not None and books.time else None
+        status = path.status
         return {
-            "status": pipeline.status,
-            "detail": pipeline.status_detail,
-            "live": pipeline.status == "live",
-            "uptime_s": round(time.monotonic() - pipeline.started_at, 3),
-            "layout": pipeline.layout.value if pipeline.layout else None,
+            "status": status.value,
+            "detail": path.detail,
+            "live": status is Status.LIVE,
+            "uptime_s": round(time.monotonic() - path.started_at, 3),
+            "layout": path.layout.value if path.layout else None,
             "height": books.height if books is not None else None,
+            "details_height": books.details_height if books is not None else None,
             "block_time": block_time,
             "lag_ms": int(now * 1000) - block_time if block_time else None,
             "last_block_age_s": (
-                round(now - pipeline.last_block_wall, 3) if pipeline.last_block_wall else None
+                round(now - path.last_block_wall, 3) if path.last_block_wall else None
             ),
             "coins": len(books.coins()) if books is not None else 0,
             "orders": len(books) if books is not None else 0,
             "clients": len(connections.active),
-            "subscriptions": pipeline.hub.subscription_count,
+            "subscriptions": hub.subscription_count,
             "queued_messages": connections.queued(),
             "connections": {
                 "accepted": connections.accepted,
@@ -102,13 +123,13 @@ class ServerHandle:
                 "client_errors": connections.client_errors,
                 "messages_sent": connections.sent_messages,
                 "bytes_sent": connections.sent_bytes,
-                "recent_lag_disconnects": list(pipeline.hub.recent_disconnects),
+                "recent_lag_disconnects": list(hub.recent_disconnects),
             },
-            "fanout": _asdict(pipeline.hub.stats),
-            "pipeline": _asdict(pipeline.stats),
-            "joiner": pipeline.joiner_stats(),
+            "fanout": _asdict(hub.stats),
+            "pipeline": _asdict(path.stats),
+            "joiner": path.joiner_stats(),
             "streams": {
-                stream.value: _asdict(tailer.stats) for stream, tailer in pipeline.tailers.items()
+                stream.value: _asdict(tailer.stats) for stream, tailer in path.tailers.items()
             },
         }
 
@@ -142,7 +163,7 @@ async def serve(
     """
     hub = Hub()
     feeds: set[Feed] = set()
-    pipeline = Pipeline(config, hub, feeds)
+    data_path = DataPath(config, Sinks(hub, FeedSink(feeds)))
     limits = ConnectionLimits(
         idle_timeout=config.idle_timeout,
         max_message_size=config.max_message_size,
@@ -155,8 +176,8 @@ async def serve(
     connections = Connections(
         hub,
         limits,
-        books=lambda: pipeline.books,
-        ready=lambda: pipeline.ready,
+        books=lambda: data_path.books,
+        ready=lambda: data_path.ready,
         health=lambda: handle_box[0].health(),
     )
     # Opened before the nursery, so that a taken port is a plain StartupError
@@ -167,9 +188,9 @@ async def serve(
             await nursery.start(trio.serve_listeners, connections.handle_stream, listeners)
             port = listeners[0].socket.getsockname()[1]
             nursery.start_soon(connections.flusher.run)
-            handle = ServerHandle(config, config.host, port, pipeline, connections)
+            handle = ServerHandle(config, config.host, port, data_path, hub, feeds, connections)
             handle_box.append(handle)
-            nursery.start_soon(pipeline.run)
+            nursery.start_soon(data_path.run)
             task_status.started(handle)
     finally:
         # Consumers iterating a feed elsewhere see it end rather than wait forever.

@@ -56,11 +56,13 @@ Time
 ----
 Published block times never go backwards within a stage. After a snapshot,
 ``books.time`` is its own block's time when the source saw that block, else
-the nearest block the source saw (the first after it, or the last before
-it), else the wall clock at load; and never earlier than a time published
-before. A block whose time is earlier than that floor is published with the
-floor (only a node whose clock or height went back, or a snapshot with no
-known block time, can cause it).
+the time of the nearest block the source saw (the first after it, or the
+last before it, e.g. the line before the tailer's starting point), and never
+earlier than the newest order timestamp in the snapshot (no order rests
+from a block after the snapshot's) — so never after the blocks that follow.
+A re-bootstrap never goes back before a time already published; a block
+whose time is earlier than the books' time after a snapshot is published
+with that time (only a node whose clock or height went back can cause it).
 """
 
 import bisect
@@ -68,7 +70,7 @@ import enum
 import logging
 import math
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 
 import attrs
 from msgspec import UNSET
@@ -299,7 +301,11 @@ class Supervisor:
         """The node layout the current source reads (``None`` for other sources)."""
         self.last_block_at: float | None = None
         """``now`` when the last block was applied (or the books loaded)."""
+        self.step_limit: int | None = None
+        """At most this many source outputs per call (the shell checkpoints between);
+        ``None``: all at once."""
         self._source: BlockSource | None = None
+        self._backlog: deque[Output] = deque()
         self._contiguous = True
         self._streams: frozenset[Stream] = frozenset(Stream)
         self._generation = 0
@@ -380,6 +386,7 @@ class Supervisor:
         self._streams = frozenset(streams)
         self.layout = layout
         self._too_old = 0
+        self._backlog.clear()
         self._reset_progress()
         self._end_check(now)
         return self._want_snapshot("starting up" if self.books is None else "ingestion restarted")
@@ -390,19 +397,34 @@ class Supervisor:
         self.detail = detail
 
     def receive(self, outputs: Iterable[Output], now: float) -> list[Action]:
-        """The source produced ``outputs`` (in its order)."""
-        items = outputs if isinstance(outputs, list) else list(outputs)
-        if not items:
-            return []
+        """The source produced ``outputs`` (in its order).
+
+        They are worked through at once, or — with :attr:`step_limit` — up to
+        that many per call, the rest left in :attr:`backlog` for :meth:`work`.
+        """
+        self._backlog.extend(outputs)
+        return self.work(now)
+
+    @property
+    def backlog(self) -> int:
+        """Outputs received and not worked through yet (see :attr:`step_limit`)."""
+        return len(self._backlog)
+
+    def work(self, now: float) -> list[Action]:
+        """Work through the backlog (up to :attr:`step_limit` outputs)."""
+        backlog = self._backlog
         actions: list[Action] = []
-        for index, item in enumerate(items):
+        budget = self.step_limit if self.step_limit is not None else len(backlog)
+        while backlog and budget > 0:
+            budget -= 1
             source = self._source
             if self.books is None or source is None or source.holding:
-                log.debug("output while holding: %s", item)
-                break
+                log.debug("output while holding: %s", backlog.popleft())
+                continue
+            item = backlog.popleft()
             if isinstance(item, Gap):
                 self.stats.gaps += 1
-                actions += self._fail(str(item), items[index + 1 :], now)
+                actions += self._fail(str(item), now)
                 break
             if isinstance(item, Part):
                 failure = self._take_part(item.stream, item.block)
@@ -411,7 +433,7 @@ class Supervisor:
             if failure is None:
                 failure = self._advance(now)
             if failure is not None:
-                actions += self._fail(failure, items[index + 1 :], now)
+                actions += self._fail(failure, now)
                 break
         actions += self._check_progress(now)
         return actions
@@ -420,7 +442,7 @@ class Supervisor:
         """The source lost data (an unreadable line, a read error): resync."""
         if bad_line:
             self.stats.bad_lines += 1
-        return self._fail(reason, [], now)
+        return self._fail(reason, now)
 
     def node_shape(
         self, now: float, *, fills_appeared: bool, layout: Layout | None, where: str
@@ -447,7 +469,7 @@ class Supervisor:
             if books is not None and not source.holding and self._barrier_since is not None:
                 failure = self._advance(now)
                 if failure is not None:
-                    actions += self._fail(failure, [], now)
+                    actions += self._fail(failure, now)
         self._check_stale(now)
         actions += self._check_progress(now)
         actions += self._maybe_start_check(now)
@@ -456,12 +478,9 @@ class Supervisor:
     # -- snapshots ------------------------------------------------------------------------------
 
     def snapshot_loaded(
-        self, books: Books, source_name: str, generation: int, now: float, wall_ms: int
+        self, books: Books, source_name: str, generation: int, now: float
     ) -> list[Action]:
-        """Books were loaded from a snapshot asked for by ``WantSnapshot(generation)``.
-
-        ``wall_ms`` is the wall clock, the time of last resort for the books.
-        """
+        """Books were loaded from a snapshot asked for by ``WantSnapshot(generation)``."""
         source = self._source
         if generation != self._generation or source is None:
             log.info("discarding a snapshot requested before the latest problem")
@@ -472,11 +491,12 @@ class Supervisor:
             self._too_old += 1
             source.hold(released[1:])
             return self._want_snapshot(f"snapshot at {books.height} too old")
-        known = source.release_time
-        previous = self.books.time if self.books is not None else 0
-        books.time = max(known if known is not None else wall_ms, previous)
-        books.details_time = books.time
-        self._time_floor = books.time
+        # Its own block's time if the source saw it, else the nearest block's it saw,
+        # else the newest order in it (no later than its block): never after what follows.
+        seen = source.release_time
+        known = max(seen if seen is not None else 0, books.newest_timestamp)
+        if self.books is not None:  # a re-bootstrap: never before what was published
+            known = max(known, self.books.time)
         first = next((item.height for item in released if not isinstance(item, Gap)), None)
         self.books = books
         self._reset_progress()
@@ -490,13 +510,15 @@ class Supervisor:
             f", from {first}" if first is not None else "",
         )
         self._end_check(now)
+        self._stale = False
+        self.last_block_at = now
+        books.time = books.details_time = max(known, self._time_floor)
+        self._time_floor = books.time
         self.sink.resync(books, None)
         self.status = Status.LIVE
         self.detail = ""
-        self._stale = False
-        self.last_block_at = now
-        actions = self.receive(released, now)
-        return actions + self.receive(source.poll(now), now)
+        self._backlog.extend(released)
+        return self.receive(source.poll(now), now)
 
     def snapshot_failed(self, reason: str, generation: int, now: float) -> list[Action]:
         """The snapshot asked for by ``WantSnapshot(generation)`` could not be had."""
@@ -580,9 +602,7 @@ class Supervisor:
         moved_coins = set(result.coins) & moved.moved
         if moved_coins:
             # Only bare keys of those coins exist at this height: start over from the node.
-            return self._fail(
-                f"validation found differences in {sorted(moved_coins)[:10]}", [], now
-            )
+            return self._fail(f"validation found differences in {sorted(moved_coins)[:10]}", now)
         # The other coins did not change since the snapshot: it is their exact state now.
         try:
             for coin in result.coins:
@@ -590,7 +610,7 @@ class Supervisor:
                 books.set_coin(coin, bids, asks)
         except DivergenceError as exc:
             # E.g. an oid the node has under another coin than we do: start over.
-            return self._fail(f"repair from the node's snapshot failed: {exc}", [], now)
+            return self._fail(f"repair from the node's snapshot failed: {exc}", now)
         log.error("repaired %d coin(s) from the node's snapshot", len(result.coins))
         self.stats.coins_repaired += len(result.coins)
         self.sink.resync(books, result.coins)
@@ -748,14 +768,17 @@ class Supervisor:
         height = self.books.height if self.books is not None else -1
         self._queued = dict.fromkeys(Stream, height)
 
-    def _fail(self, reason: str, unapplied: Sequence[Output], now: float) -> list[Action]:
+    def _fail(self, reason: str, now: float) -> list[Action]:
         """The books cannot follow the source: hold it and want a snapshot."""
         self.stats.last_error = reason
         log.error("%s; re-bootstrapping from a fresh snapshot", reason)
         source = self._source
         if source is not None and not source.holding:
+            # What it handed out and was not finished: whole blocks in progress, then
+            # everything not worked through (parts of unfinished blocks are announced again).
             wholes = [self._progress[h].block for h in self._order if self._progress[h].whole]
-            source.hold([*wholes, *unapplied])
+            source.hold([*wholes, *self._backlog])
+        self._backlog.clear()
         self._reset_progress()
         if self._check is not None:
             self._end_check(now)

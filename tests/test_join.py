@@ -11,10 +11,9 @@ from hypothesis import strategies as st
 from hlbook.model import Block
 from hlbook.node.formats import AnyLine, Layout, Stream, decode_line
 from hlbook.node.join import BlockJoiner, Gap
-from hlbook.source import Part
+from hlbook.source import Output, Part
 
 S, D, F = Stream.STATUSES, Stream.DIFFS, Stream.FILLS
-Output = Block | Gap
 
 
 def event(stream: Stream, tag: int) -> Any:
@@ -41,7 +40,7 @@ def tags(block: Output) -> tuple[list[int], list[int], list[int]]:
 
 
 def heights(out: list[Output]) -> list[int | str]:
-    return [o.height if isinstance(o, Block) else f"gap {o.after}-{o.before}" for o in out]
+    return [f"gap {o.after}-{o.before}" if isinstance(o, Gap) else o.height for o in out]
 
 
 def by_block_lines(height: int) -> list[tuple[Stream, AnyLine]]:
@@ -833,7 +832,10 @@ def test_parts_by_block_same_wholes_as_without(data: st.DataObject, count: int, 
         outs.append(out)
     plain, with_parts = outs
     wholes, parts_ = split(with_parts)
-    assert [(b.height, tags(b)) for b in wholes] == [(b.height, tags(b)) for b in plain]
+    blocks = [b for b in wholes if isinstance(b, Block)]
+    plain_blocks = [b for b in plain if isinstance(b, Block)]
+    assert (len(blocks), len(plain_blocks)) == (len(wholes), len(plain))  # no gap here
+    assert [(b.height, tags(b)) for b in blocks] == [(b.height, tags(b)) for b in plain_blocks]
     check_parts(with_parts)
     # Every stream of every block is announced, as a part or with its whole block.
     for part in parts_:
@@ -878,3 +880,54 @@ def test_release_time_is_the_nearest_block_when_the_snapshots_is_unread() -> Non
     joiner.release(5)
     assert joiner.release_time == BASE_MS + 70 * 3
     assert BlockJoiner(Layout.BY_BLOCK).release(5) == []
+
+
+def test_release_time_from_the_line_before_reading_began() -> None:
+    joiner = BlockJoiner(Layout.STREAMING)
+    joiner.start_after(D, 99, BASE_MS + 5)  # the tailer found this line before its start
+    assert joiner.release(99) == []
+    assert joiner.snapshot_time is None
+    assert joiner.release_time == BASE_MS + 5
+
+
+def test_parts_a_stream_quiet_before_a_block_began_still_gets_quiet_after_for_it() -> None:
+    joiner = BlockJoiner(Layout.STREAMING, parts=True, quiet_after=0.3)
+    feed_all(joiner, [(s, ln(s, 100)) for s in (D, S, F)])
+    joiner.release(100)
+    for stream in (D, S, F):
+        joiner.caught_up(stream, 0.0)
+    # Long after the diff reader caught up, the statuses of 101 arrive first...
+    out = joiner.feed(S, ln(S, 101, 1), 5.0) + joiner.feed(S, ln(S, 102, 2), 5.0)
+    assert announced(out) == [("o", 101)]
+    # ...the other streams were silent before 101 began: they get until 5.3 to speak.
+    assert joiner.next_deadline() == pytest.approx(5.3)
+    assert joiner.poll(5.29) == []
+    out = joiner.feed(D, ln(D, 101, 3), 5.1)
+    assert announced(out) == []
+    out = joiner.feed(D, ln(D, 102, 4), 5.2)
+    assert announced(out) == [("r", 101)]
+    part = out[0]
+    assert isinstance(part, Part)
+    assert [e.oid for e in part.block.diffs] == [3]
+    # The fill stream says nothing about 101: complete by quiet, 0.3 s after 101 began.
+    assert joiner.next_deadline() == pytest.approx(5.3)
+    out = joiner.poll(5.31)
+    wholes, _ = split(out)
+    assert heights(wholes) == [101]
+    assert tags(wholes[0]) == ([1], [3], [])
+
+
+def test_a_stream_silent_before_a_block_began_does_not_complete_it_at_once() -> None:
+    """Whole blocks too: statuses written first and past the block do not complete it
+    while the diff stream, quiet until then, may still write its part."""
+    joiner = BlockJoiner(Layout.STREAMING, quiet_after=0.3)
+    feed_all(joiner, [(s, ln(s, 100)) for s in (D, S, F)])
+    joiner.release(100)
+    for stream in (D, S, F):
+        joiner.caught_up(stream, 0.0)
+    out = joiner.feed(S, ln(S, 101, 1), 5.0) + joiner.feed(S, ln(S, 102, 2), 5.0)
+    assert out == []
+    out = joiner.feed(D, ln(D, 101, 3), 5.1) + joiner.feed(D, ln(D, 102), 5.12)
+    out += joiner.feed(F, ln(F, 102, 4), 5.15)
+    assert heights(out) == [101]
+    assert tags(out[0]) == ([1], [3], [])

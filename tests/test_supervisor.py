@@ -6,7 +6,7 @@ Snapshot fetches, validation work and restarts are actions the tests carry
 out by hand, the way the Trio shell does.
 """
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import pytest
@@ -111,6 +111,8 @@ class Harness:
         self,
         layout: Layout = Layout.BY_BLOCK,
         streams: tuple[Stream, ...] = (S, D, F),
+        *,
+        unknown_time: bool = False,
         **settings: Any,
     ) -> None:
         self.sink = Recorder()
@@ -118,7 +120,8 @@ class Harness:
         self.layout = layout
         self.joiner = BlockJoiner(layout, streams, parts=True, quiet_after=0.3)
         for stream in streams:
-            self.joiner.start_after(stream, H)  # every reader began right after block H
+            # Every reader began right after block H (whose time it read).
+            self.joiner.start_after(stream, H, None if unknown_time else BASE_MS + 70 * H)
         self.actions: list[Action] = self.sup.attach(
             self.joiner,
             0.0,
@@ -127,12 +130,25 @@ class Harness:
             layout=layout,
         )
 
-    def feed(self, stream: Stream, height: int, events: list[Any] | None = None, now: float = 0.0):
+    def status(self) -> Status:
+        """The supervisor's status (a call: mypy must not narrow it between steps)."""
+        return self.sup.status
+
+    def feed(
+        self, stream: Stream, height: int, events: list[Any] | None = None, now: float = 0.0
+    ) -> None:
         out = self.joiner.feed(stream, ln(stream, height, events), now)
         self.actions += self.sup.receive(out, now)
         self.actions += self.sup.tick(now)
 
-    def block(self, height: int, statuses=(), diffs=(), fills=(), now: float = 0.0) -> None:
+    def block(
+        self,
+        height: int,
+        statuses: Sequence[Any] = (),
+        diffs: Sequence[Any] = (),
+        fills: Sequence[Any] = (),
+        now: float = 0.0,
+    ) -> None:
         for stream, events in ((D, diffs), (S, statuses), (F, fills)):
             if stream in self.joiner.streams:
                 self.feed(stream, height, list(events), now)
@@ -143,22 +159,22 @@ class Harness:
         self.actions = [a for a in self.actions if not isinstance(a, WantSnapshot)]
         return wants[-1]
 
-    def load(self, books: Books, now: float = 0.0, wall_ms: int = 0) -> None:
+    def load(self, books: Books, now: float = 0.0) -> None:
         want = self.want()
-        self.actions += self.sup.snapshot_loaded(books, "test", want.generation, now, wall_ms)
+        self.actions += self.sup.snapshot_loaded(books, "test", want.generation, now)
 
 
 def test_bootstrap_applies_held_blocks_and_goes_live() -> None:
     h = Harness()
     want = h.want()
     assert (want.reason, want.delay, want.generation) == ("starting up", 0.0, 1)
-    assert h.sup.status is Status.BOOTSTRAPPING
+    assert h.status() is Status.BOOTSTRAPPING
     h.block(H + 1, diffs=[new(1)], statuses=[status(1)])
     h.block(H + 2)
     assert h.sink.calls == []  # held until the books exist
     h.actions.append(want)
     h.load(snapshot_books())
-    assert h.sup.status is Status.LIVE
+    assert h.status() is Status.LIVE
     assert h.sink.take() == [
         ("resync", H),
         ("diffs", H + 1),
@@ -251,7 +267,7 @@ def test_a_gap_holds_blocks_and_a_fresh_snapshot_heals_it() -> None:
     want = h.want()
     assert want.generation == 2
     assert "order_statuses skipped it" in want.reason
-    assert h.sup.status is Status.RESYNCING
+    assert h.status() is Status.RESYNCING
     assert h.sup.stats.gaps == 1
     # H+3's diffs went out before its statuses showed the gap; the rest of it is held.
     assert h.sink.take() == [("diffs", H + 2), ("fills", H + 2), ("diffs", H + 3)]
@@ -264,7 +280,7 @@ def test_a_gap_holds_blocks_and_a_fresh_snapshot_heals_it() -> None:
         for height in (H + 3, H + 4)
         for stage in ("diffs", "statuses", "fills", "block")
     ]
-    assert h.sup.status is Status.LIVE
+    assert h.status() is Status.LIVE
 
 
 def test_a_divergent_block_changes_nothing_and_resyncs() -> None:
@@ -292,7 +308,7 @@ def test_a_malformed_line_resyncs_at_once() -> None:
     assert isinstance(want, WantSnapshot)
     assert h.sup.stats.bad_lines == 1
     assert h.sup.stats.last_error == "malformed order_statuses line"
-    assert h.sup.status is Status.RESYNCING
+    assert h.status() is Status.RESYNCING
 
 
 def test_a_snapshot_older_than_the_held_blocks_asks_again_with_backoff() -> None:
@@ -332,7 +348,7 @@ def test_a_failed_snapshot_is_retried_with_backoff_and_old_answers_are_ignored()
     assert delays == [0.5, 1.0, 2.0, 2.0]
     assert h.sup.detail == "cannot reach the node (retrying in 2 s)"
     assert h.sup.snapshot_failed("old", want.generation - 1, 0.0) == []
-    assert h.sup.snapshot_loaded(snapshot_books(), "old", want.generation - 1, 0.0, 0) == []
+    assert h.sup.snapshot_loaded(snapshot_books(), "old", want.generation - 1, 0.0) == []
     assert h.sup.books is None
 
 
@@ -345,7 +361,7 @@ def test_a_quiet_node_is_stale_then_live_again() -> None:
     assert not h.sup.stale
     h.sup.tick(12.5)
     assert h.sup.stale
-    assert h.sup.status is Status.STALE
+    assert h.status() is Status.STALE
     text = f"feed stale: no block from the node for 2 s (last height {H + 1})"
     assert h.sup.detail == text
     assert ("notify", text) in h.sink.calls
@@ -353,7 +369,7 @@ def test_a_quiet_node_is_stale_then_live_again() -> None:
     h.sup.tick(20.0)
     assert h.sup.stats.stale_periods == 1  # said once
     h.block(H + 2, now=21.0)
-    assert h.sup.status is Status.LIVE
+    assert h.status() is Status.LIVE
     assert not h.sup.stale
 
 
@@ -367,7 +383,7 @@ def test_a_resync_that_cannot_finish_is_stale_too() -> None:
         "feed stale: no block applied for 2 s while resyncing (reading fills failed: boom); "
         f"books held at height {H}",
     )
-    assert h.sup.status is Status.RESYNCING
+    assert h.status() is Status.RESYNCING
 
 
 def test_streaming_quiet_streams_complete_blocks_by_time() -> None:
@@ -476,7 +492,7 @@ def test_a_mismatch_in_an_untouched_coin_is_repaired_from_the_snapshot() -> None
     books = h.sup.books
     assert books is not None
     assert books.order(9) is not None
-    assert h.sup.status is Status.LIVE
+    assert h.status() is Status.LIVE
 
 
 def test_a_mismatch_in_a_coin_that_moved_on_resyncs() -> None:
@@ -487,7 +503,7 @@ def test_a_mismatch_in_a_coin_that_moved_on_resyncs() -> None:
     h.block(H + 1, diffs=[new(3, px="5.0")], now=5.5)  # BTC moved on
     run_check(h, node, now=6.0)
     assert "validation found differences in ['BTC']" in h.want().reason
-    assert h.sup.status is Status.RESYNCING
+    assert h.status() is Status.RESYNCING
 
 
 def test_a_node_snapshot_that_does_not_fit_its_own_blocks_is_counted_not_trusted() -> None:
@@ -503,7 +519,7 @@ def test_a_node_snapshot_that_does_not_fit_its_own_blocks_is_counted_not_trusted
         advance.moved.advance(advance.blocks)
     assert h.sup.check_advanced(advance.moved, caught.value, 6.0) == []
     assert h.sup.stats.validation_mismatches == 1
-    assert h.sup.status is Status.LIVE  # hlbook's books applied those blocks cleanly
+    assert h.status() is Status.LIVE  # hlbook's books applied those blocks cleanly
 
 
 def test_a_layout_switch_restarts_ingestion_only_while_stale() -> None:
@@ -521,7 +537,7 @@ def test_a_layout_switch_restarts_ingestion_only_while_stale() -> None:
     (want,) = h.sup.attach(joiner, 2.0, contiguous=False, layout=Layout.STREAMING)
     assert isinstance(want, WantSnapshot)
     assert want.reason == "ingestion restarted"
-    assert h.sup.status is Status.RESYNCING
+    assert h.status() is Status.RESYNCING
     assert h.sup.books is not None
 
 
@@ -569,27 +585,46 @@ def test_catch_up_is_bounded_in_time() -> None:
     assert not books.catch_up_wanted
 
 
-def test_time_after_a_snapshot_whose_block_was_never_read() -> None:
-    # Replaying files that start after the snapshot: the first block after it.
+def test_time_after_a_snapshot_is_its_blocks_or_the_nearest_known() -> None:
+    # The reader saw the line of block H: the snapshot's own time.
     h = Harness()
+    h.load(snapshot_books())
+    assert h.sink.resync_times == [BASE_MS + 70 * H]
+    # Replaying files that start after the snapshot: the first block read after it.
+    h = Harness(unknown_time=True)
     h.block(H + 1)
-    h.load(snapshot_books(), wall_ms=BASE_MS + 10**9)
+    h.load(snapshot_books())
     assert h.sink.calls[0] == ("resync", H, None)
-    assert h.sink.resync_times == [BASE_MS + 70 * (H + 1)]  # not the (later) wall clock
+    assert h.sink.resync_times == [BASE_MS + 70 * (H + 1)]
     times = [call[4] for call in h.sink.calls if isinstance(call[0], Stage)]
     assert times == [BASE_MS + 70 * (H + 1)] * 4
-    # Nothing read at all: the wall clock, and blocks never go back before it.
-    h = Harness()
-    wall = BASE_MS + 10**6
-    h.load(snapshot_books(), wall_ms=wall)
-    books = h.sup.books
-    assert books is not None
-    assert books.time == wall
+
+
+def test_time_with_no_block_read_is_the_newest_order_in_the_snapshot() -> None:
+    h = Harness(unknown_time=True)
+    books = snapshot_books(orders=[(7, "100.0"), (8, "99.0")])
+    newest = BASE_MS + 70 * H - 5
+    for oid, stamp in ((7, newest - 100), (8, newest)):
+        order = books.order(oid)
+        assert order is not None
+        order.timestamp = stamp
+    books.newest_timestamp = newest  # as Books.load finds it
+    h.load(books)
+    assert h.sink.resync_times == [newest]
     h.sink.take()
     h.block(H + 1)
-    stamps = [call[4] for call in h.sink.calls if isinstance(call[0], Stage)]
-    assert stamps
-    assert all(t == wall for t in stamps)
+    times = [call[4] for call in h.sink.calls if isinstance(call[0], Stage)]
+    assert times == [BASE_MS + 70 * (H + 1)] * 4  # later: the blocks' own times
+
+
+def test_loading_finds_the_newest_order_timestamp() -> None:
+    bids: SnapshotSide = [
+        (USER, Order(coin="BTC", side="B", limitPx="1.0", sz="1.0", oid=oid, timestamp=stamp))
+        for oid, stamp in ((1, 30), (2, 50), (3, 40))
+    ]
+    data = encode_snapshot(H, [("BTC", bids, [])])
+    assert Books.load(data).newest_timestamp == 50
+    assert Books.from_snapshot(*decode_snapshot(data)).newest_timestamp == 50
 
 
 def test_time_never_goes_back_across_a_rebootstrap() -> None:
@@ -599,11 +634,19 @@ def test_time_never_goes_back_across_a_rebootstrap() -> None:
     before = h.sup.books
     assert before is not None
     first = before.time
-    h.actions += h.sup.fault("boom", 1.0)
-    h.load(snapshot_books(H - 5), wall_ms=0)  # an older snapshot, of unknown time
+    # The node restarts from an older state (a new ingestion reads it).
+    h.joiner = BlockJoiner(Layout.BY_BLOCK, parts=True)
+    for stream in Stream:
+        h.joiner.start_after(stream, H - 5)
+    h.actions += h.sup.attach(h.joiner, 1.0)
+    h.load(snapshot_books(H - 5))
     after = h.sup.books
     assert after is not None
-    assert after.time >= first
+    assert after.time == first
+    h.sink.take()
+    h.block(H - 4)  # the node's older blocks: published with the time already shown
+    times = [call[4] for call in h.sink.calls if isinstance(call[0], Stage)]
+    assert times == [first] * 4
 
 
 def test_an_ordered_block_stream_is_a_source_too() -> None:
@@ -614,7 +657,7 @@ def test_an_ordered_block_stream_is_a_source_too() -> None:
     assert isinstance(want, WantSnapshot)
     blocks = [_block(h) for h in range(H + 1, H + 4)]
     actions = sup.receive(source.block(blocks[0]), 0.0)
-    actions += sup.snapshot_loaded(snapshot_books(), "relay", want.generation, 0.0, 0)
+    actions += sup.snapshot_loaded(snapshot_books(), "relay", want.generation, 0.0)
     for item in blocks[1:]:
         actions += sup.receive(source.block(item), 0.0)
     assert sink.take() == [("resync", H)] + [
@@ -627,7 +670,7 @@ def test_an_ordered_block_stream_is_a_source_too() -> None:
     (want,) = actions
     assert isinstance(want, WantSnapshot)
     assert "skipped" in want.reason
-    actions = sup.snapshot_loaded(snapshot_books(H + 4), "relay", want.generation, 0.0, 0)
+    actions = sup.snapshot_loaded(snapshot_books(H + 4), "relay", want.generation, 0.0)
     assert sink.take() == [
         ("resync", H + 4),
         ("diffs", H + 5),
@@ -641,3 +684,38 @@ def _block(height: int) -> Block:
     from fixtures import block
 
     return block(height)
+
+
+def test_a_backlog_is_worked_through_in_bounded_steps() -> None:
+    h = Harness()
+    h.sup.step_limit = 2
+    for height in range(H + 1, H + 6):
+        h.block(height)
+    h.load(snapshot_books())
+    # Each call works through at most two outputs (the shell checkpoints in between).
+    assert h.sup.backlog > 0
+    steps = 0
+    while h.sup.backlog:
+        h.actions += h.sup.work(0.0)
+        steps += 1
+    assert steps >= 3
+    assert h.sink.stages() == [("resync", H)] + [s for x in range(H + 1, H + 6) for s in whole(x)]
+
+
+def test_a_failure_in_a_backlog_hands_the_rest_back_to_the_source() -> None:
+    h = Harness()
+    h.sup.step_limit = 1
+    h.block(H + 1, diffs=[remove(9)])  # diverges
+    h.block(H + 2)
+    h.block(H + 3)
+    h.load(snapshot_books())
+    while h.sup.backlog:
+        h.actions += h.sup.work(0.0)
+    want = h.want()
+    assert "not resting" in want.reason
+    h.sink.take()
+    h.actions.append(want)
+    h.load(snapshot_books(H + 1))  # past the bad block: the rest was kept
+    while h.sup.backlog:
+        h.actions += h.sup.work(0.0)
+    assert h.sink.stages() == [("resync", H + 1), *whole(H + 2), *whole(H + 3)]

@@ -148,6 +148,9 @@ class Books:
         here has its details (tif, cloid, timestamp, …). At most :attr:`height`."""
         self.details_time = 0
         """Block time (ms) of :attr:`details_height`; 0 until known."""
+        self.newest_timestamp = 0
+        """The newest order ``timestamp`` of the snapshot the books were loaded from (ms):
+        no later than the snapshot's block time."""
         self.catch_up_wanted = False
         """Set by :meth:`request_catch_up`; the data path clears it once details caught up."""
         self.coin_filter = coin_filter or CoinFilter()
@@ -260,6 +263,7 @@ class Books:
                 books.set_coin(coin, bids, asks, sharing=sharing)
             if progress is not None:
                 progress(count, coin)
+        books.newest_timestamp = max(sharing.timestamps, default=0)
         return books
 
     @classmethod
@@ -285,6 +289,7 @@ class Books:
                 books.set_coin(coin, bids, asks, sharing=sharing)
             if progress is not None:
                 progress(count, coin)
+        books.newest_timestamp = max(sharing.timestamps, default=0)
         return books
 
     def set_coin(

@@ -14,7 +14,9 @@ height without this one skipped it: that is a :class:`Gap`.
 *streaming* (lines of events; heights skip for empty blocks; no end marker):
 when every stream has either moved past the height or is **quiet**: its
 reader has reported (:meth:`caught_up`) that it read everything the file
-held, at least ``quiet_after`` seconds ago, and no line came since. Quiet is
+held, at least ``quiet_after`` seconds ago and at least ``quiet_after``
+after the block's first line was fed, and no line came since (a stream
+silent before a block began may still be about to write its part of it). Quiet is
 about the file, not about when lines happened to be fed: a reader that is
 behind (a backlog, a rotation in progress, a paused stream) is never quiet,
 and a caller that sees a file grow after its reader's report says so
@@ -100,15 +102,17 @@ class _Partial:
         "diffs",
         "fills",
         "height",
+        "seen_at",
         "shared",
         "silent",
         "statuses",
         "time",
     )
 
-    def __init__(self, height: int, block_time: str) -> None:
+    def __init__(self, height: int, block_time: str, seen_at: float = 0.0) -> None:
         self.height = height
         self.time = time_ms(block_time)
+        self.seen_at = seen_at  # ``now`` when the first line of this block was fed
         self.statuses: list = []  # type: ignore[type-arg]
         self.diffs: list = []  # type: ignore[type-arg]
         self.fills: list = []  # type: ignore[type-arg]
@@ -186,8 +190,9 @@ class BlockJoiner:
         # parts=True: the highest height announced (or otherwise done) on each stream.
         self._complete: dict[Stream, int] = dict.fromkeys(self.streams, -1)
         self._held_blocks = 0  # whole blocks and gaps in _held (what max_held bounds)
-        self._seen_height = -1  # the highest height fed, and its block time
+        self._seen_height = -1  # the highest height seen, and its block time (text or ms)
         self._seen_time = ""
+        self._seen_ms: int | None = None
         self.nearest_time: int | None = None
         """After :meth:`release` without the snapshot's own block: the time of the
         nearest block read (the first after it, or the last before it)."""
@@ -208,6 +213,7 @@ class BlockJoiner:
         if height > self._seen_height:
             self._seen_height = height
             self._seen_time = line.block_time
+            self._seen_ms = None
         if height <= self._floor:
             # Still tells where reading began on this stream (see _start).
             self._first.setdefault(stream, height)
@@ -234,7 +240,7 @@ class BlockJoiner:
             return []
         partial = self._pending.get(height)
         if partial is None:
-            partial = self._pending[height] = _Partial(height, line.block_time)
+            partial = self._pending[height] = _Partial(height, line.block_time, now)
             if self.parts:
                 for other, done in self._complete.items():
                     if done >= height:
@@ -307,15 +313,20 @@ class BlockJoiner:
             )
         return self._out(out)
 
-    def start_after(self, stream: Stream, height: int) -> None:
+    def start_after(self, stream: Stream, height: int, block_time: int | None = None) -> None:
         """Reading of ``stream`` began where every block above ``height`` is complete.
 
         ``-1`` means from the very start of the node's output. Only the first
         call per stream counts, and only before blocks are emitted.
+        ``block_time`` (ms) is the time of the line at ``height`` when known: a
+        time for a snapshot whose own block is not read (see :meth:`release`).
         """
         if stream not in self._watermark:
             raise ValueError(f"stream {stream.value} is not joined")
         self._declared.setdefault(stream, height)
+        if block_time is not None and height > self._seen_height:
+            self._seen_height = height
+            self._seen_ms = block_time
 
     def poll(self, now: float) -> list[Output]:
         """Emit blocks that became complete by the passing of time (quiet streams)."""
@@ -325,7 +336,17 @@ class BlockJoiner:
         """When :meth:`poll` may next emit something, or ``None`` if only new input can help."""
         if self.layout is Layout.BY_BLOCK or not self._pending:
             return None
+        whole = self._whole_deadline()
+        if not self.parts:
+            return whole
+        part = self._part_deadline()
+        if whole is None or (part is not None and part < whole):
+            return part
+        return whole
+
+    def _whole_deadline(self) -> float | None:
         height = min(self._pending)
+        since = self._pending[height].seen_at
         waiting = []
         for stream in self.streams:
             if self._watermark[stream] > height:
@@ -333,8 +354,32 @@ class BlockJoiner:
             at = self._caught_up_at.get(stream)
             if at is None:
                 return None  # waits for its reader, not for time
-            waiting.append(at + self.quiet_after)
+            waiting.append(max(at, since) + self.quiet_after)
         return max(waiting) if waiting else None
+
+    def _part_deadline(self) -> float | None:
+        """When a stream of the lowest block it has not announced becomes quiet there."""
+        if not self._started:
+            return None
+        lost = self._lost
+        found: float | None = None
+        heights = sorted(self._pending)
+        for stream in self.streams:
+            at = self._caught_up_at.get(stream)
+            if at is None or stream in self._lost_after:
+                continue
+            for height in heights:
+                partial = self._pending[height]
+                if stream in partial.announced:
+                    continue
+                if lost is not None and lost[0] <= height <= lost[1]:
+                    break  # a gap to be: not announced by time
+                if self._watermark[stream] <= height:
+                    due = max(at, partial.seen_at) + self.quiet_after
+                    if found is None or due < found:
+                        found = due
+                break
+        return found
 
     # -- bootstrap ----------------------------------------------------------------
 
@@ -343,11 +388,13 @@ class BlockJoiner:
         """True while complete blocks are kept back for a bootstrap."""
         return self._holding
 
-    def hold(self, unapplied: Sequence[Block] = ()) -> None:
+    def hold(self, unapplied: Sequence[Output] = ()) -> None:
         """Start keeping complete blocks back (to re-bootstrap).
 
         ``unapplied`` are blocks this joiner handed out that the caller did not
-        apply; they are kept too, in front of anything newer.
+        apply; they are kept too, in front of anything newer (parts in it are
+        ignored: with ``parts=True`` every block not yet whole is announced
+        again after :meth:`release`).
         """
         self._holding = True
         kept = [item for item in unapplied if not isinstance(item, Part)]
@@ -405,8 +452,9 @@ class BlockJoiner:
         if self.snapshot_time is None:
             if after_time is not None:
                 self.nearest_time = after_time
-            elif 0 <= self._seen_height < height:
-                self.nearest_time = time_ms(self._seen_time)
+            elif 0 <= self._seen_height <= height:
+                seen = self._seen_ms
+                self.nearest_time = seen if seen is not None else time_ms(self._seen_time)
         return out
 
     @property
@@ -505,11 +553,13 @@ class BlockJoiner:
             del self._pending[stale]
         return True
 
-    def _quiet(self, stream: Stream, now: float) -> bool:
+    def _quiet(self, stream: Stream, now: float, since: float | None = None) -> bool:
         if stream in self._lost_after:
             return False
         at = self._caught_up_at.get(stream)
-        return at is not None and now - at >= self.quiet_after
+        if at is None:
+            return False
+        return now - (at if since is None or since < at else since) >= self.quiet_after
 
     def _settle_lost(self, now: float) -> list[Output]:
         """A stream that lost a line and then went quiet will not say where the line
@@ -602,10 +652,13 @@ class BlockJoiner:
                 if by_block:
                     ready = stream in partial.delivered
                 else:
+                    # Quiet counts from when the block was first seen: the node writes a
+                    # block's streams at about the same time, so a stream that was silent
+                    # before the block began is given quiet_after to say something about it.
                     ready = (
                         self._watermark[stream] > height
                         or height <= complete[stream]
-                        or self._quiet(stream, now)
+                        or self._quiet(stream, now, partial.seen_at)
                     )
                 if not ready:
                     blocked.add(stream)
@@ -619,7 +672,10 @@ class BlockJoiner:
         return out
 
     def _complete_streaming(self, height: int, now: float) -> bool:
-        # Complete once no stream can still add to it: each has moved past it or is quiet.
+        # Complete once no stream can still add to it: each has moved past it or is quiet
+        # (counted from when the block was first seen, see _announce).
+        since = self._pending[height].seen_at
         return all(
-            self._watermark[stream] > height or self._quiet(stream, now) for stream in self.streams
+            self._watermark[stream] > height or self._quiet(stream, now, since)
+            for stream in self.streams
         )

@@ -14,6 +14,12 @@ every subscriber's :class:`ClientQueue`, never waiting for anyone:
   updates for that coin are dropped and replaced by a fresh ``Snapshot``
   (consistent with the updates that follow); if even that does not fit, the
   client is disconnected.
+
+``l4Book`` updates follow the statuses (:attr:`~hlbook.stages.Stage.STATUSES`),
+which may lag the diffs: a ``Snapshot`` is labelled with the books'
+``details_height`` and built only when the coin is
+:meth:`~hlbook.book.books.Books.details_ready`; until then the subscriber
+waits (asking the data path to let details catch up) and gets no updates.
 """
 
 import itertools
@@ -206,6 +212,8 @@ class Hub:
         self._last_bbo: dict[str, tuple[object, object]] = {}
         self._l4: set[L4BookSub] = set()
         self._l4_cache: dict[str, tuple[int, str]] = {}
+        # l4Book subscribers waiting for a snapshot (their coin's details lag the diffs).
+        self._l4_waiting: dict[L4BookSub, set[ClientQueue]] = {}
         self.stats = HubStats()
         self.recent_disconnects: deque[str] = deque(maxlen=20)
         """Reasons of the latest disconnections for lag."""
@@ -233,12 +241,37 @@ class Hub:
         self._by_coin.setdefault(sub.coin, set()).add(sub)
         if isinstance(sub, L4BookSub):
             self._l4.add(sub)
+            if not books.details_ready(sub.coin):
+                self._wait_for_details(sub, client, books)
+                return None
         return self.snapshot_message(sub, books)
+
+    def _wait_for_details(self, sub: L4BookSub, client: ClientQueue, books: Books) -> None:
+        """``client`` gets ``sub``'s snapshot once the coin's details caught up."""
+        self._l4_waiting.setdefault(sub, set()).add(client)
+        books.request_catch_up()
+
+    def _serve_waiting(self, books: Books) -> None:
+        """Snapshots for l4Book subscribers whose coin's details caught up."""
+        for sub in list(self._l4_waiting):
+            if not books.details_ready(sub.coin):
+                continue
+            message = self._l4_snapshot(sub.coin, books)
+            for client in self._l4_waiting.pop(sub):
+                if not client.put(message, sub):
+                    self.disconnect_slow(client, f"l4Book {sub.coin} snapshot does not fit")
+        if self._l4_waiting:
+            books.request_catch_up()
 
     def unsubscribe(self, client: ClientQueue, sub: Subscription) -> None:
         """Remove one subscription of ``client``."""
         client.subscriptions.pop(sub, None)
         client.forget(sub)
+        if isinstance(sub, L4BookSub) and sub in self._l4_waiting:
+            waiting = self._l4_waiting[sub]
+            waiting.discard(client)
+            if not waiting:
+                del self._l4_waiting[sub]
         clients = self._subscribers.get(sub)
         if clients is None:
             return
@@ -289,12 +322,15 @@ class Hub:
         return self._l4_snapshot(sub.coin, books)
 
     def _l4_snapshot(self, coin: str, books: Books) -> str:
+        # Only when the coin is details_ready: its book is then that of details_height,
+        # the height the l4Book updates (published with the statuses) continue from.
+        height = books.details_height
         cached = self._l4_cache.get(coin)
-        if cached is not None and cached[0] == books.height:
+        if cached is not None and cached[0] == height:
             return cached[1]
         bids, asks = books.coin_orders(coin)
-        message = l4_snapshot_message(coin, books.time, books.height, bids, asks)
-        self._l4_cache[coin] = (books.height, message)
+        message = l4_snapshot_message(coin, books.details_time, height, bids, asks)
+        self._l4_cache[coin] = (height, message)
         self.stats.messages_built += 1
         return message
 
@@ -324,6 +360,8 @@ class Hub:
                 if statuses or diffs:
                     message = l4_updates_message(block.time, block.height, statuses, diffs)
                     self._offer_lossless(l4, message, books)
+            if self._l4_waiting:
+                self._serve_waiting(books)
 
     def _publish_levels(self, block: Block, touched: Mapping[str, CoinBook]) -> None:
         by_coin = self._by_coin
@@ -361,10 +399,16 @@ class Hub:
             for sub in self._by_coin[coin]:
                 if isinstance(sub, L2BookSub):
                     self._last_l2.pop(sub, None)
+                if isinstance(sub, L4BookSub) and not books.details_ready(coin):
+                    for client in list(self._subscribers.get(sub, ())):
+                        client.discard(sub)
+                        self._wait_for_details(sub, client, books)
+                    continue
                 message = self.snapshot_message(sub, books)
                 if message is None:
                     continue
                 if isinstance(sub, L4BookSub):
+                    self._l4_waiting.pop(sub, None)  # the snapshot below serves them too
                     for client in list(self._subscribers.get(sub, ())):
                         client.discard(sub)
                         if not client.put(message, sub):
@@ -387,7 +431,10 @@ class Hub:
 
     def _offer_lossless(self, sub: Subscription, message: str, books: Books) -> None:
         self.stats.messages_built += 1
+        waiting = self._l4_waiting.get(sub) if isinstance(sub, L4BookSub) else None
         for client in list(self._subscribers.get(sub, ())):
+            if waiting is not None and client in waiting:
+                continue  # its snapshot is not out yet: it will be later than this
             if client.put(message, sub):
                 self.stats.messages_queued += 1
                 continue
@@ -396,6 +443,9 @@ class Hub:
                 client.discard(sub)
                 client.stats.resnapshots += 1
                 self.stats.resnapshots += 1
+                if not books.details_ready(sub.coin):
+                    self._wait_for_details(sub, client, books)
+                    continue
                 if client.put(self._l4_snapshot(sub.coin, books), sub):
                     continue
             self.disconnect_slow(client, f"{_channel(sub)} {sub.coin} backlog over the limit")
