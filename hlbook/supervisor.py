@@ -176,7 +176,7 @@ class Settings:
     retry_max: float = 30.0
     check_wait: float = 10.0
     """How long a validation snapshot may wait for the books to reach its height."""
-    details_wait: float = 0.5
+    details_wait: float = 1.0
     """Longest hold of diffs for a catch-up request (see the module docstring)."""
     layout_auto: bool = True
     """The node's layout is detected (``--ingest auto``): follow it when it changes."""
