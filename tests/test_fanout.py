@@ -304,3 +304,33 @@ def test_replies_have_an_allowance_beyond_the_queue_limit() -> None:
     assert client.put('{"channel":"pong"}', allowance=1)
     assert not client.put('{"channel":"pong"}', allowance=1)
     assert [client.pop() for _ in range(4)] == ["a", "b", '{"channel":"pong"}', None]
+
+
+def test_an_l4_snapshot_waits_for_the_coins_details_and_is_labelled_with_their_height() -> None:
+    books, hub, client = started_books(), Hub(), ClientQueue()
+    # Block 11's diffs are applied, its statuses not yet: BTC's new order has no details.
+    eleven = make_block(
+        11, statuses=[status(4, "open", px="99.0", tif="Gtc")], diffs=[new(4, px="99.0")]
+    )
+    applied = books.apply_diffs(eleven)
+    hub.publish(Stage.DIFFS, eleven, books, applied.touched)
+    assert not books.details_ready("BTC")
+    assert books.details_ready("ETH")
+    # ETH did not change in 11: its snapshot is that of the details height (10).
+    eth = json.loads(hub.subscribe(client, L4BookSub("ETH"), books) or "")
+    assert eth["data"]["Snapshot"]["height"] == 10
+    # BTC must wait: no snapshot now, and the data path is asked to catch up.
+    assert hub.subscribe(client, L4BookSub("BTC"), books) is None
+    assert books.catch_up_wanted
+    details = books.attach_details(eleven)
+    hub.publish(Stage.STATUSES, eleven, books, details.touched)
+    messages = drain(client)
+    # No Updates of 11 before the snapshot (it contains 11): the snapshot, at 11, detailed.
+    assert [m["data"].keys() for m in messages] == [{"Snapshot"}]
+    snapshot = messages[0]["data"]["Snapshot"]
+    assert snapshot["height"] == 11
+    assert {o["oid"]: o["tif"] for o in snapshot["levels"][0]} == {1: "Alo", 4: "Gtc"}
+    # Then updates follow as usual.
+    twelve = make_block(12, diffs=[remove(4, px="99.0")])
+    publish(hub, books.apply(twelve), books)
+    assert [m["data"]["Updates"]["height"] for m in drain(client)] == [12]
