@@ -304,6 +304,11 @@ class Supervisor:
         self.step_limit: int | None = None
         """At most this many source outputs per call (the shell checkpoints between);
         ``None``: all at once."""
+        self.pause_after_diffs = False
+        """Return to the caller right after each ``DIFFS`` publication (the rest is
+        :attr:`backlog`): the shell can write those messages to clients before the
+        statuses' work."""
+        self._more = False  # work left by pause_after_diffs
         self._source: BlockSource | None = None
         self._backlog: deque[Output] = deque()
         self._contiguous = True
@@ -407,15 +412,24 @@ class Supervisor:
 
     @property
     def backlog(self) -> int:
-        """Outputs received and not worked through yet (see :attr:`step_limit`)."""
-        return len(self._backlog)
+        """Outputs received and not worked through yet (see :attr:`step_limit`), plus one
+        if stages are left after :attr:`pause_after_diffs`."""
+        return len(self._backlog) + self._more
 
     def work(self, now: float) -> list[Action]:
         """Work through the backlog (up to :attr:`step_limit` outputs)."""
         backlog = self._backlog
         actions: list[Action] = []
+        if self._more:
+            self._more = False
+            if self.books is not None and self._source is not None and not self._source.holding:
+                failure = self._advance(now)
+                if failure is not None:
+                    return self._fail(failure, now)
+            if self._more:
+                return actions
         budget = self.step_limit if self.step_limit is not None else len(backlog)
-        while backlog and budget > 0:
+        while backlog and budget > 0 and not self._more:
             budget -= 1
             source = self._source
             if self.books is None or source is None or source.holding:
@@ -699,6 +713,9 @@ class Supervisor:
                     entry.touched = applied.touched
                     self._applied(block, now)
                     self._publish(Stage.DIFFS, block, applied.touched)
+                    if self.pause_after_diffs:
+                        self._more = True
+                        return None
                     continue
             if fills:
                 entry = fills.popleft()
@@ -779,6 +796,7 @@ class Supervisor:
             wholes = [self._progress[h].block for h in self._order if self._progress[h].whole]
             source.hold([*wholes, *self._backlog])
         self._backlog.clear()
+        self._more = False
         self._reset_progress()
         if self._check is not None:
             self._end_check(now)

@@ -719,3 +719,25 @@ def test_a_failure_in_a_backlog_hands_the_rest_back_to_the_source() -> None:
     while h.sup.backlog:
         h.actions += h.sup.work(0.0)
     assert h.sink.stages() == [("resync", H + 1), *whole(H + 2), *whole(H + 3)]
+
+
+def test_pausing_after_diffs_leaves_the_rest_of_the_block_for_the_next_call() -> None:
+    h = Harness()
+    h.load(snapshot_books())
+    h.sup.pause_after_diffs = True
+    h.sink.take()
+    h.feed(S, H + 1, [status(1)])
+    h.feed(F, H + 1)
+    assert h.sink.take() == [("fills", H + 1)]
+    h.feed(D, H + 1, [new(1)])  # (feed also ticks: one more call)
+    assert h.sink.take() == [("diffs", H + 1), ("statuses", H + 1), ("block", H + 1)]
+    # One call at a time: the block's diffs, then (the shell writes them out) the rest.
+    h.sup.receive(h.joiner.feed(S, ln(S, H + 2, [status(2)]), 0.0), 0.0)
+    h.sup.receive(h.joiner.feed(F, ln(F, H + 2), 0.0), 0.0)
+    h.sink.take()
+    h.sup.receive(h.joiner.feed(D, ln(D, H + 2, [new(2)]), 0.0), 0.0)
+    assert h.sink.take() == [("diffs", H + 2)]
+    assert h.sup.backlog == 1
+    h.sup.work(0.0)
+    assert h.sink.take() == [("statuses", H + 2), ("block", H + 2)]
+    assert h.sup.backlog == 0

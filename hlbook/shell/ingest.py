@@ -22,6 +22,7 @@ its books and every subscriber stay.
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Iterable
 
 import attrs
@@ -132,6 +133,25 @@ class _Waiters:
         self._waiting = keep
 
 
+def _take_waiting(receive: trio.MemoryReceiveChannel[_Event], queued: deque[_Event]) -> None:
+    """Also take what is already waiting, the diff stream's events first.
+
+    Views of the diffs (l2Book, bbo) must not wait behind the decoding and joining
+    of the much larger status lines; every stream's own events keep their order.
+    """
+    while True:
+        try:
+            queued.append(receive.receive_nowait())
+        except (trio.WouldBlock, trio.EndOfChannel):
+            break
+    if len(queued) > 1:
+        ordered = sorted(
+            queued, key=lambda event: getattr(event, "stream", None) is not Stream.DIFFS
+        )
+        queued.clear()
+        queued.extend(ordered)
+
+
 class DataPath:
     """Owns the supervisor (and so the books) and everything that feeds it.
     Started by :func:`hlbook.serve`."""
@@ -140,6 +160,8 @@ class DataPath:
         self.config = config
         self.supervisor = Supervisor(sink, Settings.from_config(config))
         self.supervisor.step_limit = _STEP
+        # l2Book/bbo go out (the flusher writes them) before the statuses' work of a block.
+        self.supervisor.pause_after_diffs = True
         self.ready = trio.Event()
         """Set once the first snapshot is loaded."""
         self.tailers: dict[Stream, StreamTailer] = {}
@@ -285,6 +307,7 @@ class DataPath:
         streaming = joiner.layout is Layout.STREAMING
         # Streaming: where each reader last said it had read everything (see below).
         idle_marks: dict[Stream, CaughtUp] = {}
+        queued: deque[_Event] = deque()
         async with receive:
             while True:
                 reason = await self._carry_out(actions)
@@ -297,10 +320,12 @@ class DataPath:
                     actions = sup.work(trio.current_time())
                     stats.book_seconds += time.perf_counter() - started
                     continue
-                item: _Event | None = None
-                deadline = sup.next_deadline()
-                with trio.move_on_at(math.inf if deadline is None else deadline):
-                    item = await receive.receive()
+                if not queued:
+                    deadline = sup.next_deadline()
+                    with trio.move_on_at(math.inf if deadline is None else deadline):
+                        queued.append(await receive.receive())
+                    _take_waiting(receive, queued)
+                item = queued.popleft() if queued else None
                 now = trio.current_time()
                 started = time.perf_counter()
                 # A stream written to since its reader's last "caught up" is not quiet,
