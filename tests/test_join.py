@@ -751,8 +751,11 @@ def test_parts_streaming_diffs_complete_when_the_diff_stream_moves_on() -> None:
     out = joiner.caught_up(F, 0.0) + joiner.poll(0.3)  # fills quiet
     wholes, parts = split(out)
     assert heights(wholes) == [101]
-    assert announced(parts) == [("f", 102)]
     assert tags(wholes[0]) == ([2], [1], [])
+    # Quiet fills are done with 102 only once the diff stream is (as the whole block is).
+    assert announced(parts) == []
+    out = joiner.feed(D, ln(D, 103, 5), 0.4)
+    assert announced(out) == [("r", 102), ("f", 102)]
 
 
 def test_parts_streaming_a_height_first_seen_after_a_stream_passed_it() -> None:

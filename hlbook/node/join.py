@@ -54,7 +54,8 @@ stream. With ``parts=True`` the joiner also returns a
 :class:`~hlbook.source.Part` for each stream of each block as soon as that
 stream is complete — by the same rules as above, applied to that stream
 alone (by-block: its line was read; streaming: it has moved past the height,
-or is quiet) — in height order per stream, ahead of the whole block. The
+or is quiet; a stream other than the diffs only once the diff stream is done
+with the block) — in height order per stream, ahead of the whole block. The
 :class:`~hlbook.model.Block` handed out with a part carries that stream's
 final event list (the others stay empty until announced); the whole block
 follows when every stream is complete. A height whose block holds a lost
@@ -374,7 +375,10 @@ class BlockJoiner:
                     continue
                 if lost is not None and lost[0] <= height <= lost[1]:
                     break  # a gap to be: not announced by time
-                if self._watermark[stream] <= height:
+                waits_for_diffs = stream is not Stream.DIFFS and Stream.DIFFS not in (
+                    partial.announced
+                )
+                if self._watermark[stream] <= height and not waits_for_diffs:
                     due = max(at, partial.seen_at) + self.quiet_after
                     if found is None or due < found:
                         found = due
@@ -655,10 +659,15 @@ class BlockJoiner:
                     # Quiet counts from when the block was first seen: the node writes a
                     # block's streams at about the same time, so a stream that was silent
                     # before the block began is given quiet_after to say something about it.
+                    # The other streams, by quiet, only once the diff stream is done with the
+                    # block (as the whole block would need): late lines get that long too.
                     ready = (
                         self._watermark[stream] > height
                         or height <= complete[stream]
-                        or self._quiet(stream, now, partial.seen_at)
+                        or (
+                            self._quiet(stream, now, partial.seen_at)
+                            and (stream is Stream.DIFFS or Stream.DIFFS in partial.announced)
+                        )
                     )
                 if not ready:
                     blocked.add(stream)
