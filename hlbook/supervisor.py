@@ -44,7 +44,10 @@ For block ``H`` the sink hears (:class:`~hlbook.stages.Stage`):
 * ``BLOCK`` once every stream of ``H`` is done, in height order.
 
 ``books.height`` is how far diffs are applied and ``books.details_height``
-how far details are; see :meth:`~hlbook.book.books.Books.details_ready`. A
+how far details are; see :meth:`~hlbook.book.books.Books.details_ready`.
+The shell may bound the work of one call (:attr:`Supervisor.step_limit`,
+:attr:`Supervisor.pause_after_diffs`) and call :meth:`Supervisor.work` while
+:attr:`Supervisor.backlog` is not empty, with a checkpoint in between. A
 block whose diffs lack a side waits for its statuses. While
 ``books.catch_up_wanted`` is set (a view that needs details is waiting) the
 next diffs wait, at most ``details_wait`` seconds, for the statuses to catch
@@ -312,7 +315,6 @@ class Supervisor:
         self._source: BlockSource | None = None
         self._backlog: deque[Output] = deque()
         self._contiguous = True
-        self._streams: frozenset[Stream] = frozenset(Stream)
         self._generation = 0
         self._too_old = 0  # snapshots in a row older than the held blocks
         self._retry = 0.5  # the next retry delay of the current generation
@@ -377,18 +379,18 @@ class Supervisor:
         now: float,
         *,
         contiguous: bool = True,
-        streams: Iterable[Stream] = tuple(Stream),
         layout: Layout | None = None,
     ) -> list[Action]:
         """Drive ``source`` from now on (a new ingestion): the books need a snapshot.
 
         ``contiguous``: every height is a block (by-block files, a relay stream),
-        so a block that does not follow the books' height is a gap. ``streams``:
-        the streams the source has (a node without fills has two).
+        so a block that does not follow the books' height is a gap. ``layout``:
+        the node layout a node source reads (see :meth:`node_shape`). A stream a
+        source does not have (a node without fills) is announced with each whole
+        block, empty.
         """
         self._source = source
         self._contiguous = contiguous
-        self._streams = frozenset(streams)
         self.layout = layout
         self._too_old = 0
         self._backlog.clear()

@@ -126,7 +126,6 @@ class Harness:
             self.joiner,
             0.0,
             contiguous=layout is Layout.BY_BLOCK,
-            streams=streams,
             layout=layout,
         )
 

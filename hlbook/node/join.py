@@ -139,6 +139,17 @@ class _Partial:
         return Part(stream, shared)
 
 
+def _add(partial: _Partial, stream: Stream, line: AnyLine) -> None:
+    """Add a line's events to the block being joined."""
+    if stream is Stream.STATUSES:
+        partial.statuses.extend(line.events)
+    elif stream is Stream.DIFFS:
+        partial.diffs.extend(line.events)
+    else:
+        partial.fills.extend(line.events)
+    partial.delivered.add(stream)
+
+
 def _expose(block: Block, partial: _Partial, stream: Stream) -> None:
     """Give ``block`` the partial's final event list of ``stream``."""
     if stream is Stream.STATUSES:
@@ -230,7 +241,8 @@ class BlockJoiner:
             if lost_after is not None:
                 # The unreadable line came between this stream's lines at these heights.
                 early = self._lose(lost_after, height)
-        if height > self._watermark[stream]:
+        advanced = height > self._watermark[stream]
+        if advanced:
             self._watermark[stream] = height
         elif (
             self.layout is Layout.BY_BLOCK
@@ -240,6 +252,12 @@ class BlockJoiner:
             self.late_lines += 1  # the same block twice on one stream: keep the first
             return []
         partial = self._pending.get(height)
+        if partial is not None and not advanced and not early and self.layout is Layout.STREAMING:
+            # Streaming: one more line of a height this stream already reached. It
+            # completes nothing (the stream is talking, if anything less quiet): only
+            # time or another height can, and poll()/the next height look then.
+            _add(partial, stream, line)
+            return []
         if partial is None:
             partial = self._pending[height] = _Partial(height, line.block_time, now)
             if self.parts:
@@ -249,13 +267,7 @@ class BlockJoiner:
                         # has nothing here and is complete (not announced: out of order).
                         partial.silent.add(other)
                         partial.announced.add(other)
-        if stream is Stream.STATUSES:
-            partial.statuses.extend(line.events)
-        elif stream is Stream.DIFFS:
-            partial.diffs.extend(line.events)
-        else:
-            partial.fills.extend(line.events)
-        partial.delivered.add(stream)
+        _add(partial, stream, line)
         return early + self._collect(now) if early else self._collect(now)
 
     def caught_up(self, stream: Stream, now: float) -> list[Output]:

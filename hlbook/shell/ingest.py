@@ -286,7 +286,6 @@ class DataPath:
                 joiner,
                 trio.current_time(),
                 contiguous=layout is Layout.BY_BLOCK,
-                streams=streams,
                 layout=layout,
             )
             reason = await self._book_task(receive, joiner, gates, actions)
