@@ -710,6 +710,11 @@ def main() -> None:
     parser.add_argument(
         "--rounds", type=int, default=3, help="hlbook and baseline runs per layout (median)"
     )
+    parser.add_argument(
+        "--server-root",
+        help="run the hlbook server (and the node) from this checkout instead (e.g. an older "
+        "revision, for a before/after comparison in one session); the floor is this one's",
+    )
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--blocks-per-second", type=float, default=14.0)
     parser.add_argument("--scale", type=float, default=1.0)
@@ -740,6 +745,9 @@ def main() -> None:
 
         sys.exit(run_until_signal(lambda: (_node if args.node else _baseline)(args)))
     args.pin = args.pin and CORES >= 2
+    if args.server_root:
+        # Children import hlbook from there (start_child copies this environment).
+        os.environ["PYTHONPATH"] = str(Path(args.server_root).resolve())
     if args.quick:
         args.clients = min(args.clients, 10)
         args.duration, args.streaming_duration, args.warmup = 1.5, 1.0, 0.5

@@ -1,4 +1,6 @@
-"""The data path's Trio shell: the only Trio code between the node's files and the books.
+"""The Trio shell: the only Trio code between the node's files and the books.
+
+The data path's part of it:
 
 * :mod:`hlbook.shell.tail` — one task per stream: files -> decoded lines (events);
 * :mod:`hlbook.shell.snapshots` — where snapshots come from, and loading them;
