@@ -529,6 +529,10 @@ def figures(window: Window) -> Figures:
         rate = (h1["pipeline"]["blocks_applied"] - h0["pipeline"]["blocks_applied"]) / span
         lifetime = h1["pipeline"]["book_seconds"] / h1["uptime_s"]
         note = f"{h1['orders']} resting orders, {h1['coins']} coins"
+        if "diffs_first" in h1["pipeline"]:
+            early = h1["pipeline"]["diffs_first"] - h0["pipeline"]["diffs_first"]
+            applied = h1["pipeline"]["blocks_applied"] - h0["pipeline"]["blocks_applied"]
+            note += f"; diffs applied before the block's statuses: {early}/{applied}"
     return Figures(
         kind=window.kind,
         layout=window.layout,
@@ -595,7 +599,9 @@ def _median(values: list[float]) -> float:
 
 def report(args: argparse.Namespace, rounds: list[Round]) -> None:
     """Details per round and layout, then the summary block."""
-    for index, item in enumerate(rounds, 1):
+    layouts = list(dict.fromkeys(r.layout for r in rounds))
+    for position, item in enumerate(rounds):
+        index = position // len(layouts) + 1
         for fig in (item.hlbook, item.baseline):
             print(
                 f"round {index} {fig.layout} {fig.kind}: {fig.blocks} blocks written in the "
@@ -625,10 +631,10 @@ def report(args: argparse.Namespace, rounds: list[Round]) -> None:
         f"(mainnet-sized blocks), {args.clients} {args.client} clients on l2Book BTC in one "
         f"client process, loopback, {CORES} cores, "
         f"{'server pinned to its own core' if args.pin else 'no pinning'}, "
-        f"{len(rounds) // max(1, len({r.layout for r in rounds}))} round(s); the baseline "
+        f"{len(rounds) // max(1, len(layouts))} round(s); the baseline "
         "follows the same diff file, orjson.loads each line and writes one prebuilt message"
     )
-    for layout in dict.fromkeys(r.layout for r in rounds):
+    for layout in layouts:
         mine = [r for r in rounds if r.layout == layout]
         ratios = [r.ratios() for r in mine]
         p50, p99, nxt = (_median([x[i] for x in ratios]) for i in range(3))

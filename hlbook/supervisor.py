@@ -211,6 +211,8 @@ class SupervisorStats:
     stale_periods: int = 0
     catch_ups: int = 0
     """Times diffs were held for details to catch up (``books.catch_up_wanted``)."""
+    diffs_first: int = 0
+    """Blocks whose diffs were applied and published before their statuses were complete."""
     last_error: str | None = None
     book_seconds: float = 0.0
     """Time the book task spent joining, applying and publishing (kept by the shell)."""
@@ -410,6 +412,8 @@ class Supervisor:
         that many per call, the rest left in :attr:`backlog` for :meth:`work`.
         """
         self._backlog.extend(outputs)
+        if self._more:
+            return []  # paused after a DIFFS publication: the caller resumes with work()
         return self.work(now)
 
     @property
@@ -482,7 +486,12 @@ class Supervisor:
         if source is not None:
             actions += self.receive(source.poll(now), now)
             books = self.books
-            if books is not None and not source.holding and self._barrier_since is not None:
+            if (
+                books is not None
+                and not source.holding
+                and self._barrier_since is not None
+                and not self._more
+            ):
                 failure = self._advance(now)
                 if failure is not None:
                     actions += self._fail(failure, now)
@@ -713,6 +722,8 @@ class Supervisor:
                     diffs.popleft()
                     entry.todo.discard(Stage.DIFFS)
                     entry.touched = applied.touched
+                    if Stream.STATUSES not in entry.announced:
+                        self.stats.diffs_first += 1
                     self._applied(block, now)
                     self._publish(Stage.DIFFS, block, applied.touched)
                     if self.pause_after_diffs:

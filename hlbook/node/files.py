@@ -216,8 +216,12 @@ class StreamTailer:
         dir_check_interval: float = 0.1,
         use_inotify: bool = True,
         max_line: int = DEFAULT_MAX_LINE,
+        defer: int = 0,
     ) -> None:
         self.directory = directory
+        self.defer = defer
+        """Checkpoints after each wake-up before reading: a stream that need not be first
+        lets the tasks woken by the same write (another stream's reader) go ahead."""
         self.max_line = max_line
         self.from_start = from_start
         self.chunk_size = chunk_size
@@ -411,6 +415,8 @@ class StreamTailer:
                     await self._on_idle(now)
                     continue  # the node may have written meanwhile
                 await watcher.wait()
+                for _ in range(self.defer):
+                    await trio.lowlevel.checkpoint()
                 continue
             # The node has started a newer file; this one may still be finishing.
             if idle_since is None:

@@ -272,8 +272,12 @@ class DataPath:
         async with trio.open_nursery() as nursery:
             async with send:
                 for stream in streams:
+                    # The diff stream is read first after a write: l2Book and bbo need
+                    # only it, and the status stream is 5-10x larger (see read_stream).
                     tailer = StreamTailer(
-                        stream_dir(node_data, stream, layout), from_start=from_start
+                        stream_dir(node_data, stream, layout),
+                        from_start=from_start,
+                        defer=0 if stream is Stream.DIFFS else 2,
                     )
                     self.tailers[stream] = tailer
                     nursery.start_soon(
