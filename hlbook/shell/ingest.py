@@ -391,7 +391,12 @@ class DataPath:
                 self._want_changed.set()
             elif isinstance(action, FetchCheck | AdvanceCheck):
                 assert self._checks is not None
-                self._checks.send_nowait(action)
+                try:
+                    self._checks.send_nowait(action)
+                except trio.WouldBlock:
+                    # Still busy with an abandoned check's fetch (a slow info server).
+                    now = trio.current_time()
+                    pending += self.supervisor.check_failed("a previous check is under way", now)
             elif isinstance(action, CompareCheck):
                 # In the book task: the books must not move while they are compared.
                 books = self.books
