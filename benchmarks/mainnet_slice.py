@@ -26,12 +26,12 @@ from pathlib import Path
 import orjson
 
 from hlbook.book.books import Books
-from hlbook.book.join import BlockJoiner
 from hlbook.book.l2 import bbo, l2_levels
 from hlbook.book.l4 import ASK, BID
 from hlbook.book.trades import trades_by_coin
 from hlbook.model import Block
 from hlbook.node.formats import Layout, Stream, decode_line, decode_snapshot, time_ms
+from hlbook.node.join import BlockJoiner
 
 DATA = Path(__file__).resolve().parent.parent / "tests" / "data"
 ORDER = (Stream.DIFFS, Stream.STATUSES, Stream.FILLS)

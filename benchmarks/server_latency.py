@@ -27,6 +27,24 @@ Times are ``time.monotonic()`` (CLOCK_MONOTONIC, one clock for all processes).
 Latency = receive time − write time of the block. Only blocks written inside
 the measuring window count (the subscription snapshots are excluded).
 
+The floor, measured in the same run on the same blocks:
+
+* a *baseline server* (this script with ``--baseline``): it follows the same
+  diff file (``os.read`` woken by inotify, like hlbook), ``orjson.loads``
+  each diff line and writes one prebuilt ``l2Book``-sized message (the
+  block's time in it, 20 levels a side) to the same 100 lean clients, one
+  non-blocking write each — the least a server that reads the node's files
+  must do. In the streaming layout it sends block ``H`` when the first diff
+  line of a later block arrives (the same completeness rule). hlbook's
+  write -> ``l2Book`` p50 and p99 are reported as ratios to the baseline's;
+* the *in-process cost* of each written block in hlbook, with no I/O at all:
+  the lines the node wrote in that run are decoded, joined, applied and
+  published (to a fan-out hub with the same 100 ``l2Book`` BTC subscribers'
+  queues) in this process, starting from the snapshot the server loaded.
+
+``--rounds`` repeats hlbook and the baseline alternately; the summary shows
+each round's ratios and their median.
+
 By-block layout is the headline: a block is complete when its line is read.
 The streaming layout is reported separately: a block there can only be known
 complete once every stream has moved past it, i.e. when the next block's
@@ -44,10 +62,11 @@ is ``health()["pipeline"]["book_seconds"]`` over the window's wall time (and
 over the whole ``uptime_s``), read with ``{"method":"health"}``.
 
 Usage: ``python benchmarks/server_latency.py [--quick] [--clients N] [--duration S]
-[--streaming-duration S]``
+[--streaming-duration S] [--rounds N]``
 """
 
 import argparse
+import contextlib
 import math
 import os
 import re
@@ -70,12 +89,15 @@ from server_common import (
     percentile,
     pin,
     split_cpus,
+    start_child,
     start_node_and_server,
     summary_header,
 )
 from trio_websocket import open_websocket_url
 
-TARGET_P99_MS = 10.0
+TARGET_P50_RATIO = 1.3
+TARGET_P99_RATIO = 2.0
+TARGET_STREAMING_RATIO = 1.5
 TARGET_BOOK_SHARE = 0.15
 L2_BTC = '{"method":"subscribe","subscription":{"type":"l2Book","coin":"BTC"}}'
 L2_PREFIX = '{"channel":"l2Book"'
@@ -133,6 +155,152 @@ async def _node(args: argparse.Namespace) -> None:
                 wanted = last + 1
 
 
+# -- the baseline server -------------------------------------------------------------------------
+
+_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_LEVELS = [[{"px": f"{81300 - i}.0", "sz": "0.61488", "n": 3} for i in range(20)]] * 2
+
+
+async def _baseline(args: argparse.Namespace) -> None:
+    """Follow the diff file; ``orjson.loads`` each line; one prebuilt message to every client."""
+    import base64
+    import hashlib
+
+    import orjson
+
+    from hlbook.node.files import newest_file
+    from hlbook.node.formats import time_ms
+    from hlbook.node.watch import ChangeWatcher
+    from hlbook.server.frames import frames
+
+    def _frame(text: str) -> bytes:
+        return frames(text.encode())[0]
+
+    layout = args.layout.replace("-", "_")
+    by_block = layout == "by_block"
+    directory = Path(args.node_data) / f"node_raw_book_diffs_{layout}"
+    levels = orjson.dumps(_LEVELS).decode()
+    template = '{"channel":"l2Book","data":{"coin":"BTC","time":%d,"levels":' + levels + "}}"
+    clients: list[int] = []
+
+    async def handle(stream: trio.SocketStream) -> None:
+        request = b""
+        while b"\r\n\r\n" not in request:
+            chunk = await stream.receive_some(4096)
+            if not chunk:
+                return
+            request += chunk
+        found = re.search(rb"Sec-WebSocket-Key: *(\S+)", request, re.IGNORECASE)
+        if found is None:
+            return
+        accept = base64.b64encode(hashlib.sha1(found.group(1) + _GUID).digest())
+        await stream.send_all(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n"
+            b"Connection: Upgrade\r\nSec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+        )
+        fd = stream.socket.fileno()
+        clients.append(fd)
+        try:
+            while await stream.receive_some(65536):
+                pass  # the subscription request: nothing to do with it
+        finally:
+            clients.remove(fd)
+
+    def broadcast(block_ms: int) -> None:
+        frame = _frame(template % block_ms)
+        for fd in clients:
+            # The socket is non-blocking: one write, as hlbook's flusher does; a client whose
+            # buffer is full misses the message (it never happens at this rate).
+            with contextlib.suppress(BlockingIOError):
+                os.write(fd, frame)
+
+    listeners = await trio.open_tcp_listeners(0, host="127.0.0.1")
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(trio.serve_listeners, handle, listeners)
+        port = listeners[0].socket.getsockname()[1]
+        print(f"serving ws://127.0.0.1:{port}/ws", flush=True)
+        with ChangeWatcher() as watcher:
+            path = newest_file(directory)
+            while path is None:
+                watcher.watch(directory / "hourly")
+                await watcher.wait(0.1)
+                path = newest_file(directory)
+            fd = os.open(path, os.O_RDONLY)
+            os.lseek(fd, 0, os.SEEK_END)
+            watcher.watch(path)
+            print(f"books loaded at height 0 (following {path})", flush=True)
+            buffer = b""
+            current: tuple[int, int] | None = None
+            while True:
+                data = os.read(fd, 1 << 20)
+                if not data:
+                    await watcher.wait()
+                    continue
+                buffer += data
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    try:
+                        head = orjson.loads(line)
+                    except orjson.JSONDecodeError:
+                        continue  # the line the node was writing when we began
+                    height, block_ms = head["block_number"], time_ms(head["block_time"])
+                    if by_block:
+                        broadcast(block_ms)
+                    elif current is None or height > current[0]:
+                        if current is not None:
+                            broadcast(current[1])  # a later block began: this one is complete
+                        current = (height, block_ms)
+
+
+# -- the in-process floor -------------------------------------------------------------------------
+
+
+def in_process_floor(tmp: Path, layout: str, clients: int) -> list[float]:
+    """Milliseconds of hlbook's own work per written block, no I/O (see the docstring)."""
+    from hlbook.book.books import Books
+    from hlbook.node.files import hourly_files
+    from hlbook.node.formats import Layout, Stream, decode_line, line_height
+    from hlbook.node.join import BlockJoiner
+    from hlbook.server.fanout import ClientQueue, Hub
+    from hlbook.supervisor import Settings, Supervisor, WantSnapshot
+
+    snapshot = tmp / "snapshot.json"
+    if not snapshot.exists():
+        return []
+    books = Books.load(snapshot.read_bytes())
+    kind = Layout(layout.replace("-", "_"))
+    order = (Stream.DIFFS, Stream.STATUSES, Stream.FILLS)
+    by_height: dict[int, list[tuple[Stream, bytes]]] = defaultdict(list)
+    for stream in order:
+        for path in hourly_files(tmp / "data" / stream.dirname(kind)):
+            for raw in path.read_bytes().split(b"\n"):
+                height = line_height(raw) if raw else None
+                if height is not None and height > books.height:
+                    by_height[height].append((stream, raw))
+    hub = Hub()
+    sup = Supervisor(hub, Settings(validate_every=0, stale_after=math.inf, layout_auto=False))
+    joiner = BlockJoiner(kind, parts=True)
+    for stream in order:
+        joiner.start_after(stream, books.height)
+    (want,) = sup.attach(joiner, 0.0, contiguous=kind is Layout.BY_BLOCK, layout=kind)
+    assert isinstance(want, WantSnapshot)
+    sup.snapshot_loaded(books, "floor", want.generation, 0.0)
+    queues = [ClientQueue(max_messages=1 << 30, max_bytes=1 << 40) for _ in range(clients)]
+    channel, key, echo = hub.registry.parse({"type": "l2Book", "coin": "BTC"})
+    for queue in queues:
+        hub.subscribe(queue, channel, key, books, echo)
+        queue.pop_batch(1 << 30)
+    samples: list[float] = []
+    for height in sorted(by_height):
+        started = time.perf_counter()
+        for stream, raw in by_height[height]:
+            sup.receive(joiner.feed(stream, decode_line(stream, raw), 0.0), 0.0)
+        samples.append((time.perf_counter() - started) * 1000)
+        for queue in queues:
+            queue.pop_batch(1 << 30)  # what the flusher does, outside the measurement
+    return samples
+
+
 # -- the clients ----------------------------------------------------------------------------------
 
 
@@ -185,6 +353,8 @@ async def _l2_client(url: str, index: int, received: Received) -> None:
 class Window:
     """The raw material of one layout's figures."""
 
+    kind: str
+    """``hlbook`` or ``baseline``."""
     layout: str
     clients: int
     t0: float
@@ -197,15 +367,22 @@ class Window:
     steal: float
     others: float
     server_wait: float
-    health0: dict[str, Any]
-    health1: dict[str, Any]
+    health0: dict[str, Any] | None
+    health1: dict[str, Any] | None
     server_errors: list[str]
+    floor: list[float]
+    """hlbook only: in-process milliseconds per written block (see the docstring)."""
 
 
 async def measure(
-    args: argparse.Namespace, layout: str, duration: float, server_cpus: set[int] | None
+    args: argparse.Namespace,
+    layout: str,
+    duration: float,
+    server_cpus: set[int] | None,
+    kind: str = "hlbook",
 ) -> Window:
-    """Start node, server and clients for ``layout``; measure ``duration`` seconds."""
+    """Start node, server (hlbook or the baseline) and clients for ``layout``; measure
+    ``duration`` seconds."""
     with tempfile.TemporaryDirectory(prefix="hlbook-latency-") as tmp_name:
         tmp = Path(tmp_name)
         times = tmp / "written.txt"
@@ -226,9 +403,20 @@ async def measure(
         ]  # fmt: skip
         received = Received()
         async with AsyncExitStack() as stack:
-            node, server, url = await start_node_and_server(
-                stack, tmp, [], serve_args, node_argv=node_argv
-            )
+            if kind == "hlbook":
+                node, server, url = await start_node_and_server(
+                    stack, tmp, [], serve_args, node_argv=node_argv
+                )
+            else:
+                node = await stack.enter_async_context(start_child("node", node_argv))
+                await node.wait_for(r"info server: (\S+)")
+                baseline_argv = [
+                    sys.executable, __file__, "--baseline",
+                    "--node-data", str(tmp / "data"), "--layout", layout,
+                ]  # fmt: skip
+                server = await stack.enter_async_context(start_child("baseline", baseline_argv))
+                url = (await server.wait_for(r"serving (ws://\S+)")).group(1)
+                await server.wait_for(r"books loaded at height")
             if server_cpus is not None:
                 pin(server.pid, server_cpus)
             lean = args.client == "lean"
@@ -242,13 +430,13 @@ async def measure(
                         await trio.sleep(0.05)
                 await trio.sleep(args.warmup)
                 meter = CpuMeter({"server": server.pid, "node": node.pid, "clients": os.getpid()})
-                health0 = await health(url)
+                health0 = await health(url) if kind == "hlbook" else None
                 meter.mark()
                 t0 = time.monotonic()
                 await trio.sleep(duration)
                 t1 = time.monotonic()
                 cpu = meter.shares()
-                health1 = await health(url)
+                health1 = await health(url) if kind == "hlbook" else None
                 await trio.sleep(0.5)  # let messages of the last blocks arrive
                 clients.cancel_scope.cancel()
             errors = server.errors()
@@ -259,7 +447,9 @@ async def measure(
             written[int(height)] = float(moment)
             if block_time != "-1":
                 height_of[int(block_time)] = int(height)
+        floor = in_process_floor(tmp, layout, args.clients) if kind == "hlbook" else []
     return Window(
+        kind,
         layout,
         args.clients,
         t0,
@@ -274,6 +464,7 @@ async def measure(
         health0,
         health1,
         errors,
+        floor,
     )
 
 
@@ -282,8 +473,9 @@ async def measure(
 
 @attrs.define
 class Figures:
-    """One layout's results."""
+    """One layout's results, for one server."""
 
+    kind: str
     layout: str
     blocks: int
     blocks_with_l2: int
@@ -303,6 +495,7 @@ class Figures:
     block_rate: float
     events_note: str
     errors: list[str]
+    floor: list[float]
 
 
 def figures(window: Window) -> Figures:
@@ -323,17 +516,28 @@ def figures(window: Window) -> Figures:
     first = [min(values) for values in per_block.values()]
     last = [max(values) for values in per_block.values()]
     after_next = [
-        (min(values) - (written[h + 1] - written[h]) * 1000)
+        (latency - (written[h + 1] - written[h]) * 1000)
         for h, values in per_block.items()
         if h + 1 in written
+        for latency in values
     ]
     missing = sum(window.clients - len(values) for values in per_block.values())
     h0, h1 = window.health0, window.health1
-    span = h1["uptime_s"] - h0["uptime_s"]
-    book = (h1["pipeline"]["book_seconds"] - h0["pipeline"]["book_seconds"]) / span
-    decode = (h1["pipeline"]["decode_seconds"] - h0["pipeline"]["decode_seconds"]) / span
-    blocks = h1["pipeline"]["blocks_applied"] - h0["pipeline"]["blocks_applied"]
+    book = decode = rate = lifetime = math.nan
+    note = ""
+    if h0 is not None and h1 is not None:
+        span = h1["uptime_s"] - h0["uptime_s"]
+        book = (h1["pipeline"]["book_seconds"] - h0["pipeline"]["book_seconds"]) / span
+        decode = (h1["pipeline"]["decode_seconds"] - h0["pipeline"]["decode_seconds"]) / span
+        rate = (h1["pipeline"]["blocks_applied"] - h0["pipeline"]["blocks_applied"]) / span
+        lifetime = h1["pipeline"]["book_seconds"] / h1["uptime_s"]
+        note = f"{h1['orders']} resting orders, {h1['coins']} coins"
+        if "diffs_first" in h1["pipeline"]:
+            early = h1["pipeline"]["diffs_first"] - h0["pipeline"]["diffs_first"]
+            applied = h1["pipeline"]["blocks_applied"] - h0["pipeline"]["blocks_applied"]
+            note += f"; diffs applied before the block's statuses: {early}/{applied}"
     return Figures(
+        kind=window.kind,
         layout=window.layout,
         blocks=len(in_window),
         blocks_with_l2=len(per_block),
@@ -348,11 +552,12 @@ def figures(window: Window) -> Figures:
         others=window.others,
         server_wait=window.server_wait,
         book_share=book,
-        book_share_lifetime=h1["pipeline"]["book_seconds"] / h1["uptime_s"],
+        book_share_lifetime=lifetime,
         decode_share=decode,
-        block_rate=blocks / span,
-        events_note=f"{h1['orders']} resting orders, {h1['coins']} coins",
+        block_rate=rate,
+        events_note=note,
         errors=window.server_errors,
+        floor=window.floor,
     )
 
 
@@ -365,23 +570,62 @@ def _dist(values: list[float]) -> str:
     )
 
 
-def report(args: argparse.Namespace, results: list[Figures]) -> None:
-    """Details per layout, then the summary block."""
-    for fig in results:
-        print(
-            f"{fig.layout}: {fig.blocks} blocks written in the window, {fig.blocks_with_l2} "
-            f"changed BTC's top 20 levels (an l2Book message each); "
-            f"{len(fig.all_pairs)} (block, client) samples; "
-            f"{fig.missing} expected client messages missing; {fig.unmapped} unmapped; "
-            f"{fig.block_rate:.1f} blocks/s applied; {fig.events_note}"
+def _ratio(mine: list[float], base: list[float], p: float) -> float:
+    return percentile(mine, p) / percentile(base, p)
+
+
+@attrs.define
+class Round:
+    """hlbook and the baseline on one layout, one after the other."""
+
+    layout: str
+    hlbook: Figures
+    baseline: Figures
+
+    def ratios(self) -> tuple[float, float, float]:
+        """hlbook / baseline: p50 and p99 from the write; p50 from the next block's write."""
+        h, b = self.hlbook, self.baseline
+        return (
+            _ratio(h.all_pairs, b.all_pairs, 50),
+            _ratio(h.all_pairs, b.all_pairs, 99),
+            _ratio(h.after_next, b.after_next, 50),
         )
-        print(f"  every client   {_dist(fig.all_pairs)}")
-        print(f"  first client   {_dist(fig.first)}")
-        print(f"  last client    {_dist(fig.last)}")
-        if fig.layout == "streaming":
-            print(f"  first client, from the next block's write: {_dist(fig.after_next)}")
-        for line in fig.errors[:5]:
-            print(f"  server error: {line}")
+
+
+def _median(values: list[float]) -> float:
+    ordered = sorted(v for v in values if not math.isnan(v))
+    if not ordered:
+        return math.nan
+    middle = len(ordered) // 2
+    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
+
+
+def report(args: argparse.Namespace, rounds: list[Round]) -> None:
+    """Details per round and layout, then the summary block."""
+    layouts = list(dict.fromkeys(r.layout for r in rounds))
+    for position, item in enumerate(rounds):
+        index = position // len(layouts) + 1
+        for fig in (item.hlbook, item.baseline):
+            print(
+                f"round {index} {fig.layout} {fig.kind}: {fig.blocks} blocks written in the "
+                f"window, {fig.blocks_with_l2} with an l2Book message; "
+                f"{len(fig.all_pairs)} (block, client) samples; "
+                f"{fig.missing} expected client messages missing; {fig.unmapped} unmapped"
+                + (
+                    f"; {fig.block_rate:.1f} blocks/s applied; {fig.events_note}"
+                    if fig.kind == "hlbook"
+                    else ""
+                )
+            )
+            print(f"  every client   {_dist(fig.all_pairs)}")
+            print(f"  first client   {_dist(fig.first)}")
+            print(f"  last client    {_dist(fig.last)}")
+            if fig.layout == "streaming":
+                print(f"  from the next block's write: {_dist(fig.after_next)}")
+            if fig.floor:
+                print(f"  in-process, per written block (no I/O): {_dist(fig.floor)}")
+            for line in fig.errors[:5]:
+                print(f"  server error: {line}")
     print()
     print(summary_header("server_latency"))
     print(f"command: {command_line('server_latency.py')}")
@@ -389,58 +633,96 @@ def report(args: argparse.Namespace, results: list[Figures]) -> None:
         f"setup: simulator at {args.blocks_per_second:g} blocks/s, scale {args.scale:g} "
         f"(mainnet-sized blocks), {args.clients} {args.client} clients on l2Book BTC in one "
         f"client process, loopback, {CORES} cores, "
-        f"{'server pinned to its own core' if args.pin else 'no pinning'}"
+        f"{'server pinned to its own core' if args.pin else 'no pinning'}, "
+        f"{len(rounds) // max(1, len(layouts))} round(s); the baseline "
+        "follows the same diff file, orjson.loads each line and writes one prebuilt message"
     )
-    for fig in results:
-        p99 = percentile(fig.all_pairs, 99)
-        verdict = ""
-        if fig.layout == "by-block":
-            verdict = f"  (target p99 < {TARGET_P99_MS:g} ms: "
-            verdict += "met)" if p99 < TARGET_P99_MS else "MISSED)"
-        print(
-            f"{fig.layout:<9} write -> client l2Book  {_dist(fig.all_pairs)}  "
-            f"[{len(fig.all_pairs)} samples, {fig.blocks_with_l2} blocks]{verdict}"
-        )
-        if fig.layout == "streaming":
-            print(
-                f"{'':9} from the next block's write  {_dist(fig.after_next)}  "
-                "(a block is complete only once the next one starts)"
+    for layout in layouts:
+        mine = [r for r in rounds if r.layout == layout]
+        ratios = [r.ratios() for r in mine]
+        p50, p99, nxt = (_median([x[i] for x in ratios]) for i in range(3))
+        hl = [v for r in mine for v in r.hlbook.all_pairs]
+        base = [v for r in mine for v in r.baseline.all_pairs]
+        floor = [v for r in mine for v in r.hlbook.floor]
+        print(f"{layout:<9} hlbook   write -> client l2Book  {_dist(hl)}  [{len(hl)} samples]")
+        print(f"{'':9} baseline write -> client l2Book  {_dist(base)}  [{len(base)} samples]")
+        if layout == "by-block":
+            verdict = (
+                f"(targets p50 <= {TARGET_P50_RATIO:g}x: "
+                f"{'met' if p50 <= TARGET_P50_RATIO else 'MISSED'}, p99 <= "
+                f"{TARGET_P99_RATIO:g}x: {'met' if p99 <= TARGET_P99_RATIO else 'MISSED'})"
             )
-        book_verdict = "met" if fig.book_share < TARGET_BOOK_SHARE else "MISSED"
+        else:
+            verdict = (
+                f"(target from the next block's write p50 <= {TARGET_STREAMING_RATIO:g}x: "
+                f"{'met' if nxt <= TARGET_STREAMING_RATIO else 'MISSED'})"
+            )
+        rounds_text = ", ".join(f"{a:.2f}/{b:.2f}/{c:.2f}" for a, b, c in ratios)
         print(
-            f"{'':9} server CPU {fig.cpu['server']:4.0%}  book task {fig.book_share:4.1%} "
-            f"of wall time (lifetime {fig.book_share_lifetime:4.1%}; target < "
-            f"{TARGET_BOOK_SHARE:.0%}: {book_verdict})  decoding {fig.decode_share:4.1%}  "
-            f"node CPU {fig.cpu['node']:4.0%}  clients CPU {fig.cpu['clients']:4.0%}"
+            f"{'':9} hlbook / baseline, median of rounds: p50 {p50:.2f}x  p99 {p99:.2f}x  "
+            f"p50 from the next block's write {nxt:.2f}x  {verdict}  "
+            f"[per round p50/p99/next: {rounds_text}]"
         )
+        if layout == "streaming":
+            hl_next = [v for r in mine for v in r.hlbook.after_next]
+            base_next = [v for r in mine for v in r.baseline.after_next]
+            print(f"{'':9} hlbook   from the next block's write  {_dist(hl_next)}")
+            print(f"{'':9} baseline from the next block's write  {_dist(base_next)}")
         print(
-            f"{'':9} server waited for a CPU {fig.server_wait:.1%} of the time; other processes "
-            f"used {fig.others:.0%} of a core; hypervisor steal {fig.steal:.1%}"
+            f"{'':9} in-process floor per written block (decode+join+apply+publish, no I/O): "
+            f"{_dist(floor)}"
         )
+        for fig in (r.hlbook for r in mine):
+            book_verdict = "met" if fig.book_share < TARGET_BOOK_SHARE else "MISSED"
+            print(
+                f"{'':9} server CPU {fig.cpu['server']:4.0%}  book task {fig.book_share:4.1%} "
+                f"of wall time (lifetime {fig.book_share_lifetime:4.1%}; target < "
+                f"{TARGET_BOOK_SHARE:.0%}: {book_verdict})  decoding {fig.decode_share:4.1%}  "
+                f"node CPU {fig.cpu['node']:4.0%}  clients CPU {fig.cpu['clients']:4.0%}; "
+                f"waited for a CPU {fig.server_wait:.1%}; others {fig.others:.0%} of a core; "
+                f"steal {fig.steal:.1%}"
+            )
 
 
-async def run(args: argparse.Namespace) -> list[Figures]:
-    """Every requested layout, one after the other."""
+async def run(args: argparse.Namespace) -> list[Round]:
+    """Every requested layout, hlbook and the baseline alternately, ``--rounds`` times."""
     server_cpus = None
     if args.pin:
         # The server gets a CPU to itself; the node, the clients and this script share
         # the others (children inherit this process's CPUs).
         server_cpus, others = split_cpus()
         pin(os.getpid(), others)
-    results = [figures(await measure(args, "by-block", args.duration, server_cpus))]
+    layouts = [("by-block", args.duration)]
     if args.streaming_duration > 0:
-        window = await measure(args, "streaming", args.streaming_duration, server_cpus)
-        results.append(figures(window))
-    return results
+        layouts.append(("streaming", args.streaming_duration))
+    rounds: list[Round] = []
+    for index in range(args.rounds):
+        for layout, duration in layouts:
+            # Alternate which goes first: a machine that gets busier or quieter over the
+            # run should not favour one of them.
+            kinds = ["hlbook", "baseline"] if index % 2 == 0 else ["baseline", "hlbook"]
+            done = {
+                k: figures(await measure(args, layout, duration, server_cpus, k)) for k in kinds
+            }
+            rounds.append(Round(layout, done["hlbook"], done["baseline"]))
+    return rounds
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a few seconds, for a smoke check")
     parser.add_argument("--clients", type=int, default=100)
-    parser.add_argument("--duration", type=float, default=40.0, help="by-block window, seconds")
+    parser.add_argument("--duration", type=float, default=20.0, help="by-block window, seconds")
     parser.add_argument(
-        "--streaming-duration", type=float, default=15.0, help="streaming window; 0 skips it"
+        "--streaming-duration", type=float, default=10.0, help="streaming window; 0 skips it"
+    )
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="hlbook and baseline runs per layout (median)"
+    )
+    parser.add_argument(
+        "--server-root",
+        help="run the hlbook server (and the node) from this checkout instead (e.g. an older "
+        "revision, for a before/after comparison in one session); the floor is this one's",
     )
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--blocks-per-second", type=float, default=14.0)
@@ -460,23 +742,29 @@ def main() -> None:
         "time it when trio-websocket's get_message() returns (adds that library's cost, "
         "shared by all clients of this one process)",
     )
-    node = parser.add_argument_group("node process (internal)")
+    node = parser.add_argument_group("node and baseline processes (internal)")
     node.add_argument("--node", action="store_true", help=argparse.SUPPRESS)
+    node.add_argument("--baseline", action="store_true", help=argparse.SUPPRESS)
     node.add_argument("--node-data", help=argparse.SUPPRESS)
     node.add_argument("--times", help=argparse.SUPPRESS)
     node.add_argument("--layout", default="by-block", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.node:
+    if args.node or args.baseline:
         from hlbook.runner import run as run_until_signal
 
-        sys.exit(run_until_signal(lambda: _node(args)))
+        sys.exit(run_until_signal(lambda: (_node if args.node else _baseline)(args)))
     args.pin = args.pin and CORES >= 2
+    if args.server_root:
+        # Children import hlbook from there (start_child copies this environment).
+        os.environ["PYTHONPATH"] = str(Path(args.server_root).resolve())
     if args.quick:
         args.clients = min(args.clients, 10)
         args.duration, args.streaming_duration, args.warmup = 1.5, 1.0, 0.5
+        args.rounds = 1
     results = trio.run(run, args)
     report(args, results)
-    if any(math.isnan(percentile(fig.all_pairs, 50)) for fig in results):
+    figs = [fig for item in results for fig in (item.hlbook, item.baseline)]
+    if any(math.isnan(percentile(fig.all_pairs, 50)) for fig in figs):
         sys.exit("no latency samples: see the lines above")
 
 

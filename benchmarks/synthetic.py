@@ -31,7 +31,6 @@ import orjson
 from synthdata import BlockLines, blocks, make_world, snapshot
 
 from hlbook.book.books import Books
-from hlbook.book.join import BlockJoiner
 from hlbook.book.l2 import bbo, l2_levels
 from hlbook.book.l4 import ASK, BID, CoinBook, Level
 from hlbook.book.trades import trades_by_coin
@@ -45,6 +44,7 @@ from hlbook.node.formats import (
     normalize_side,
     time_ms,
 )
+from hlbook.node.join import BlockJoiner
 from hlbook.numbers import canonical, fmt, parse
 
 MAINNET_EVENTS_PER_S = 15_000

@@ -13,7 +13,6 @@ The public API:
 from hlbook.app import ServerHandle, serve
 from hlbook.book.books import Applied, Books
 from hlbook.book.compare import Comparison, Difference, compare
-from hlbook.book.join import BlockJoiner, Gap
 from hlbook.book.l2 import bbo, l2_levels
 from hlbook.book.l4 import CoinBook, Level
 from hlbook.book.trades import Trade, trades_by_coin
@@ -32,6 +31,7 @@ from hlbook.errors import (
 from hlbook.feed import BookUpdate, Feed, FeedOverflowError
 from hlbook.model import Block, CoinFilter
 from hlbook.node.formats import Layout, Order, Stream, decode_line, decode_snapshot
+from hlbook.node.join import BlockJoiner, Gap
 
 __version__ = "0.1.0"
 

@@ -26,40 +26,58 @@ from hlbook.book.books import Books
 from hlbook.book.views import Ladders
 from hlbook.channels import Registry, Shared
 from hlbook.config import Config
-from hlbook.feed import Feed
+from hlbook.errors import HistoryError, StartupError
+from hlbook.feed import Feed, FeedSink
+from hlbook.history.queries import HistoryQueries
+from hlbook.history.recorder import HistoryRecorder
+from hlbook.history.store import HistoryStore
 from hlbook.info import InfoRegistry
 from hlbook.info.allmids import AllMidsInfo
 from hlbook.info.coins import CoinsInfo
+from hlbook.info.history import HistoryInfo
 from hlbook.info.l2book import L2BookInfo
+from hlbook.info.orders import OrdersInfo
 from hlbook.info.proxy import InfoUpstream, NodeInfo, Refused
 from hlbook.listen import load_tokens, open_listeners, tls_context
 from hlbook.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from hlbook.metrics import Metrics
-from hlbook.pipeline import Pipeline
 from hlbook.server.access import AccessPolicy
 from hlbook.server.fanout import Hub
 from hlbook.server.routes import Response
 from hlbook.server.slots import Kind
 from hlbook.shell.connection import Server, ServerLimits
+from hlbook.shell.ingest import DataPath
+from hlbook.stages import Sinks
+from hlbook.supervisor import Status
 from hlbook.web import load_page
 
 __all__ = ["ServerHandle", "serve"]
-
-STATUSES = ("starting", "waiting_for_node", "bootstrapping", "resyncing", "live", "stale")
 
 
 class ServerHandle:
     """What :func:`serve` hands back once clients can connect."""
 
     def __init__(
-        self, config: Config, host: str, port: int, pipeline: Pipeline, server: Server
+        self,
+        config: Config,
+        host: str,
+        port: int,
+        data_path: DataPath,
+        hub: Hub,
+        feeds: set[Feed],
+        server: Server,
+        history: HistoryStore,
     ) -> None:
         self.config = config
         self.host = host
         self.port = port
         """The bound port, HTTP and WebSocket (useful with ``Config(port=0)``)."""
-        self._pipeline = pipeline
+        self._data_path = data_path
+        self._hub = hub
+        self._feeds = feeds
         self._server = server
+        self.history = history
+        """The history store (fills, trades, candles, finished orders)."""
 
     @property
     def url(self) -> str:
@@ -76,25 +94,33 @@ class ServerHandle:
 
     @property
     def books(self) -> Books | None:
-        """The live books (``None`` until the first snapshot is loaded)."""
-        return self._pipeline.books
+        """The live books (``None`` until the first snapshot is loaded).
+
+        ``books.height`` is the last block whose diffs are applied and
+        ``books.details_height`` the last whose statuses are (see
+        :meth:`~hlbook.book.books.Books.details_ready`)."""
+        return self._data_path.books
 
     @property
     def hub(self) -> Hub:
         """Subscriptions and fan-out counters."""
-        return self._pipeline.hub
+        return self._hub
 
     async def wait_ready(self) -> None:
         """Return once books are loaded and blocks are being applied."""
-        await self._pipeline.ready.wait()
+        await self._data_path.ready.wait()
 
     async def wait_for_height(self, height: int) -> None:
-        """Return once the books have applied block ``height`` (or later)."""
-        await self._pipeline.wait_for_height(height)
+        """Return once the books have applied block ``height``'s diffs (or a later block's)."""
+        await self._data_path.wait_for_height(height)
+
+    async def wait_for_details(self, height: int) -> None:
+        """Return once block ``height``'s statuses are attached to the books (or later)."""
+        await self._data_path.wait_for_details(height)
 
     def feed(self, max_buffer: int = 1000) -> Feed:
         """A new in-process feed of per-block updates (see :mod:`hlbook.feed`)."""
-        return Feed(self._pipeline.feeds, max_buffer)
+        return Feed(self._feeds, max_buffer)
 
     def health(self, *, public: bool = False) -> dict[str, Any]:
         """Whether the feed is live, its height and lag, clients served, and counters.
@@ -103,25 +129,27 @@ class ServerHandle:
         ``health`` method): counters, but no file paths, URLs or error texts, which
         stay in the logs (and the in-process handle).
         """
-        pipeline, books = self._pipeline, self._pipeline.books
-        server = self._server
+        path, books = self._data_path, self._data_path.books
+        server, hub = self._server, self._hub
         stats = server.stats
         now = time.time()
         block_time = books.time if books is not None and books.time else None
+        status = path.status
         health: dict[str, Any] = {
-            "status": pipeline.status,
-            "live": pipeline.status == "live",
-            "uptime_s": round(time.monotonic() - pipeline.started_at, 3),
+            "status": status.value,
+            "live": status is Status.LIVE,
+            "uptime_s": round(time.monotonic() - path.started_at, 3),
             "height": books.height if books is not None else None,
+            "details_height": books.details_height if books is not None else None,
             "block_time": block_time,
             "lag_ms": int(now * 1000) - block_time if block_time else None,
             "last_block_age_s": (
-                round(now - pipeline.last_block_wall, 3) if pipeline.last_block_wall else None
+                round(now - path.last_block_wall, 3) if path.last_block_wall else None
             ),
             "coins": len(books.coins()) if books is not None else 0,
             "orders": len(books) if books is not None else 0,
             "clients": len(server.active),
-            "subscriptions": pipeline.hub.subscription_count,
+            "subscriptions": hub.subscription_count,
             "queued_messages": server.queued(),
             "connections": {
                 "accepted": stats.accepted,
@@ -136,19 +164,21 @@ class ServerHandle:
                 "tls_failures": stats.tls_failures,
                 "messages_sent": stats.messages_sent,
                 "bytes_sent": stats.bytes_sent,
-                "recent_lag_disconnects": list(pipeline.hub.recent_disconnects),
+                "recent_lag_disconnects": list(hub.recent_disconnects),
             },
-            "fanout": _asdict(pipeline.hub.stats),
-            "pipeline": _asdict(pipeline.stats),
-            "joiner": pipeline.joiner_stats(),
+            "fanout": _asdict(hub.stats),
+            "pipeline": _asdict(path.stats),
+            "joiner": path.joiner_stats(),
+            "history": _history_health(self.history),
         }
         if public:
             health["pipeline"].pop("last_error", None)
+            health["history"].pop("last_error", None)
             return health
-        health["detail"] = pipeline.status_detail
-        health["layout"] = pipeline.layout.value if pipeline.layout else None
+        health["detail"] = path.detail
+        health["layout"] = path.layout.value if path.layout else None
         health["streams"] = {
-            stream.value: _asdict(tailer.stats) for stream, tailer in pipeline.tailers.items()
+            stream.value: _asdict(tailer.stats) for stream, tailer in path.tailers.items()
         }
         return health
 
@@ -172,6 +202,12 @@ def _asdict(value: Any) -> dict[str, Any]:
     return result
 
 
+def _history_health(store: HistoryStore) -> dict[str, Any]:
+    stats = _asdict(store.statistics())
+    stats["in_memory"] = store.path is None
+    return stats
+
+
 async def serve(
     config: Config, *, task_status: trio.TaskStatus[ServerHandle] = trio.TASK_STATUS_IGNORED
 ) -> None:
@@ -181,20 +217,56 @@ async def serve(
     accepts connections (HTTP and WebSocket); books load in the background
     (:meth:`ServerHandle.wait_ready`).
     """
-    ladders = Ladders()
-    hub = Hub(Registry(Shared(ladders=ladders)))
-    feeds: set[Feed] = set()
-    pipeline = Pipeline(config, hub, feeds)
-    handle_box: list[ServerHandle] = []
-    # Checked and opened before the nursery, so that a bad certificate or a taken port
-    # is a plain StartupError raised by ``nursery.start(serve, ...)``, not a group.
+    # Checked and opened before the nursery, so that a bad certificate, an unusable
+    # history file or a taken port is a plain StartupError raised by
+    # ``nursery.start(serve, ...)``, not one wrapped in a group.
     access = AccessPolicy(
         tokens=load_tokens(config.tokens),
         allow_origins=config.allow_origins,
         public_health=config.public_health,
     )
     ssl_context = tls_context(config.tls_cert, config.tls_key)
-    listeners = await open_listeners(config.host, config.port, "hlbook")
+    store, recorder = await _open_history(config)
+    try:
+        listeners = await open_listeners(config.host, config.port, "hlbook")
+        await _serve(config, access, ssl_context, store, recorder, listeners, task_status)
+    finally:
+        with trio.CancelScope(shield=True):
+            await trio.to_thread.run_sync(store.close)
+
+
+async def _open_history(config: Config) -> tuple[HistoryStore, HistoryRecorder]:
+    path = config.history_path
+
+    def open_both() -> tuple[HistoryStore, HistoryRecorder]:
+        store = HistoryStore(path, retention_ms=config.history_retention_ms)
+        try:
+            return store, HistoryRecorder(store)
+        except BaseException:
+            store.close()
+            raise
+
+    try:
+        return await trio.to_thread.run_sync(open_both)
+    except HistoryError as exc:
+        raise StartupError(f"history: {exc}") from None
+
+
+async def _serve(
+    config: Config,
+    access: AccessPolicy,
+    ssl_context: Any,
+    store: HistoryStore,
+    recorder: HistoryRecorder,
+    listeners: list[trio.SocketListener],
+    task_status: trio.TaskStatus[ServerHandle],
+) -> None:
+    ladders = Ladders()
+    hub = Hub(Registry(Shared(ladders=ladders, history=store, recorder=recorder)))
+    feeds: set[Feed] = set()
+    # The recorder first: the candle channel publishes what it just built.
+    data_path = DataPath(config, Sinks(recorder, hub, FeedSink(feeds)))
+    handle_box: list[ServerHandle] = []
     try:
         async with (
             httpx.AsyncClient(
@@ -203,11 +275,12 @@ async def serve(
             trio.open_nursery() as nursery,
         ):
             metrics = Metrics(lambda: _metrics_state(handle_box[0]))
+            info = _info_registry(config, http, data_path, ladders, store, metrics)
             server = Server(
                 hub,
-                _info_registry(config, http, lambda: pipeline.books, ladders, metrics),
-                books=lambda: pipeline.books,
-                ready=lambda: pipeline.ready,
+                info,
+                books=lambda: data_path.books,
+                ready=lambda: data_path.ready,
                 health=lambda: handle_box[0].health(public=True),
                 limits=_limits(config),
                 access=access,
@@ -219,14 +292,32 @@ async def serve(
             await nursery.start(trio.serve_listeners, server.handle_stream, listeners)
             port = listeners[0].socket.getsockname()[1]
             nursery.start_soon(server.flusher.run)
-            handle = ServerHandle(config, config.host, port, pipeline, server)
+            handle = ServerHandle(config, config.host, port, data_path, hub, feeds, server, store)
             handle_box.append(handle)
-            nursery.start_soon(pipeline.run)
+            nursery.start_soon(data_path.run)
             task_status.started(handle)
     finally:
         # Consumers iterating a feed elsewhere see it end rather than wait forever.
         for feed in list(feeds):
             feed.close()
+
+
+async def _scrape(metrics: Metrics) -> Response:
+    return Response(200, metrics.scrape(), content_type=METRICS_CONTENT_TYPE)
+
+
+def _metrics_state(handle: ServerHandle) -> dict[str, Any]:
+    """What the metrics collector reads at each scrape."""
+    server = handle._server
+    return {
+        "health": handle.health(public=True),
+        "statuses": [status.value for status in Status],
+        "channels": {name: _asdict(stats) for name, stats in handle.hub.channel_stats.items()},
+        "connection_kinds": {kind.value: server.slots.count(kind) for kind in Kind},
+        "sent": server.sent_totals(),
+        "queue_depths": [len(client) for client in server.active],
+        "history": _history_health(handle.history),
+    }
 
 
 def _limits(config: Config) -> ServerLimits:
@@ -246,31 +337,15 @@ def _limits(config: Config) -> ServerLimits:
     )
 
 
-async def _scrape(metrics: Metrics) -> Response:
-    return Response(200, metrics.scrape(), content_type=METRICS_CONTENT_TYPE)
-
-
-def _metrics_state(handle: ServerHandle) -> dict[str, Any]:
-    """What the metrics collector reads at each scrape."""
-    server = handle._server
-    return {
-        "health": handle.health(public=True),
-        "statuses": STATUSES,
-        "channels": {name: _asdict(stats) for name, stats in handle.hub.channel_stats.items()},
-        "connection_kinds": {kind.value: server.slots.count(kind) for kind in Kind},
-        "sent": server.sent_totals(),
-        "queue_depths": [len(client) for client in server.active],
-        "history": None,
-    }
-
-
 def _info_registry(
     config: Config,
     http: httpx.AsyncClient,
-    books: "Callable[[], Books | None]",
+    data_path: DataPath,
     ladders: Ladders,
+    store: HistoryStore,
     metrics: Metrics,
 ) -> InfoRegistry:
+    books: Callable[[], Books | None] = lambda: data_path.books  # noqa: E731
     node = InfoUpstream(
         http,
         config.info_url,
@@ -287,5 +362,13 @@ def _info_registry(
             timeout=config.info_timeout,
             observe=metrics.upstream_observer("fallback"),
         )
-    handlers = [L2BookInfo(books, ladders), AllMidsInfo(books), CoinsInfo(books), Refused()]
+    queries = HistoryQueries(store)
+    handlers = [
+        L2BookInfo(books, ladders),
+        AllMidsInfo(books),
+        OrdersInfo(books, data_path.wait_for_details, queries),
+        HistoryInfo(queries),
+        CoinsInfo(books),
+        Refused(),
+    ]
     return InfoRegistry(handlers, NodeInfo(node, fallback))

@@ -143,6 +143,12 @@ def _markets_known(_instance: object, _attribute: object, value: frozenset[str])
         )
 
 
+def _duration(_instance: object, _attribute: object, value: str) -> None:
+    from hlbook.history.requests import parse_duration
+
+    parse_duration(value)  # raises ValueError with the reason
+
+
 @attrs.frozen(kw_only=True)
 class Config:
     """Everything ``hlbook serve`` can be told. Defaults match the CLI's."""
@@ -387,6 +393,26 @@ class Config:
         ),
     )
     """Seconds to wait for the node's (or the fallback's) answer to a passed-on info request."""
+    history: str | None = attrs.field(
+        default=None,
+        metadata=setting(
+            "the history store (fills, trades, candles, finished orders) as an SQLite file; "
+            "none keeps a bounded window in memory only",
+            metavar="PATH|none",
+            default_text="hlbook_history.sqlite beside the snapshot path",
+        ),
+    )
+    """Where the history store is kept (``None``: beside the snapshot path; ``"none"``: in
+    memory only, a bounded window, lost at exit)."""
+    history_retention: str = attrs.field(
+        default="7d",
+        validator=_duration,
+        metadata=setting(
+            "how long the history store keeps what it records (e.g. 7d, 12h, 1d12h)",
+            metavar="DURATION",
+        ),
+    )
+    """How long fills, trades, candles and finished orders are kept."""
     client_queue_messages: int = attrs.field(
         default=4096,
         validator=attrs.validators.gt(0),
@@ -440,6 +466,22 @@ class Config:
 
     def __attrs_post_init__(self) -> None:
         CoinFilter(self.coins, self.markets)  # validates the market names
+
+    @property
+    def history_path(self) -> Path | None:
+        """The history file (``None``: in memory only)."""
+        if self.history is not None and self.history.strip().lower() == "none":
+            return None
+        if self.history:
+            return Path(self.history).expanduser().absolute()
+        return self.snapshot_out.with_name("hlbook_history.sqlite")
+
+    @property
+    def history_retention_ms(self) -> int:
+        """``history_retention`` in milliseconds."""
+        from hlbook.history.requests import parse_duration
+
+        return parse_duration(self.history_retention)
 
     @property
     def coin_filter(self) -> CoinFilter:

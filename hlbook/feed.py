@@ -7,18 +7,20 @@
             book = update.books.book("BTC")
             ...
 
-Each :class:`BookUpdate` refers to the live books. A consumer that keeps up
-sees them exactly as of ``update.height`` (until it next awaits); one that
-has fallen behind sees a later state — ``update.books.height ==
-update.height`` tells which, and ``update.block``/``update.trades`` always
-hold that block's own events. The buffer is bounded: a consumer that falls
+There is one update per block, once every stream of it is applied (the
+:attr:`~hlbook.stages.Stage.BLOCK` stage). Each :class:`BookUpdate` refers to
+the live books, which may already hold the diffs of later blocks (the diff
+stream runs ahead of the status stream) or, for a consumer that has fallen
+behind, later blocks altogether — ``update.books.height == update.height``
+says the books are exactly as of this block; ``update.block`` and
+``update.trades`` always hold that block's own events. The buffer is bounded: a consumer that falls
 more than ``max_buffer`` blocks behind gets :class:`FeedOverflowError` (after
 the updates it already had) instead of a silent gap; it can open a new feed
 and re-read the books. When the server stops, iteration ends.
 """
 
 from collections import deque
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Mapping
 from functools import cached_property
 from types import TracebackType
 
@@ -26,11 +28,13 @@ import attrs
 import trio
 
 from hlbook.book.books import Books
+from hlbook.book.l4 import CoinBook
 from hlbook.book.trades import Trade, trades_by_coin
 from hlbook.errors import HlbookError
 from hlbook.model import Block
+from hlbook.stages import Stage
 
-__all__ = ["BookUpdate", "Feed", "FeedOverflowError"]
+__all__ = ["BookUpdate", "Feed", "FeedOverflowError", "FeedSink"]
 
 
 class FeedOverflowError(HlbookError):
@@ -111,3 +115,33 @@ class Feed:
         tb: TracebackType | None,
     ) -> None:
         self.close()
+
+
+class FeedSink:
+    """The data path's sink for in-process feeds: one :class:`BookUpdate` per whole block
+    (:attr:`~hlbook.stages.Stage.BLOCK`) and per resync."""
+
+    def __init__(self, registry: set[Feed]) -> None:
+        self.registry = registry
+
+    def publish(
+        self, stage: Stage, block: Block, books: Books, touched: Mapping[str, CoinBook]
+    ) -> None:
+        """See :class:`~hlbook.stages.BlockSink`."""
+        if stage is not Stage.BLOCK or not self.registry:
+            return
+        update = BookUpdate(block.height, block.time, frozenset(touched), books, block)
+        for feed in list(self.registry):
+            feed.push(update)
+
+    def resync(self, books: Books, coins: Iterable[str] | None = None) -> None:
+        """See :class:`~hlbook.stages.BlockSink`."""
+        if not self.registry:
+            return
+        wanted = frozenset(books.coins() if coins is None else coins)
+        update = BookUpdate(books.height, books.time, wanted, books, None, True)
+        for feed in list(self.registry):
+            feed.push(update)
+
+    def notify(self, text: str) -> None:
+        """See :class:`~hlbook.stages.BlockSink` (feeds see staleness in health)."""

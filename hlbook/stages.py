@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from hlbook.book.l4 import CoinBook
     from hlbook.model import Block
 
-__all__ = ["BlockSink", "Stage"]
+__all__ = ["BlockSink", "Sinks", "Stage"]
 
 
 class Stage(enum.Enum):
@@ -54,3 +54,28 @@ class BlockSink(Protocol):
 
     def notify(self, text: str) -> None:
         """Tell every subscriber something went wrong with the feed (e.g. it is stale)."""
+
+
+class Sinks:
+    """Several sinks as one (called in order)."""
+
+    def __init__(self, *sinks: BlockSink) -> None:
+        self.sinks = sinks
+
+    def publish(
+        self, stage: Stage, block: "Block", books: "Books", touched: Mapping[str, "CoinBook"]
+    ) -> None:
+        """See :meth:`BlockSink.publish`."""
+        for sink in self.sinks:
+            sink.publish(stage, block, books, touched)
+
+    def resync(self, books: "Books", coins: Iterable[str] | None = None) -> None:
+        """See :meth:`BlockSink.resync`."""
+        wanted = None if coins is None else list(coins)
+        for sink in self.sinks:
+            sink.resync(books, wanted)
+
+    def notify(self, text: str) -> None:
+        """See :meth:`BlockSink.notify`."""
+        for sink in self.sinks:
+            sink.notify(text)

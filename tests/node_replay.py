@@ -1,31 +1,44 @@
-"""Replaying a node directory through hlbook's book engine (a test reference reader).
+"""Replaying a node directory through hlbook's supervisor (a test reference reader).
 
 :class:`NodeReplay` is a small, synchronous, deliberately naive reader: it
 follows each stream's hourly files (newest last, draining the old file before
 moving on, keeping a partial last line until it is complete), decodes lines
-with :func:`hlbook.node.formats.decode_line`, joins them into blocks with
-:class:`hlbook.book.join.BlockJoiner` and applies them to
-:class:`hlbook.book.books.Books`. It is not hlbook's production tailer (that
-one reads in the server's own way); it is the simplest thing that lets a test
-check the simulator's files against the simulator's books, or a server's
-output against a reference.
+with :func:`hlbook.node.formats.decode_line`, and hands them to the real data
+path's decisions: a :class:`~hlbook.node.join.BlockJoiner` driven by a
+:class:`~hlbook.supervisor.Supervisor`, which applies the blocks to
+:class:`hlbook.book.books.Books`. By default the joiner hands out whole
+blocks only, so that ``after_each`` sees the books exactly as of each block
+(with ``parts=True`` each stream is applied as soon as it is complete, and a
+diff stream that runs ahead means the books are never exactly those of one
+block: ``after_each`` is then called only when they are). It is not hlbook's
+production tailer (that one reads in the server's own way); it is the
+simplest thing that lets a test check the simulator's files against the
+simulator's books, or a server's output against a reference. A malformed
+line is recorded and skipped, not reported as lost (the simulator writes its
+garbage *besides* the real line, and tests check that nothing else changes).
 """
 
-from collections.abc import Callable
+import math
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import attrs
 
-from hlbook.book.books import Applied, Books
-from hlbook.book.join import BlockJoiner, Gap
-from hlbook.errors import DivergenceError, NodeFormatError
+from hlbook.book.books import Books
+from hlbook.book.l4 import CoinBook
+from hlbook.errors import NodeFormatError
 from hlbook.model import Block
 from hlbook.node.files import hourly_files
 from hlbook.node.formats import AnyLine, Layout, Stream, decode_line, decode_snapshot
+from hlbook.node.join import BlockJoiner
 from hlbook.node.lines import LineSplitter
+from hlbook.source import Gap, Output
+from hlbook.stages import Stage
+from hlbook.supervisor import Action, Settings, Status, Supervisor, WantSnapshot
 
 AfterEach = Callable[[Books], object]
-"""Called with the books after each block :class:`NodeReplay` applies."""
+"""Called with the books after each block :class:`NodeReplay` applies whole (every
+stream's part of it, with no later block's diffs applied yet)."""
 
 _FEED_ORDER = {Stream.DIFFS: 0, Stream.STATUSES: 1, Stream.FILLS: 2}
 
@@ -72,6 +85,30 @@ def _key(path: Path) -> tuple[int, int]:
     return int(path.parent.name), int(path.name)
 
 
+class _Sink:
+    """Counts whole blocks and calls the test's check when the books are exactly theirs."""
+
+    def __init__(self, replay: "NodeReplay") -> None:
+        self.replay = replay
+        self.after_each: AfterEach | None = None
+
+    def publish(
+        self, stage: Stage, block: Block, books: Books, touched: Mapping[str, CoinBook]
+    ) -> None:
+        if stage is not Stage.BLOCK:
+            return
+        self.replay.applied.append(block.height)
+        exact = books.height == block.height == books.details_height
+        if exact and self.after_each is not None:
+            self.after_each(books)
+
+    def resync(self, books: Books, coins: object = None) -> None:
+        pass
+
+    def notify(self, text: str) -> None:
+        pass
+
+
 @attrs.define
 class NodeReplay:
     """Follow a node directory and keep :class:`Books` up to date from it.
@@ -84,38 +121,67 @@ class NodeReplay:
     node_data: Path = attrs.field(converter=Path)
     layout: Layout
     quiet_after: float = 0.3
-    books: Books | None = None
+    parts: bool = False
     applied: list[int] = attrs.field(factory=list)
-    """Heights applied, in order."""
+    """Heights applied whole, in order."""
     gaps: list[Gap] = attrs.field(factory=list)
-    divergences: list[DivergenceError] = attrs.field(factory=list)
+    divergences: list[str] = attrs.field(factory=list)
+    """Why the supervisor found the books could not follow (other than gaps)."""
     malformed: list[NodeFormatError] = attrs.field(factory=list)
-    stalled: bool = False
     joiner: BlockJoiner = attrs.field(init=False)
+    supervisor: Supervisor = attrs.field(init=False)
     followers: dict[Stream, FileFollower] = attrs.field(init=False)
+    _sink: _Sink = attrs.field(init=False)
+    _want: WantSnapshot | None = attrs.field(init=False, default=None)
 
     def __attrs_post_init__(self) -> None:
-        self.joiner = BlockJoiner(self.layout, quiet_after=self.quiet_after)
+        self.joiner = BlockJoiner(self.layout, quiet_after=self.quiet_after, parts=self.parts)
+        self._sink = _Sink(self)
+        self.supervisor = Supervisor(
+            self._sink, Settings(stale_after=math.inf, validate_every=0, layout_auto=False)
+        )
+        self._take(
+            self.supervisor.attach(
+                self.joiner, 0.0, contiguous=self.layout is Layout.BY_BLOCK, layout=self.layout
+            )
+        )
         self.followers = {
             stream: FileFollower(self.node_data / stream.dirname(self.layout)) for stream in Stream
         }
+
+    @property
+    def books(self) -> Books | None:
+        """The supervisor's books (``None`` before the first bootstrap)."""
+        return self.supervisor.books
 
     @property
     def height(self) -> int | None:
         """The books' height, or ``None`` before the first bootstrap."""
         return None if self.books is None else self.books.height
 
-    def bootstrap(self, snapshot: bytes, after_each: AfterEach | None = None) -> list[Applied]:
-        """Load books from a ``fileSnapshot`` output (with height) and apply held blocks."""
-        height, coins = decode_snapshot(snapshot)
-        self.books = Books.from_snapshot(height, coins)
-        self.stalled = False
-        return self._apply(self.joiner.release(height), after_each)
+    @property
+    def stalled(self) -> bool:
+        """True while the supervisor waits for a snapshot after a gap or divergence."""
+        return self.books is not None and self.supervisor.status is not Status.LIVE
 
-    def poll(self, now: float, after_each: AfterEach | None = None) -> list[Applied]:
+    def bootstrap(self, snapshot: bytes, after_each: AfterEach | None = None) -> list[int]:
+        """Load books from a ``fileSnapshot`` output (with height) and apply held blocks.
+
+        Returns the heights applied whole meanwhile."""
+        height, coins = decode_snapshot(snapshot)
+        books = Books.from_snapshot(height, coins)
+        want = self._want
+        assert want is not None, "the supervisor did not ask for a snapshot"
+        return self._run(
+            lambda: self.supervisor.snapshot_loaded(books, "replay", want.generation, 0.0),
+            after_each,
+        )
+
+    def poll(self, now: float, after_each: AfterEach | None = None) -> list[int]:
         """Read what the files gained, and apply every block that became complete.
 
-        ``after_each(books)`` is called after each block is applied.
+        ``after_each(books)`` is called after each block is applied whole. Returns
+        the heights applied whole.
         """
         batch: list[tuple[int, int, AnyLine]] = []
         for rank, (stream, follower) in enumerate(self.followers.items()):
@@ -130,32 +196,35 @@ class NodeReplay:
         # that stream's lines of it, read in this very batch, were fed.
         streams = list(self.followers)
         batch.sort(key=lambda item: (item[2].block_number, _FEED_ORDER[streams[item[0]]], item[1]))
-        outputs: list[Block | Gap] = []
-        for rank, _position, decoded in batch:
-            outputs.extend(self.joiner.feed(streams[rank], decoded, now))
-        for stream, follower in self.followers.items():
-            if not follower.partial:  # read everything the file holds now
-                outputs.extend(self.joiner.caught_up(stream, now))
-        outputs.extend(self.joiner.poll(now))
-        return self._apply(outputs, after_each)
 
-    def _apply(self, outputs: list[Block | Gap], after_each: AfterEach | None) -> list[Applied]:
-        done: list[Applied] = []
-        for position, item in enumerate(outputs):
-            if self.stalled or self.books is None:
-                break
-            if isinstance(item, Gap):
-                self.gaps.append(item)
-            else:
-                try:
-                    done.append(self.books.apply(item))
-                    self.applied.append(item.height)
-                    if after_each is not None:
-                        after_each(self.books)
-                    continue
-                except DivergenceError as exc:
-                    self.divergences.append(exc)
-            self.stalled = True
-            later = [block for block in outputs[position + 1 :] if isinstance(block, Block)]
-            self.joiner.hold(later)
-        return done
+        def work() -> list[Action]:
+            actions: list[Action] = []
+            for rank, _position, decoded in batch:
+                actions += self._receive(self.joiner.feed(streams[rank], decoded, now), now)
+            for stream, follower in self.followers.items():
+                if not follower.partial:  # read everything the file holds now
+                    actions += self._receive(self.joiner.caught_up(stream, now), now)
+            return actions + self.supervisor.tick(now)
+
+        return self._run(work, after_each)
+
+    def _receive(self, outputs: list[Output], now: float) -> list[Action]:
+        self.gaps += [item for item in outputs if isinstance(item, Gap)]
+        return self.supervisor.receive(outputs, now)
+
+    def _run(self, step: Callable[[], list[Action]], after_each: AfterEach | None) -> list[int]:
+        done = len(self.applied)
+        errors = self.supervisor.stats.divergences
+        self._sink.after_each = after_each
+        try:
+            self._take(step())
+        finally:
+            self._sink.after_each = None
+        if self.supervisor.stats.divergences > errors:
+            self.divergences.append(self.supervisor.stats.last_error or "")
+        return self.applied[done:]
+
+    def _take(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, WantSnapshot):
+                self._want = action

@@ -80,12 +80,18 @@ class RecordedNode:
         self._files.clear()
 
     async def replay(
-        self, *, interval: float = 0.02, blocks: int | None = None, split: bool = True
+        self,
+        *,
+        interval: float = 0.02,
+        blocks: int | None = None,
+        split: bool = True,
+        start: int = 0,
     ) -> None:
-        """Write the slice's blocks (all, or the first ``blocks``), ``interval`` apart."""
+        """Write the slice's blocks (all, or the first ``blocks``), ``interval`` apart
+        (by-block: from block ``start`` of the slice)."""
         count = len(self.mainnet.lines[Stream.DIFFS]) if blocks is None else blocks
         if self.layout is Layout.BY_BLOCK:
-            for index in range(count):
+            for index in range(start, count):
                 for stream in (Stream.DIFFS, Stream.STATUSES, Stream.FILLS):
                     self._append(stream, self.mainnet.lines[stream][index] + b"\n", split)
                 self.height = self.mainnet.height + index + 1

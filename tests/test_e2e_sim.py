@@ -79,6 +79,8 @@ async def test_clients_receive_exactly_the_simulators_books(tmp_path: Path, layo
             with trio.fail_after(10):
                 while handle.books is None or handle.books.height < paused_at:
                     await trio.sleep(0.05)
+        with trio.fail_after(10):
+            await handle.wait_for_details(paused_at)  # its statuses too (they may lag)
         base = paused_at
         stop = trio.Event()
         l4_messages: list[Any] = []

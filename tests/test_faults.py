@@ -5,7 +5,11 @@ hlbook must say what happened, repair itself, keep serving, and leak nothing.
 
 import json
 import os
+import re
+import shutil
 import socket
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -416,3 +420,165 @@ async def test_a_node_that_answers_without_writing_is_named_not_an_old_file_read
         assert not stale.exists()
         node.close()
         nursery.cancel_scope.cancel()
+
+
+# -- the node rewriting its files (real files, the process stays up) ----------------------
+
+
+async def test_a_current_file_truncated_and_rewritten_is_noticed_and_healed(
+    tmp_path: Path,
+) -> None:
+    async with sim_and_server(tmp_path) as (handle, node):
+        await node.wait_for_height(node.height + 3)
+        # The node restarts within the hour: it truncates its files and writes them anew.
+        for stream in Stream:
+            current = node.current_file(stream)
+            assert current is not None
+            os.truncate(current, 0)
+        with trio.fail_after(10):
+            while sum(s["truncations"] for s in handle.health()["streams"].values()) < 3:
+                await trio.sleep(0.02)
+        await node.wait_for_height(node.height + 5)
+        await settle(handle, node)
+        assert same_books(handle, node) == []
+        health = handle.health()
+        assert health["status"] == "live"
+        assert health["pipeline"]["bootstraps"] >= 2  # what was written before it: lost
+        assert health["pipeline"]["bad_lines"] >= 1
+
+
+async def test_a_current_file_deleted_and_created_again_is_followed(tmp_path: Path) -> None:
+    async with sim_and_server(tmp_path) as (handle, node):
+        await node.wait_for_height(node.height + 3)
+        for stream in Stream:
+            current = node.current_file(stream)
+            assert current is not None
+            current.unlink()
+        # The node opens its files again: new files (other inodes) at the same paths.
+        node._node.files.close()
+        await node.wait_for_height(node.height + 5)
+        await settle(handle, node)
+        assert same_books(handle, node) == []
+        health = handle.health()
+        assert [s["replacements"] for s in health["streams"].values()] == [1, 1, 1]
+        assert health["pipeline"]["bootstraps"] == 1  # nothing was lost: no resync
+        assert health["status"] == "live"
+
+
+async def test_a_node_directory_unreadable_for_a_while_does_not_stop_the_server(
+    tmp_path: Path,
+) -> None:
+    """--ingest auto, the feed stale, and the node's directory unreadable (permissions):
+    the layout checks fail for a while; the server logs it, stays up and resumes."""
+    import tempfile
+
+    from hlbook.sim import SimConfig, run_simulator
+
+    base = Path(tempfile.mkdtemp(prefix="hlbook-perm-"))
+    data = base / "data"
+    sim = SimConfig(node_data=data, info_port=0, scale=0.05, blocks_per_second=20.0, seed=9)
+    # Root reads through any permission bits: run the server without that capability.
+    setpriv = shutil.which("setpriv")
+    if os.geteuid() == 0 and setpriv is None:
+        pytest.skip("running as root without setpriv: permissions cannot be taken away")
+    drop = (
+        [setpriv, "--bounding-set", "-dac_override,-dac_read_search", "--"]
+        if os.geteuid() == 0 and setpriv is not None
+        else []
+    )
+    argv = [
+        *drop, sys.executable, "-m", "hlbook", "serve",
+        "--node-data", str(data),
+        "--snapshot-path", str(base / "snapshot.json"),
+        "--port", "0", "--stale-after", "0.5", "--validate-every", "0",
+        "--log-level", "info",
+    ]  # fmt: skip
+    try:
+        async with trio.open_nursery() as nursery:
+            node = await nursery.start(run_simulator, sim)
+            process = await trio.lowlevel.open_process(
+                [*argv, "--info-url", node.info_url],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.PIPE,
+                cwd=Path(__file__).resolve().parent.parent,
+            )
+            log_lines: list[str] = []
+            nursery.start_soon(_collect_lines, process, log_lines)
+            url = await _wait_for_line(log_lines, r"serving (ws://\S+)", process)
+            await _wait_for_line(log_lines, r"books loaded at height", process)
+            async with open_websocket_url(url) as ws:
+                node.pause()
+                with trio.fail_after(10):
+                    while (await _health(ws))["status"] != "stale":
+                        await trio.sleep(0.05)
+                data.chmod(0)  # unreadable: the server checks the layout every second
+                await trio.sleep(3.0)
+                assert process.returncode is None, "\n".join(log_lines[-20:])
+                during = await _health(ws)
+                data.chmod(0o755)
+                # The files being read stayed open: nothing was lost, nothing to resync.
+                assert during["status"] == "stale"
+                assert during["pipeline"]["bootstraps"] == 1
+                node.resume()
+                with trio.fail_after(15):
+                    while (await _health(ws))["status"] != "live":
+                        await trio.sleep(0.05)
+                node.pause()
+                height = await node.wait_idle()
+                with trio.fail_after(10):
+                    while (await _health(ws))["height"] < height:
+                        await trio.sleep(0.05)
+                # Its books are the node's: the best levels of every coin agree.
+                for coin in node.coins():
+                    await send(ws, subscribe(coin, "bbo"))
+                    (*_, reply) = await receive_until(ws, lambda m: m["channel"] == "bbo")
+                    bids, asks = node.coin_orders(coin)
+                    want = [_level(bids, "B"), _level(asks, "A")]
+                    assert reply["data"]["bbo"] == want, coin
+            assert process.returncode is None
+            text = "\n".join(log_lines)
+            assert "cannot read" in text or "cannot list" in text
+            assert "Traceback" not in text
+            process.terminate()
+            await process.wait()
+            nursery.cancel_scope.cancel()
+    finally:
+        data.chmod(0o755)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+def _level(orders: list[Any], side: str) -> dict[str, Any] | None:
+    from server_support import expected_l2
+
+    levels = expected_l2(orders, side, 1)
+    if not levels:
+        return None
+    px, sz, n = levels[0]
+    return {"px": px, "sz": sz, "n": n}
+
+
+async def _collect_lines(process: trio.Process, into: list[str]) -> None:
+    assert process.stderr is not None
+    buffer = b""
+    async for chunk in process.stderr:
+        buffer += chunk
+        *complete, buffer = buffer.split(b"\n")
+        into.extend(line.decode(errors="replace") for line in complete)
+
+
+async def _wait_for_line(lines: list[str], pattern: str, process: trio.Process) -> str:
+    regex = re.compile(pattern)
+    with trio.fail_after(30):
+        while True:
+            for line in lines:
+                if found := regex.search(line):
+                    return found.group(found.lastindex or 0)
+            assert process.returncode is None, "\n".join(lines[-20:])
+            await trio.sleep(0.05)
+
+
+async def _health(ws: Any) -> dict[str, Any]:
+    await send(ws, {"method": "health"})
+    (*_, reply) = await receive_until(ws, lambda m: m["channel"] == "health")
+    data: dict[str, Any] = reply["data"]
+    return data

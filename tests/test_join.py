@@ -8,12 +8,12 @@ from fixtures import BASE_MS, fill, line, new, status
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hlbook.book.join import BlockJoiner, Gap
 from hlbook.model import Block
 from hlbook.node.formats import AnyLine, Layout, Stream, decode_line
+from hlbook.node.join import BlockJoiner, Gap
+from hlbook.source import Output, Part
 
 S, D, F = Stream.STATUSES, Stream.DIFFS, Stream.FILLS
-Output = Block | Gap
 
 
 def event(stream: Stream, tag: int) -> Any:
@@ -40,7 +40,7 @@ def tags(block: Output) -> tuple[list[int], list[int], list[int]]:
 
 
 def heights(out: list[Output]) -> list[int | str]:
-    return [o.height if isinstance(o, Block) else f"gap {o.after}-{o.before}" for o in out]
+    return [f"gap {o.after}-{o.before}" if isinstance(o, Gap) else o.height for o in out]
 
 
 def by_block_lines(height: int) -> list[tuple[Stream, AnyLine]]:
@@ -639,3 +639,298 @@ def test_a_stream_written_to_since_it_caught_up_is_not_quiet() -> None:
     out += joiner.poll(2.5)
     assert heights(out) == [101]
     assert tags(out[0]) == ([2], [4], [3])
+
+
+# -- announcing each stream as soon as it is complete (parts=True) -------------------
+
+
+def split(out: list[Any]) -> tuple[list[Output], list[Part]]:
+    """Whole blocks and gaps, and parts, of a parts-mode output."""
+    return [o for o in out if not isinstance(o, Part)], [o for o in out if isinstance(o, Part)]
+
+
+def announced(out: list[Any]) -> list[tuple[str, int]]:
+    return [(p.stream.value[:1], p.height) for p in out if isinstance(p, Part)]
+
+
+def check_parts(out: list[Any]) -> None:
+    """Per stream, parts come in height order, before their whole block, at most once,
+    with the event list the whole block ends with."""
+    seen: dict[Stream, list[int]] = {s: [] for s in Stream}
+    parts: dict[tuple[Stream, int], Part] = {}
+    for item in out:
+        if isinstance(item, Part):
+            heights_ = seen[item.stream]
+            assert not heights_ or heights_[-1] < item.height, (item.stream, heights_, item)
+            heights_.append(item.height)
+            parts[(item.stream, item.height)] = item
+            events = {S: item.block.statuses, D: item.block.diffs, F: item.block.fills}
+            assert events[item.stream] is not None
+        elif isinstance(item, Block):
+            for stream in Stream:
+                part = parts.get((stream, item.height))
+                if part is not None:
+                    assert part.block is item  # the same block, now whole
+    for (stream, height), part in parts.items():
+        whole = {S: part.block.statuses, D: part.block.diffs, F: part.block.fills}
+        assert whole[stream] is not None, (stream, height)
+
+
+def by_block_parts_joiner() -> BlockJoiner:
+    """Released at 0, with every reader having said it began at the start."""
+    joiner = BlockJoiner(Layout.BY_BLOCK, parts=True)
+    for stream in Stream:
+        joiner.start_after(stream, 0)
+    joiner.release(0)
+    return joiner
+
+
+def test_parts_by_block_each_stream_as_its_line_is_read() -> None:
+    joiner = by_block_parts_joiner()
+    out = joiner.feed(D, ln(D, 1, 11))
+    assert announced(out) == [("r", 1)]
+    (part,) = out
+    assert isinstance(part, Part)
+    assert [e.oid for e in part.block.diffs] == [11]
+    assert part.block.statuses == []  # not announced yet: not final
+    assert announced(joiner.feed(F, ln(F, 1))) == [("f", 1)]
+    out = joiner.feed(S, ln(S, 1, 10))
+    (block,) = out  # the last stream completes the whole block: no separate part
+    assert isinstance(block, Block)
+    assert block is part.block
+    assert tags(block) == ([10], [11], [])
+
+
+def test_parts_by_block_diffs_run_ahead_of_statuses() -> None:
+    joiner = by_block_parts_joiner()
+    out = feed_all(joiner, [(D, ln(D, h, h)) for h in (1, 2, 3)] + [(F, ln(F, 1))])
+    assert announced(out) == [("r", 1), ("r", 2), ("r", 3), ("f", 1)]
+    out = feed_all(joiner, [(S, ln(S, 1)), (S, ln(S, 2))])
+    wholes, parts = split(out)
+    assert heights(wholes) == [1]
+    assert announced(parts) == [("o", 2)]  # 2 waits for its fills, 3 for more
+    assert joiner.stats().pending == 2
+
+
+def test_parts_statuses_before_diffs() -> None:
+    joiner = by_block_parts_joiner()
+    out = feed_all(joiner, [(S, ln(S, 1, 10)), (S, ln(S, 2, 20)), (F, ln(F, 1)), (F, ln(F, 2))])
+    assert announced(out) == [("o", 1), ("o", 2), ("f", 1), ("f", 2)]
+    out = feed_all(joiner, [(D, ln(D, 1, 11)), (D, ln(D, 2, 21))])
+    assert heights(out) == [1, 2]
+
+
+def test_parts_a_skipped_height_stops_that_stream_and_becomes_a_gap() -> None:
+    joiner = by_block_parts_joiner()
+    out = feed_all(joiner, by_block_lines(1))
+    out += feed_all(joiner, [(D, ln(D, 2)), (F, ln(F, 2)), (D, ln(D, 3)), (F, ln(F, 3))])
+    out += joiner.feed(S, ln(S, 3))  # statuses skipped 2
+    wholes, parts = split(out)
+    assert heights(wholes) == [1, "gap 1-3", 3]
+    assert announced(parts)[2:] == [("r", 2), ("f", 2), ("r", 3), ("f", 3)]
+    check_parts(out)
+
+
+def test_parts_no_part_for_a_height_missing_everywhere() -> None:
+    joiner = by_block_parts_joiner()
+    out = feed_all(joiner, [*by_block_lines(1), (D, ln(D, 3))])
+    # 2 is missing everywhere: 3's diffs are announced only after the gap.
+    assert [announced([o]) or heights([o]) for o in out][2:] == [[1], ["gap 1-3"], [("r", 3)]]
+    out = feed_all(joiner, [(S, ln(S, 3)), (F, ln(F, 3))])
+    assert heights(split(out)[0]) == [3]
+
+
+def test_parts_streaming_diffs_complete_when_the_diff_stream_moves_on() -> None:
+    joiner = BlockJoiner(Layout.STREAMING, parts=True, quiet_after=0.3)
+    feed_all(joiner, [(D, ln(D, 100)), (S, ln(S, 100))])
+    joiner.release(100)
+    out = feed_all(joiner, [(D, ln(D, 101, 1)), (S, ln(S, 101, 2)), (D, ln(D, 102, 3))], 0.0)
+    assert announced(out) == [("r", 101)]
+    out = joiner.feed(S, ln(S, 102, 4), 0.0)
+    assert announced(out) == [("o", 101)]
+    out = joiner.caught_up(F, 0.0) + joiner.poll(0.3)  # fills quiet
+    wholes, parts = split(out)
+    assert heights(wholes) == [101]
+    assert tags(wholes[0]) == ([2], [1], [])
+    # Quiet fills are done with 102 only once the diff stream is (as the whole block is).
+    assert announced(parts) == []
+    out = joiner.feed(D, ln(D, 103, 5), 0.4)
+    assert announced(out) == [("r", 102), ("f", 102)]
+
+
+def test_parts_streaming_a_height_first_seen_after_a_stream_passed_it() -> None:
+    joiner = BlockJoiner(Layout.STREAMING, parts=True, quiet_after=0.3)
+    feed_all(joiner, [(s, ln(s, 100)) for s in (D, S, F)])
+    joiner.release(100)
+    out = feed_all(joiner, [(D, ln(D, 102, 1)), (F, ln(F, 102, 2)), (D, ln(D, 103, 3))])
+    out += joiner.feed(F, ln(F, 103, 4))
+    assert announced(out) == [("r", 102), ("f", 102)]
+    # 101 had only statuses: the diff and fill streams are past it, with nothing there.
+    out = feed_all(joiner, [(S, ln(S, 101, 5)), (S, ln(S, 102, 6)), (S, ln(S, 103, 7))])
+    wholes, parts = split(out)
+    assert heights(wholes) == [101, 102]
+    assert announced(parts) == []  # 101 had no part of its own on statuses: it went whole
+    assert tags(wholes[0]) == ([5], [], [])
+    check_parts(out)
+
+
+def test_parts_streaming_a_late_diff_line_is_a_gap_and_never_announced_again() -> None:
+    joiner = BlockJoiner(Layout.STREAMING, parts=True, quiet_after=0.3)
+    feed_all(joiner, [(s, ln(s, 100)) for s in (D, S, F)])
+    joiner.release(100)
+    out = feed_all(joiner, [(D, ln(D, 101, 1)), (D, ln(D, 102, 2))])
+    assert announced(out) == [("r", 101)]
+    out = joiner.feed(D, ln(D, 101, 9))  # more diffs of 101: its announced diffs were short
+    assert heights(out) == ["gap 100-102"]
+    joiner.hold()
+    out = feed_all(joiner, [(S, ln(S, 101)), (S, ln(S, 102)), (F, ln(F, 101)), (F, ln(F, 102))])
+    out += joiner.release(100) + joiner.poll(0.0)
+    assert announced(out) == []  # 101 is lost for good...
+    out += feed_all(joiner, [(s, ln(s, 103)) for s in (D, S, F)])
+    wholes, _parts = split(out)
+    assert heights(wholes)[0] == "gap 100-102"  # ...a snapshot at or past it is needed
+
+
+def test_parts_hold_announces_pending_blocks_again_after_release() -> None:
+    joiner = by_block_parts_joiner()
+    out = feed_all(joiner, [(D, ln(D, 1, 1)), (D, ln(D, 2, 2))])
+    assert announced(out) == [("r", 1), ("r", 2)]
+    joiner.hold()  # e.g. a divergence in 2's diffs
+    assert feed_all(joiner, [(F, ln(F, 1)), (F, ln(F, 2))]) == []
+    out = joiner.release(1) + joiner.poll(0.0)
+    assert announced(out) == [("r", 2), ("f", 2)]
+    assert heights(feed_all(joiner, [(S, ln(S, 1)), (S, ln(S, 2))])) == [2]
+
+
+def test_parts_a_lost_line_keeps_its_height_unannounced() -> None:
+    joiner = BlockJoiner(Layout.STREAMING, parts=True, quiet_after=0.3)
+    feed_all(joiner, [(s, ln(s, 100)) for s in (D, S, F)])
+    joiner.release(100)
+    out = joiner.lost(S, 101)
+    out += feed_all(joiner, [(D, ln(D, 101, 1)), (D, ln(D, 102, 2)), (D, ln(D, 103, 3))])
+    assert announced(out) == []  # 101 will be a gap; nothing after it goes first
+    out = feed_all(joiner, [(S, ln(S, 102)), (S, ln(S, 103)), (F, ln(F, 102)), (F, ln(F, 103))])
+    wholes, parts = split(out)
+    assert heights(wholes) == ["gap 100-102", 102]
+    assert announced(parts) == [("o", 102), ("r", 102)]  # once 101 is out of the way
+
+
+@given(st.data(), st.integers(1, 8), st.integers(0, 3))
+def test_parts_by_block_same_wholes_as_without(data: st.DataObject, count: int, start: int) -> None:
+    per_stream: dict[Stream, list[AnyLine]] = {s: [] for s in Stream}
+    for height in range(start + 1, start + count + 1):
+        for k, stream in enumerate(Stream):
+            n = data.draw(st.integers(0, 2))
+            per_stream[stream].append(
+                ln(stream, height, *(height * 100 + k * 10 + i for i in range(n)))
+            )
+    order = data.draw(interleavings(per_stream))
+    release_at = data.draw(st.integers(0, len(order)))
+    outs = []
+    for parts in (False, True):
+        joiner = BlockJoiner(Layout.BY_BLOCK, parts=parts)
+        out = feed_all(joiner, order[:release_at])
+        out += joiner.release(start)
+        out += feed_all(joiner, order[release_at:])
+        outs.append(out)
+    plain, with_parts = outs
+    wholes, parts_ = split(with_parts)
+    blocks = [b for b in wholes if isinstance(b, Block)]
+    plain_blocks = [b for b in plain if isinstance(b, Block)]
+    assert (len(blocks), len(plain_blocks)) == (len(wholes), len(plain))  # no gap here
+    assert [(b.height, tags(b)) for b in blocks] == [(b.height, tags(b)) for b in plain_blocks]
+    check_parts(with_parts)
+    # Every stream of every block is announced, as a part or with its whole block.
+    for part in parts_:
+        assert part.block in wholes
+
+
+@given(st.data(), streaming_case())
+def test_parts_streaming_same_wholes_as_without(
+    data: st.DataObject,
+    case: tuple[
+        dict[Stream, list[AnyLine]], list[tuple[int, tuple[list[int], list[int], list[int]]]]
+    ],
+) -> None:
+    per_stream, expected = case
+    order = data.draw(interleavings(per_stream))
+    joiner = BlockJoiner(Layout.STREAMING, parts=True)
+    out = feed_all(joiner, order)
+    for stream in Stream:
+        out += joiner.caught_up(stream, 0.0)
+    out += joiner.poll(10.0)
+    first = per_stream[D][0].block_number
+    out += joiner.release(first)
+    wholes, _ = split(out)
+    assert [(b.height, tags(b)) for b in wholes if isinstance(b, Block)] == expected
+    check_parts(out)
+
+
+def test_release_time_is_the_nearest_block_when_the_snapshots_is_unread() -> None:
+    joiner = BlockJoiner(Layout.BY_BLOCK)
+    feed_all(joiner, by_block_lines(7) + by_block_lines(8))
+    joiner.release(8)
+    assert joiner.release_time == joiner.snapshot_time == BASE_MS + 70 * 8
+    # Replaying files that start after the snapshot: the first block read after it.
+    joiner = BlockJoiner(Layout.BY_BLOCK)
+    feed_all(joiner, by_block_lines(10) + by_block_lines(11))
+    joiner.release(9)
+    assert joiner.snapshot_time is None
+    assert joiner.release_time == BASE_MS + 70 * 10
+    # A live node a little ahead of its files: the last block read before it.
+    joiner = BlockJoiner(Layout.BY_BLOCK)
+    feed_all(joiner, by_block_lines(3))
+    joiner.release(5)
+    assert joiner.release_time == BASE_MS + 70 * 3
+    assert BlockJoiner(Layout.BY_BLOCK).release(5) == []
+
+
+def test_release_time_from_the_line_before_reading_began() -> None:
+    joiner = BlockJoiner(Layout.STREAMING)
+    joiner.start_after(D, 99, BASE_MS + 5)  # the tailer found this line before its start
+    assert joiner.release(99) == []
+    assert joiner.snapshot_time is None
+    assert joiner.release_time == BASE_MS + 5
+
+
+def test_parts_a_stream_quiet_before_a_block_began_still_gets_quiet_after_for_it() -> None:
+    joiner = BlockJoiner(Layout.STREAMING, parts=True, quiet_after=0.3)
+    feed_all(joiner, [(s, ln(s, 100)) for s in (D, S, F)])
+    joiner.release(100)
+    for stream in (D, S, F):
+        joiner.caught_up(stream, 0.0)
+    # Long after the diff reader caught up, the statuses of 101 arrive first...
+    out = joiner.feed(S, ln(S, 101, 1), 5.0) + joiner.feed(S, ln(S, 102, 2), 5.0)
+    assert announced(out) == [("o", 101)]
+    # ...the other streams were silent before 101 began: they get until 5.3 to speak.
+    assert joiner.next_deadline() == pytest.approx(5.3)
+    assert joiner.poll(5.29) == []
+    out = joiner.feed(D, ln(D, 101, 3), 5.1)
+    assert announced(out) == []
+    out = joiner.feed(D, ln(D, 102, 4), 5.2)
+    assert announced(out) == [("r", 101)]
+    part = out[0]
+    assert isinstance(part, Part)
+    assert [e.oid for e in part.block.diffs] == [3]
+    # The fill stream says nothing about 101: complete by quiet, 0.3 s after 101 began.
+    assert joiner.next_deadline() == pytest.approx(5.3)
+    out = joiner.poll(5.31)
+    wholes, _ = split(out)
+    assert heights(wholes) == [101]
+    assert tags(wholes[0]) == ([1], [3], [])
+
+
+def test_a_stream_silent_before_a_block_began_does_not_complete_it_at_once() -> None:
+    """Whole blocks too: statuses written first and past the block do not complete it
+    while the diff stream, quiet until then, may still write its part."""
+    joiner = BlockJoiner(Layout.STREAMING, quiet_after=0.3)
+    feed_all(joiner, [(s, ln(s, 100)) for s in (D, S, F)])
+    joiner.release(100)
+    for stream in (D, S, F):
+        joiner.caught_up(stream, 0.0)
+    out = joiner.feed(S, ln(S, 101, 1), 5.0) + joiner.feed(S, ln(S, 102, 2), 5.0)
+    assert out == []
+    out = joiner.feed(D, ln(D, 101, 3), 5.1) + joiner.feed(D, ln(D, 102), 5.12)
+    out += joiner.feed(F, ln(F, 102, 4), 5.15)
+    assert heights(out) == [101]
+    assert tags(out[0]) == ([1], [3], [])

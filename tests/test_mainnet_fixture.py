@@ -8,7 +8,6 @@ from fixtures import MainnetSlice
 
 from hlbook.book.books import Books
 from hlbook.book.compare import compare
-from hlbook.book.join import BlockJoiner, Gap
 from hlbook.book.l2 import bbo, l2_levels
 from hlbook.book.l4 import ASK, BID
 from hlbook.book.trades import trades_by_coin
@@ -24,7 +23,9 @@ from hlbook.node.formats import (
     encode_snapshot,
     time_ms,
 )
+from hlbook.node.join import BlockJoiner
 from hlbook.numbers import canonical, parse
+from hlbook.source import Output
 
 # Feeding order within a block: diffs first (the diff stream runs ahead on mainnet).
 ORDER = (Stream.DIFFS, Stream.STATUSES, Stream.FILLS)
@@ -39,7 +40,7 @@ def by_block_blocks(mainnet: MainnetSlice) -> list[Block]:
     """Every block of the slice through the by-block joiner, released at the snapshot height."""
     joiner = BlockJoiner(Layout.BY_BLOCK)
     assert joiner.release(mainnet.height) == []
-    out: list[Block | Gap] = []
+    out: list[Output] = []
     for index in range(len(mainnet.heights)):
         for stream in ORDER:
             out += joiner.feed(stream, decode_line(stream, mainnet.lines[stream][index]))
@@ -205,7 +206,7 @@ def test_streaming_layout_gives_the_same_book_after_every_block(mainnet: Mainnet
 
     applied: list[int] = []
 
-    def apply(items: list[Block | Gap]) -> None:
+    def apply(items: list[Output]) -> None:
         for item in items:
             assert isinstance(item, Block), item
             books.apply(item)

@@ -9,7 +9,6 @@ from msgspec import UNSET
 
 from hlbook.book.books import Books
 from hlbook.book.compare import compare
-from hlbook.book.join import BlockJoiner
 from hlbook.model import Block
 from hlbook.node.formats import (
     DiffEvent,
@@ -22,6 +21,7 @@ from hlbook.node.formats import (
     decode_snapshot,
     time_ms,
 )
+from hlbook.node.join import BlockJoiner
 from hlbook.numbers import parse
 from hlbook.sim import PROTOCOL_USER, BlockEvents, BlockGenerator, LineRenderer, SimConfig
 from hlbook.sim.config import coin_spec

@@ -250,3 +250,141 @@ async def test_a_line_appended_to_the_old_file_after_the_switch_is_still_read(
         nursery.cancel_scope.cancel()
     assert got.lines == [b'{"h":1}', b'{"h":3}', b'{"h":2}']  # late, but not lost
     assert tailer.stats.late_lines == 1
+
+
+# -- the node rewriting the file being read ----------------------------------------------
+
+
+@pytest.mark.parametrize("inotify", [True, False], ids=["inotify", "polling"])
+async def test_a_file_truncated_and_rewritten_is_read_again_and_reported(
+    tmp_path: Path, inotify: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = hour_file(tmp_path, "20260505", 17)
+    path.write_bytes(b"")
+    got = Collector()
+    tailer = StreamTailer(tmp_path, use_inotify=inotify)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(tailer.run, got, None, None, got.lost)
+        await trio.sleep(0.05)
+        append(path, b'{"h":1}\n{"h":2}\n{"h":3}\n')
+        await wait_until(lambda: len(got.lines) == 3)
+        # The node restarts within the hour: it truncates the file and writes it anew.
+        with path.open("r+b") as file:
+            file.truncate(0)
+        append(path, b'{"h":2}\n')  # shorter than what was read: noticed
+        await wait_until(lambda: len(got.lines) == 4)
+        append(path, b'{"h":3,"x":1}\n')
+        await wait_until(lambda: len(got.lines) == 5)
+        nursery.cancel_scope.cancel()
+    assert got.lines[3:] == [b'{"h":2}', b'{"h":3,"x":1}']
+    assert tailer.stats.truncations == 1
+    assert len(got.losses) == 1
+    assert "truncated" in got.losses[0]
+    assert "was truncated from 24 to" in caplog.text
+
+
+@pytest.mark.parametrize("inotify", [True, False], ids=["inotify", "polling"])
+async def test_a_file_deleted_and_created_again_at_the_same_path_is_followed(
+    tmp_path: Path, inotify: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = hour_file(tmp_path, "20260505", 17)
+    path.write_bytes(b"")
+    got = Collector()
+    tailer = StreamTailer(tmp_path, use_inotify=inotify)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(tailer.run, got, None, None, got.lost)
+        await trio.sleep(0.05)
+        append(path, b'{"h":1}\n')
+        await wait_until(lambda: len(got.lines) == 1)
+        old = path.stat().st_ino
+        path.unlink()
+        await trio.sleep(0.05)  # deleted for a moment: nothing to do yet
+        append(path, b'{"h":2}\n{"h":3}\n')  # a new file (another inode) at the same path
+        assert path.stat().st_ino != old
+        await wait_until(lambda: len(got.lines) == 3)
+        nursery.cancel_scope.cancel()
+    assert got.lines == [b'{"h":1}', b'{"h":2}', b'{"h":3}']
+    assert tailer.stats.replacements == 1
+    assert tailer.stats.files_opened == 2
+    assert got.losses == []  # the old file was read to its end: nothing lost
+    assert "replaced by a new file at the same path" in caplog.text
+
+
+async def test_a_replaced_file_that_ended_mid_line_is_a_loss(tmp_path: Path) -> None:
+    path = hour_file(tmp_path, "20260505", 17)
+    path.write_bytes(b"")
+    got = Collector()
+    tailer = StreamTailer(tmp_path)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(tailer.run, got, None, None, got.lost)
+        await trio.sleep(0.05)
+        append(path, b'{"h":1}\n{"h":2,')
+        await wait_until(lambda: tailer.stats.bytes_read == 15)
+        path.unlink()
+        append(path, b'{"h":3}\n')
+        await wait_until(lambda: len(got.lines) == 2)
+        nursery.cancel_scope.cancel()
+    assert got.lines == [b'{"h":1}', b'{"h":3}']
+    assert len(got.losses) == 1
+    assert "unfinished line" in got.losses[0]
+
+
+def test_an_unreadable_node_directory_is_seen_as_empty_and_logged(tmp_path: Path) -> None:
+    """Layout detection and listing never raise on permissions (they used to take the
+    server down). Run in a child without the capability that lets root read anything."""
+    import shutil
+    import subprocess
+    import sys
+
+    hour_file(tmp_path / "node_raw_book_diffs_by_block", "20260505", 1).write_bytes(b"{}\n")
+    tmp_path.chmod(0)
+    script = (
+        "import logging, sys; from pathlib import Path\n"
+        "logging.basicConfig(level=logging.INFO, stream=sys.stdout)\n"
+        "from hlbook.node.files import detect_layout, hourly_files\n"
+        "from hlbook.node.formats import Layout, Stream\n"
+        "from hlbook.shell.tail import find_layout, stream_present\n"
+        f"root = Path({str(tmp_path)!r})\n"
+        "print('detect', detect_layout(root)); print('find', find_layout(root))\n"
+        "print('present', stream_present(root, Stream.DIFFS, Layout.BY_BLOCK))\n"
+        "print('files', hourly_files(root / 'node_raw_book_diffs_by_block'))\n"
+    )
+    argv = [sys.executable, "-c", script]
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root without setpriv: permissions cannot be taken away")
+        argv = [setpriv, "--bounding-set", "-dac_override,-dac_read_search", "--", *argv]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=False)
+    finally:
+        tmp_path.chmod(0o755)
+    assert done.returncode == 0, done.stderr
+    out = done.stdout
+    assert "detect None" in out
+    assert "find None" in out
+    assert "present False" in out
+    assert "files []" in out
+    assert "Permission denied" in out  # said, not silent
+
+
+async def test_a_file_rewritten_past_the_readers_position_is_noticed(tmp_path: Path) -> None:
+    """The node truncates and writes more than was read before the reader looks: the
+    bytes at the reader's position are not a continuation, and it says so."""
+    path = hour_file(tmp_path, "20260505", 17)
+    path.write_bytes(b"")
+    got = Collector()
+    tailer = StreamTailer(tmp_path)
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(tailer.run, got, None, None, got.lost)
+        await trio.sleep(0.05)
+        append(path, b'{"h":1}\n')
+        await wait_until(lambda: len(got.lines) == 1)
+        # One write: truncated and rewritten longer than before, in one go.
+        path.write_bytes(b'{"h":1,"again":true}\n{"h":2}\n')
+        await wait_until(lambda: len(got.lines) == 3)
+        nursery.cancel_scope.cancel()
+    assert got.lines == [b'{"h":1}', b'{"h":1,"again":true}', b'{"h":2}']
+    assert tailer.stats.truncations == 1
+    assert len(got.losses) == 1
+    assert "rewritten" in got.losses[0]

@@ -12,10 +12,23 @@ A divergence found in pass 1 raises before anything changed, so the book is
 exactly as it was before the block. The diffs are the only truth about the
 book: hlbook never matches orders itself. Order details (user, tif, cloid, …)
 come from the ``open``/``triggered`` status of the same oid in the same block.
+
+Diffs and details in two steps
+------------------------------
+A block's diffs are often complete well before its statuses (the status
+stream is 5–10x larger), and the levels depend on the diffs alone. So a
+block can be applied in two steps: :meth:`Books.apply_diffs` puts its new
+orders on the book with what the diff says (user, side, px, size; defaults
+for the rest) and :meth:`Books.attach_details` later gives each of them the
+details of its ``open``/``triggered`` status, with exactly the result
+:meth:`Books.apply` gives for the whole block. :attr:`Books.height` is how
+far diffs are applied, :attr:`Books.details_height` how far details are
+attached; :meth:`Books.details_ready` (per coin) and :meth:`Books.user_ready`
+(per user) say whether a view can be built from the books now.
 """
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Final, TypeAlias
+from typing import Any, Final, TypeAlias, cast
 
 import attrs
 from msgspec import UNSET
@@ -42,7 +55,10 @@ from hlbook.node.formats import (
 )
 from hlbook.numbers import NumberError, canonical, exact, fmt, parse
 
-__all__ = ["Applied", "Books"]
+__all__ = ["WATCHED_USERS", "Applied", "Books"]
+
+WATCHED_USERS = 4096
+"""Users whose resting orders are followed (see :meth:`Books.orders_of`)."""
 
 _NEW: Final = 0
 _UPDATE: Final = 1
@@ -127,12 +143,31 @@ class Books:
 
     def __init__(self, height: int = 0, *, coin_filter: CoinFilter | None = None) -> None:
         self.height = height
+        """The last block whose diffs are applied (the levels are those of this block)."""
         self.time = 0
-        """Block time (ms) of the last applied block; 0 until one is applied."""
+        """Block time (ms) of :attr:`height`; 0 until known."""
+        self.details_height = height
+        """The last block whose statuses are attached: every order from a block up to
+        here has its details (tif, cloid, timestamp, …). At most :attr:`height`."""
+        self.details_time = 0
+        """Block time (ms) of :attr:`details_height`; 0 until known."""
+        self.newest_timestamp = 0
+        """The newest order ``timestamp`` of the snapshot the books were loaded from (ms):
+        no later than the snapshot's block time."""
+        self.catch_up_wanted = False
+        """Set by :meth:`request_catch_up`; the data path clears it once details caught up."""
         self.coin_filter = coin_filter or CoinFilter()
         self._coins: dict[str, CoinBook] = {}
         self._orders: dict[int, Order] = {}
         self._accepted: dict[str, bool] = {}
+        # Orders put on the book by apply_diffs that still wait for their details:
+        # height -> [(oid, order as the diff made it)], oldest first.
+        self._undetailed: dict[int, list[tuple[int, Order]]] = {}
+        self._undetailed_users: dict[str, int] = {}
+        self._changed_at: dict[str, int] = {}  # coin -> the last height whose diffs changed it
+        # The resting oids of users someone asked about (openOrders, orderStatus by cloid):
+        # built by one scan on first use, then kept up to date by the commits.
+        self._by_user: dict[str, dict[int, None]] = {}
 
     # -- reading ---------------------------------------------------------------
 
@@ -173,6 +208,64 @@ class Books:
         book = self._coins[coin]
         return list(book.orders(BID)), list(book.orders(ASK))
 
+    def orders_of(self, user: str) -> list[Order]:
+        """Every resting order of ``user`` (any coin), newest first.
+
+        The first call for a user scans the books once; from then on the user's
+        orders are followed as blocks apply (for the :data:`WATCHED_USERS` most
+        recently asked about), so users nobody asks about cost nothing.
+        """
+        user = user.lower()
+        watched = self._by_user
+        oids = watched.pop(user, None)
+        if oids is None:
+            oids = {oid: None for oid, order in self._orders.items() if order.user == user}
+            if len(watched) >= WATCHED_USERS:
+                del watched[next(iter(watched))]  # the least recently asked about
+        watched[user] = oids  # (re)inserted last: most recently asked about
+        index = self._orders
+        found = [index[oid] for oid in oids]
+        found.sort(key=lambda order: (order.timestamp, order.oid), reverse=True)
+        return found
+
+    # -- how far details are attached ---------------------------------------------
+
+    def details_ready(self, coin: str) -> bool:
+        """True if ``coin``'s book is complete with details: no diff of a block whose
+        statuses are not attached yet has changed it.
+
+        Its book is then the same at :attr:`details_height` and at :attr:`height`,
+        and every order in it has its details: an ``l4Book`` snapshot can be built
+        now and labelled :attr:`details_height` (updates of later blocks follow).
+        """
+        return self._changed_at.get(coin, -1) <= self.details_height
+
+    def user_ready(self, user: str) -> bool:
+        """True if no resting order of ``user`` waits for its details (an ``openOrders``
+        answer built now has every field)."""
+        return user not in self._undetailed_users
+
+    def undetailed_coins(self) -> set[str]:
+        """Coins for which :meth:`details_ready` is false."""
+        floor = self.details_height
+        return {coin for coin, height in self._changed_at.items() if height > floor}
+
+    def undetailed_users(self) -> set[str]:
+        """Users for which :meth:`user_ready` is false."""
+        return set(self._undetailed_users)
+
+    def request_catch_up(self) -> None:
+        """Ask the data path to let details catch up with the diffs soon.
+
+        While the diff stream runs ahead, a busy coin may never be
+        :meth:`details_ready`. After this call the data path holds the next
+        diffs back (briefly, bounded) until every applied block has its
+        statuses attached, then publishes that block's
+        :attr:`~hlbook.stages.Stage.STATUSES` with ``details_height == height``
+        and clears :attr:`catch_up_wanted`.
+        """
+        self.catch_up_wanted = True
+
     # -- loading ---------------------------------------------------------------
 
     @classmethod
@@ -196,6 +289,7 @@ class Books:
                 books.set_coin(coin, bids, asks, sharing=sharing)
             if progress is not None:
                 progress(count, coin)
+        books.newest_timestamp = max(sharing.timestamps, default=0)
         return books
 
     @classmethod
@@ -221,6 +315,7 @@ class Books:
                 books.set_coin(coin, bids, asks, sharing=sharing)
             if progress is not None:
                 progress(count, coin)
+        books.newest_timestamp = max(sharing.timestamps, default=0)
         return books
 
     def set_coin(
@@ -274,6 +369,7 @@ class Books:
             del index[oid]
         index.update(added)
         self._coins[coin] = book
+        self._by_user.clear()  # rebuilt on the next question: loads and repairs are rare
         return book
 
     # -- applying blocks ---------------------------------------------------------
@@ -281,22 +377,97 @@ class Books:
     def apply(self, block: Block) -> Applied:
         """Apply one whole block, or raise a :class:`~hlbook.errors.DivergenceError`
         and leave every book exactly as it was."""
+        applied = self.apply_diffs(block, statuses_final=True)
+        self.attach_details(block)
+        return applied
+
+    def apply_diffs(self, block: Block, *, statuses_final: bool = False) -> Applied:
+        """Apply ``block``'s diffs (all or nothing, like :meth:`apply`).
+
+        With ``statuses_final`` the block's statuses are complete and new
+        orders get their details at once; otherwise they rest with what the
+        diff says until :meth:`attach_details` of this block. A ``new`` diff
+        without a side needs its status: such a block must be applied with
+        ``statuses_final`` (else it is an :class:`~hlbook.errors.OrderMismatchError`).
+        ``touched`` holds the coins whose levels changed.
+        """
         height = block.height
         if height <= self.height:
             raise BlockOrderError(
                 f"block is not after the book's height {self.height}", height=height
             )
-        ops = self._plan(block)
+        ops = self._plan(block, statuses_final)
         touched = self._commit(ops)
         self.height = height
         self.time = block.time
+        changed = self._changed_at
+        for coin in touched:
+            changed[coin] = height
+        if not statuses_final:
+            waiting = [(op[1].oid, op[1]) for op in ops if op[0] == _NEW]
+            if waiting:
+                self._undetailed[height] = waiting
+                users = self._undetailed_users
+                for _oid, order in waiting:
+                    user = str(order.user)  # always set on resting orders
+                    users[user] = users.get(user, 0) + 1
         return Applied(block, touched)
 
-    def _plan(self, block: Block) -> list[_Op]:
+    def attach_details(self, block: Block) -> Applied:
+        """Attach the details of ``block``'s statuses to the orders its diffs created.
+
+        ``block`` must be after :attr:`details_height` and at most :attr:`height`
+        (its diffs applied). Orders removed or replaced since are skipped.
+        ``touched`` holds the coins whose orders got details.
+        """
+        height = block.height
+        if height > self.height:
+            raise BlockOrderError(
+                f"statuses before their diffs (diffs applied up to {self.height})", height=height
+            )
+        if height <= self.details_height:
+            raise BlockOrderError(
+                f"statuses already attached up to {self.details_height}", height=height
+            )
+        touched: dict[str, CoinBook] = {}
+        pending = self._undetailed
+        while pending:
+            first = next(iter(pending))
+            if first > height:
+                break
+            entries = pending.pop(first)
+            details = _book_statuses(block.statuses) if first == height else {}
+            self._attach(entries, details, touched)
+        self.details_height = height
+        self.details_time = block.time
+        return Applied(block, touched)
+
+    def _attach(
+        self,
+        entries: list[tuple[int, Order]],
+        details: "dict[int, _Detail]",
+        touched: dict[str, CoinBook],
+    ) -> None:
+        index = self._orders
+        users = self._undetailed_users
+        for oid, order in entries:
+            user = str(order.user)
+            left = users[user] - 1
+            if left:
+                users[user] = left
+            else:
+                del users[user]
+            detail = details.get(oid)
+            if detail is None or index.get(oid) is not order:
+                continue  # no status (rests from its diff), or no longer resting
+            index[oid] = _with_details(detail, order.coin, order.side, order.limitPx, order.sz, oid)
+            touched[order.coin] = self._coins[order.coin]
+
+    def _plan(self, block: Block, statuses_final: bool = True) -> list[_Op]:
         height = block.height
         index = self._orders
         accepts = None if self.coin_filter.everything else self.accepts
-        details: dict[int, _Detail] | None = None
+        details: dict[int, _Detail] | None = None if statuses_final else {}
         ops: list[_Op] = []
         # The block's own effect so far: oid -> (order, size) or None once removed.
         overlay: dict[int, tuple[Order, int] | None] = {}
@@ -359,6 +530,7 @@ class Books:
     def _commit(self, ops: list[_Op]) -> dict[str, CoinBook]:
         coins = self._coins
         index = self._orders
+        watched = self._by_user
         touched: dict[str, CoinBook] = {}
         for kind, order, px, arg, size in ops:
             coin = order.coin
@@ -377,6 +549,8 @@ class Books:
                     level.insert_before(arg, order.oid, size)
                 index[order.oid] = order
                 book.changed(side, px, size, 1)
+                if watched and (oids := watched.get(cast(str, order.user))) is not None:
+                    oids[order.oid] = None
             elif kind == _UPDATE:
                 levels[px].resize(size)
                 order.sz = fmt(arg)
@@ -388,6 +562,8 @@ class Books:
                     del levels[px]
                 del index[order.oid]
                 book.changed(side, px, -size, -1)
+                if watched and (oids := watched.get(cast(str, order.user))) is not None:
+                    oids.pop(order.oid, None)
             touched[coin] = book
         return touched
 
@@ -450,15 +626,20 @@ def _resting_order(
             timestamp=block.time,
             origSz=sz,
         ), size
+    return _with_details(detail, coin, side, px_str, sz, event.oid), size
+
+
+def _with_details(detail: _Detail, coin: str, side: str, px: str, sz: str, oid: int) -> Order:
+    """The resting order with its status's details, at the diff's coin, side, px and size."""
     status = detail[0]
     # A fresh decode: a block can put the same oid on the book twice (new, remove, new).
     order = status.parsed_order()
     order.user = _intern(status.user)
     order.coin = coin
     order.side = side
-    order.limitPx = px_str
+    order.limitPx = px
     order.sz = sz
-    order.oid = event.oid
+    order.oid = oid
     order.origSz = canonical(order.origSz)
     order.triggerPx = _intern(order.triggerPx)
     order.orderType = _intern(order.orderType)
@@ -471,4 +652,4 @@ def _resting_order(
         order.triggerCondition = "Triggered"
         order.tif = "Gtc"
         order.timestamp = time_ms(status.time)
-    return order, size
+    return order

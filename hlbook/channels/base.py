@@ -151,8 +151,19 @@ class Channel(abc.ABC):
         """``key`` lost its last subscriber."""
 
     def first(self, key: Hashable, books: Books) -> Message | None:
-        """The message a new subscriber of ``key`` gets at once, if any."""
+        """The message a new subscriber of ``key`` gets at once, if any (called only when
+        :meth:`ready`)."""
         return None
+
+    def ready(self, key: Hashable, books: Books) -> bool:
+        """False if ``key``'s first message cannot be built yet (``l4Book``: the coin's order
+        details lag its diffs). The subscriber then waits, gets nothing, and is served
+        after a later publication once this is true."""
+        return True
+
+    def waiting(self, books: Books) -> None:  # noqa: B027 - optional hook
+        """Someone waits for a first message :meth:`ready` refused (e.g. ask the data path
+        to let the details catch up)."""
 
     def first_later(self, key: Hashable, books: Books) -> Callable[[], Message | None] | None:
         """For a first message that needs blocking work (a read of the history store): a

@@ -5,6 +5,12 @@ The first message is a ``Snapshot`` (every order in queue order, with its
 block ``Updates`` with the coin's ``order_statuses`` and ``book_diffs``. A
 client that applies the diffs to the snapshot holds exactly hlbook's book. A
 client that falls behind gets its backlog replaced by a fresh snapshot.
+
+Updates follow the statuses (:attr:`~hlbook.stages.Stage.STATUSES`), which may
+lag the diffs: a snapshot is labelled with the books' ``details_height`` and
+built only when the coin is :meth:`~hlbook.book.books.Books.details_ready` (no
+diff above that height touched it). Until then the subscriber waits — the data
+path is asked to let the details catch up — and gets no updates.
 """
 
 from collections.abc import Collection, Hashable, Iterable, Mapping

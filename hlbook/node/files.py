@@ -8,6 +8,16 @@ growing for ``settle`` seconds with no partial line pending — and then
 switches. A partial last line is kept until its newline arrives; a file or
 directory that does not exist yet is waited for.
 
+The node may also rewrite the file being read: truncated and written again
+from the start (a node restarting within the hour), or deleted and created
+anew at the same path. Whenever the reader is at the end of the file it
+checks (one ``fstat`` and one ``stat``): a file shorter than what was read is
+reported as a loss (bytes the node wrote before truncating may never have
+been read) and read again from its start; a file with another inode at the
+same path is read from its start once the old one is drained. A directory
+that cannot be listed for a while (permissions) is logged and looked at
+again; the file being followed keeps being read meanwhile.
+
 Reads of the page cache are fast, so they run on the Trio thread: one
 thread hop per small line (``trio.open_file``) would cost far more than the
 read itself.
@@ -50,6 +60,7 @@ OnLoss = Callable[[str], Awaitable[None]]
 """Told why bytes of the node's output were skipped (a line too long, a line never finished)."""
 
 _MAX_LOOKBACK = 64 * 1024 * 1024
+_TAIL = 32  # bytes of what was read last, checked when more comes
 
 
 @attrs.frozen
@@ -74,12 +85,31 @@ def stream_dir(node_data: Path, stream: Stream, layout: Layout) -> Path:
     return node_data / stream.dirname(layout)
 
 
+_unlistable: set[Path] = set()
+
+
 def _numbered(path: Path) -> list[tuple[int, str]]:
     try:
         names = os.listdir(path)
     except (FileNotFoundError, NotADirectoryError):
         return []
+    except OSError as exc:
+        # E.g. a directory unreadable for a while: nothing can be seen there now.
+        if path not in _unlistable:
+            _unlistable.add(path)
+            log.warning("cannot list %s (%s); looking again later", path, exc.strerror or exc)
+        return []
+    if _unlistable and path in _unlistable:
+        _unlistable.discard(path)
+        log.info("%s can be listed again", path)
     return sorted((int(name), name) for name in names if name.isdigit())
+
+
+def _is_file(path: Path) -> bool:
+    try:
+        return path.is_file()
+    except OSError:  # not ours to see right now (permissions): as if absent
+        return False
 
 
 def hourly_files(directory: Path) -> list[Path]:
@@ -88,7 +118,7 @@ def hourly_files(directory: Path) -> list[Path]:
     found: list[Path] = []
     for _, date in _numbered(hourly):
         found.extend(hourly / date / hour for _, hour in _numbered(hourly / date))
-    return [path for path in found if path.is_file()]
+    return [path for path in found if _is_file(path)]
 
 
 def newest_file(directory: Path) -> Path | None:
@@ -97,7 +127,7 @@ def newest_file(directory: Path) -> Path | None:
     for _, date in reversed(_numbered(hourly)):
         for _, hour in reversed(_numbered(hourly / date)):
             path = hourly / date / hour
-            if path.is_file():
+            if _is_file(path):
                 return path
     return None
 
@@ -116,7 +146,7 @@ def _next_file(directory: Path, current: Path) -> Path | None:
             continue
         for later, name in _numbered(hourly / date):
             path = hourly / date / name
-            if (number, later) > (day, hour) and path.is_file():
+            if (number, later) > (day, hour) and _is_file(path):
                 return path
     return None
 
@@ -161,6 +191,10 @@ class TailStats:
     partial_dropped: int = 0
     late_lines: int = 0
     """Lines the node appended to a file after moving on to the next one."""
+    truncations: int = 0
+    """Times the file being read got shorter (the node rewrote it): read again."""
+    replacements: int = 0
+    """Times the file being read was replaced by another at the same path."""
 
 
 class StreamTailer:
@@ -182,8 +216,12 @@ class StreamTailer:
         dir_check_interval: float = 0.1,
         use_inotify: bool = True,
         max_line: int = DEFAULT_MAX_LINE,
+        defer: int = 0,
     ) -> None:
         self.directory = directory
+        self.defer = defer
+        """Checkpoints after each wake-up before reading: a stream that need not be first
+        lets the tasks woken by the same write (another stream's reader) go ahead."""
         self.max_line = max_line
         self.from_start = from_start
         self.chunk_size = chunk_size
@@ -292,7 +330,7 @@ class StreamTailer:
         A stream whose reader said it was caught up may have been written to
         since, with its reader not yet run or its lines not yet used (a busy or
         stalled event loop): its silence is then not quiet (see
-        :meth:`~hlbook.book.join.BlockJoiner.reading`). One ``fstat``.
+        :meth:`~hlbook.node.join.BlockJoiner.reading`). One ``fstat``.
         """
         fd = self._fd
         if fd is None or file_number != self.stats.files_opened:
@@ -330,9 +368,16 @@ class StreamTailer:
         next_dir_check = 0.0
         idle_since: float | None = None
         told_idle = False
+        # The last bytes read: still there, unchanged, when more data comes? (A file the
+        # node rewrote past this point would otherwise be read on from the middle.)
+        tail = os.pread(fd, min(_TAIL, start), start - min(_TAIL, start))
         while True:
             data = os.read(fd, self.chunk_size)
             if data:
+                if tail and os.pread(fd, len(tail), self.position - len(tail)) != tail:
+                    await self._truncated(path, splitter, "was rewritten from its start")
+                    return path  # read it again from its start
+                tail = (tail + data)[-_TAIL:] if len(data) < _TAIL else data[-_TAIL:]
                 self.position += len(data)
                 idle_since = None
                 told_idle = False
@@ -360,6 +405,8 @@ class StreamTailer:
                 continue
             if newer is None and (now >= next_dir_check or not told_idle):
                 next_dir_check = now + self.dir_check_interval
+                if await self._rewritten(fd, path, splitter):
+                    return path  # read it again from its start
                 newer = _next_file(self.directory, path)
             if newer is None:
                 if not told_idle and self._on_idle is not None and splitter.pending == 0:
@@ -368,6 +415,8 @@ class StreamTailer:
                     await self._on_idle(now)
                     continue  # the node may have written meanwhile
                 await watcher.wait()
+                for _ in range(self.defer):
+                    await trio.lowlevel.checkpoint()
                 continue
             # The node has started a newer file; this one may still be finishing.
             if idle_since is None:
@@ -395,6 +444,46 @@ class StreamTailer:
                 await self._lost(f"{path}: an unfinished line was abandoned by the node")
                 return newer
             await watcher.wait(self.settle / 2)
+
+    async def _rewritten(self, fd: int, path: Path, splitter: LineSplitter) -> bool:
+        """True if the file at ``path`` is no longer what this reader has read (at its end).
+
+        Truncated: a loss (what the node wrote before truncating may be unread);
+        replaced by another file: the old one is drained like after a rotation.
+        """
+        try:
+            mine = os.fstat(fd)
+        except OSError:
+            return False
+        if mine.st_size < self.position:
+            why = f"was truncated from {self.position} to {mine.st_size} bytes"
+            await self._truncated(path, splitter, why)
+            return True
+        try:
+            there = os.stat(path)
+        except OSError:
+            return False  # deleted (a new one may come) or not ours to see right now
+        if (there.st_ino, there.st_dev) == (mine.st_ino, mine.st_dev):
+            return False
+        self.stats.replacements += 1
+        log.warning(
+            "%s was replaced by a new file at the same path; reading the new one from the start",
+            path,
+        )
+        if splitter.pending:
+            splitter.reset()
+            await self._lost(f"{path}: the replaced file ended with an unfinished line")
+        # The node may still hold the old file open: keep reading it for a while.
+        until = trio.current_time() + self.rotation_timeout
+        self._draining.append(_Draining(os.dup(fd), path, LineSplitter(self.max_line), until))
+        return True
+
+    async def _truncated(self, path: Path, splitter: LineSplitter, why: str) -> None:
+        """The file was rewritten under the reader: what it had not read may be gone."""
+        self.stats.truncations += 1
+        log.error("%s %s (the node rewrote it); reading it again from the start", path, why)
+        splitter.reset()
+        await self._lost(f"{path}: the file {why} and is read again from its start")
 
     async def _lost(self, why: str) -> None:
         if self._on_loss is not None:

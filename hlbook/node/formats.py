@@ -48,6 +48,7 @@ __all__ = [
     "encode_snapshot",
     "iter_snapshot",
     "line_height",
+    "line_time",
     "normalize_side",
     "status_event",
     "time_ms",
@@ -257,12 +258,18 @@ class _Height(msgspec.Struct):
     block_number: int
 
 
+class _Head(msgspec.Struct):
+    block_number: int
+    block_time: str
+
+
 _DECODERS: dict[Stream, msgspec.json.Decoder[Any]] = {
     Stream.STATUSES: msgspec.json.Decoder(StatusLine),
     Stream.DIFFS: msgspec.json.Decoder(DiffLine),
     Stream.FILLS: msgspec.json.Decoder(FillLine),
 }
 _HEIGHT_DECODER = msgspec.json.Decoder(_Height)
+_HEAD_DECODER = msgspec.json.Decoder(_Head)
 _HEIGHT_TEXT = re.compile(rb'"block_number"\s*:\s*([0-9]+)\s*[,}]')
 _ENCODER = msgspec.json.Encoder()
 
@@ -393,6 +400,14 @@ def line_height(data: bytes | str) -> int | None:
     head = data[:512].encode() if isinstance(data, str) else data[:512]
     match = _HEIGHT_TEXT.search(head)
     return int(match.group(1)) if match else None
+
+
+def line_time(data: bytes | str) -> int | None:
+    """The block time (ms) of a whole node line; ``None`` if it has none that parses."""
+    try:
+        return time_ms(_HEAD_DECODER.decode(data).block_time)
+    except (msgspec.DecodeError, ValueError):
+        return None
 
 
 def encode(obj: Any) -> bytes:

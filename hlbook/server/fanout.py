@@ -16,6 +16,10 @@ client that lags gets is the channel's :class:`~hlbook.channels.Policy`:
   subscription are replaced by a fresh first message (consistent with what
   follows); if even that does not fit, the client is disconnected.
 
+A channel may not be able to build a first message yet (``l4Book`` while the
+coin's order details lag its diffs): its subscribers wait, get nothing, and
+are served after a later publication (see ``Channel.ready``).
+
 Queues count bytes of payload, not characters. Replies to the client's own
 requests (pongs, errors, answers) have their own small budget: a client that
 sends requests and never reads the answers is disconnected long before it
@@ -291,6 +295,9 @@ class Hub:
         }
         self.recent_disconnects: deque[str] = deque(maxlen=20)
         """Reasons of the latest disconnections for lag."""
+        # Subscribers whose first message their channel cannot build yet (see
+        # Channel.ready): they get nothing until it is built, after a later publication.
+        self._waiting: dict[Hashable, set[ClientQueue]] = {}
 
     # -- subscriptions ------------------------------------------------------------------
 
@@ -320,15 +327,48 @@ class Hub:
             self.channel_stats[channel.name].subscriptions += 1
             channel.added(key)
         clients.add(client)
+        if not channel.ready(key, books):
+            self._wait(channel, key, client, books)
+            return None
         first = channel.first(key, books)
         if first is not None:
             self.channel_stats[channel.name].messages_built += 1
         return first
 
+    def _wait(self, channel: Channel, key: Hashable, client: ClientQueue, books: Books) -> None:
+        self._waiting.setdefault(key, set()).add(client)
+        channel.waiting(books)
+
+    def _serve_waiting(self, books: Books) -> None:
+        """First messages for the subscribers whose channel can build them now."""
+        for key in list(self._waiting):
+            channel = self._channel_of.get(key)
+            if channel is None:
+                del self._waiting[key]
+                continue
+            if not channel.ready(key, books):
+                channel.waiting(books)
+                continue
+            message = channel.first(key, books)
+            clients = self._waiting.pop(key)
+            if message is None:
+                continue
+            self.channel_stats[channel.name].messages_built += 1
+            for client in clients:
+                if not client.put(message, key):
+                    self.disconnect_slow(
+                        client, f"{channel.name} first message does not fit", channel.name
+                    )
+
     def unsubscribe(self, client: ClientQueue, key: Hashable) -> None:
         """Remove one subscription of ``client``."""
         client.subscriptions.pop(key, None)
         client.forget(key)
+        waiting = self._waiting.get(key)
+        if waiting is not None:
+            waiting.discard(client)
+            if not waiting:
+                del self._waiting[key]
         clients = self._subscribers.get(key)
         if clients is None:
             return
@@ -373,6 +413,8 @@ class Hub:
                 continue
             for key, message in channel.publish(block, books, touched, keys):
                 self._offer(channel, key, message, books)
+        if self._waiting:
+            self._serve_waiting(books)
 
     def resync(self, books: Books, coins: Iterable[str] | None = None) -> None:
         """After a re-bootstrap or repair: send every subscriber of ``coins`` (default: all)
@@ -389,6 +431,12 @@ class Hub:
                 coin = channel.coin(key)
                 if wanted is not None and coin not in wanted:
                     continue
+                if not channel.ready(key, books):
+                    for client in list(self._subscribers.get(key, ())):
+                        client.discard(key)
+                        self._wait(channel, key, client, books)
+                    continue
+                self._waiting.pop(key, None)  # the message below serves them too
                 message = channel.first(key, books)
                 if message is None:
                     continue
@@ -426,7 +474,10 @@ class Hub:
             for client in clients:
                 client.put_latest(key, message)
             return
+        waiting = self._waiting.get(key)
         for client in list(clients):
+            if waiting is not None and client in waiting:
+                continue  # its first message is not out yet: it will be later than this
             if client.put(message, key):
                 continue
             if channel.policy is Policy.RESNAPSHOT:
@@ -435,6 +486,9 @@ class Hub:
                 client.stats.resnapshots += 1
                 self.stats.resnapshots += 1
                 stats.resnapshots += 1
+                if not channel.ready(key, books):
+                    self._wait(channel, key, client, books)
+                    continue
                 fresh = channel.first(key, books)
                 if fresh is not None and client.put(fresh, key):
                     continue

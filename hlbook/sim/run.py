@@ -338,6 +338,8 @@ def _write_file(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically (a reader never sees half a snapshot)."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        # mkstemp makes it private; a node's snapshot is for another process to read.
+        os.fchmod(fd, 0o644)
         with os.fdopen(fd, "wb") as file:
             file.write(data)
         os.replace(tmp, path)

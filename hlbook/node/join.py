@@ -14,7 +14,9 @@ height without this one skipped it: that is a :class:`Gap`.
 *streaming* (lines of events; heights skip for empty blocks; no end marker):
 when every stream has either moved past the height or is **quiet**: its
 reader has reported (:meth:`caught_up`) that it read everything the file
-held, at least ``quiet_after`` seconds ago, and no line came since. Quiet is
+held, at least ``quiet_after`` seconds ago and at least ``quiet_after``
+after the block's first line was fed, and no line came since (a stream
+silent before a block began may still be about to write its part of it). Quiet is
 about the file, not about when lines happened to be fed: a reader that is
 behind (a backlog, a rotation in progress, a paused stream) is never quiet,
 and a caller that sees a file grow after its reader's report says so
@@ -44,6 +46,29 @@ tells the caller to stop reading that stream: the files are the buffer.
 A line that could not be read (:meth:`lost`) makes its block, or every block
 it may belong to when its height is unknown, a :class:`Gap`: an incomplete
 block is never handed out.
+
+Announcing each stream as soon as it is complete (``parts=True``)
+-----------------------------------------------------------------
+The diff stream of a block is routinely complete long before its status
+stream. With ``parts=True`` the joiner also returns a
+:class:`~hlbook.source.Part` for each stream of each block as soon as that
+stream is complete — by the same rules as above, applied to that stream
+alone (by-block: its line was read; streaming: it has moved past the height,
+or is quiet; a stream other than the diffs only once the diff stream is done
+with the block) — in height order per stream, ahead of the whole block. The
+:class:`~hlbook.model.Block` handed out with a part carries that stream's
+final event list (the others stay empty until announced); the whole block
+follows when every stream is complete. A height whose block holds a lost
+line is never announced on any stream (it becomes a :class:`Gap`). Once a
+stream is announced for a height, a later line of that stream at that
+height is late: a diff line with events is a :class:`Gap` (the block's diffs
+were incomplete), other lines are counted. A height first seen after some
+stream had moved past it has nothing on that stream, which is then not
+announced separately. :meth:`hold` forgets what was announced of the blocks
+not yet whole: they are announced again after :meth:`release`.
+
+As a :class:`~hlbook.source.BlockSource` the joiner is the node's source of
+blocks for the :class:`~hlbook.supervisor.Supervisor`.
 """
 
 from collections import deque
@@ -53,20 +78,9 @@ import attrs
 
 from hlbook.model import Block
 from hlbook.node.formats import AnyLine, Layout, Stream, time_ms
+from hlbook.source import Gap, Output, Part
 
 __all__ = ["BlockJoiner", "Gap", "JoinerStats"]
-
-
-@attrs.frozen
-class Gap:
-    """Blocks after ``after`` and before ``before`` are missing or incomplete."""
-
-    after: int
-    before: int
-    reason: str
-
-    def __str__(self) -> str:
-        return f"gap after block {self.after} (before {self.before}): {self.reason}"
 
 
 @attrs.frozen
@@ -83,21 +97,69 @@ class JoinerStats:
 
 
 class _Partial:
-    __slots__ = ("delivered", "diffs", "fills", "height", "statuses", "time")
+    __slots__ = (
+        "announced",
+        "delivered",
+        "diffs",
+        "fills",
+        "height",
+        "seen_at",
+        "shared",
+        "silent",
+        "statuses",
+        "time",
+    )
 
-    def __init__(self, height: int, block_time: str) -> None:
+    def __init__(self, height: int, block_time: str, seen_at: float = 0.0) -> None:
         self.height = height
         self.time = time_ms(block_time)
+        self.seen_at = seen_at  # ``now`` when the first line of this block was fed
         self.statuses: list = []  # type: ignore[type-arg]
         self.diffs: list = []  # type: ignore[type-arg]
         self.fills: list = []  # type: ignore[type-arg]
         self.delivered: set[Stream] = set()
+        # parts=True only: streams announced (or complete with nothing to say: silent).
+        self.announced: set[Stream] = set()
+        self.silent: set[Stream] = set()
+        self.shared: Block | None = None  # the Block handed out with this block's parts
 
     def block(self) -> Block:
-        return Block(self.height, self.time, self.statuses, self.diffs, self.fills)
+        shared = self.shared
+        if shared is None:
+            return Block(self.height, self.time, self.statuses, self.diffs, self.fills)
+        for stream in Stream:
+            _expose(shared, self, stream)
+        return shared
+
+    def part(self, stream: Stream) -> Part:
+        shared = self.shared
+        if shared is None:
+            shared = self.shared = Block(self.height, self.time)
+        _expose(shared, self, stream)
+        return Part(stream, shared)
 
 
-Output = Block | Gap
+def _add(partial: _Partial, stream: Stream, line: AnyLine) -> None:
+    """Add a line's events to the block being joined."""
+    if stream is Stream.STATUSES:
+        partial.statuses.extend(line.events)
+    elif stream is Stream.DIFFS:
+        partial.diffs.extend(line.events)
+    else:
+        partial.fills.extend(line.events)
+    partial.delivered.add(stream)
+
+
+def _expose(block: Block, partial: _Partial, stream: Stream) -> None:
+    """Give ``block`` the partial's final event list of ``stream``."""
+    if stream is Stream.STATUSES:
+        block.statuses = partial.statuses
+        block.__dict__.pop("statuses_by_coin", None)  # computed too early: drop it
+    elif stream is Stream.DIFFS:
+        block.diffs = partial.diffs
+        block.__dict__.pop("diffs_by_coin", None)
+    else:
+        block.fills = partial.fills
 
 
 class BlockJoiner:
@@ -111,8 +173,11 @@ class BlockJoiner:
         quiet_after: float = 0.3,
         max_held: int = 200,
         max_pending: int = 2000,
+        parts: bool = False,
     ) -> None:
         self.layout = layout
+        self.parts = parts
+        """Also announce each stream of a block as soon as it is complete (see above)."""
         self.streams: tuple[Stream, ...] = tuple(streams)
         if Stream.DIFFS not in self.streams:
             raise ValueError("the diff stream is required")
@@ -134,6 +199,15 @@ class BlockJoiner:
         self._retained_from = 0  # while holding: every block from here on is retained
         self._lost: tuple[int, int] | None = None  # heights that lost a line: a Gap each
         self._lost_after: dict[Stream, int] = {}  # a line of unknown height was lost after
+        # parts=True: the highest height announced (or otherwise done) on each stream.
+        self._complete: dict[Stream, int] = dict.fromkeys(self.streams, -1)
+        self._held_blocks = 0  # whole blocks and gaps in _held (what max_held bounds)
+        self._seen_height = -1  # the highest height seen, and its block time (text or ms)
+        self._seen_time = ""
+        self._seen_ms: int | None = None
+        self.nearest_time: int | None = None
+        """After :meth:`release` without the snapshot's own block: the time of the
+        nearest block read (the first after it, or the last before it)."""
         self.late_lines = 0
         self.dropped_lines = 0
         self.gaps = 0
@@ -148,12 +222,16 @@ class BlockJoiner:
             raise ValueError(f"stream {stream.value} is not joined")
         self._caught_up_at.pop(stream, None)  # a new line: the stream is talking
         height = line.block_number
+        if height > self._seen_height:
+            self._seen_height = height
+            self._seen_time = line.block_time
+            self._seen_ms = None
         if height <= self._floor:
             # Still tells where reading began on this stream (see _start).
             self._first.setdefault(stream, height)
             self.dropped_lines += 1
             return []
-        if height <= self._emitted:
+        if height <= self._emitted or (self.parts and height <= self._complete[stream]):
             return self._late(stream, line)
         if stream not in self._first:
             self._first[stream] = height
@@ -163,7 +241,8 @@ class BlockJoiner:
             if lost_after is not None:
                 # The unreadable line came between this stream's lines at these heights.
                 early = self._lose(lost_after, height)
-        if height > self._watermark[stream]:
+        advanced = height > self._watermark[stream]
+        if advanced:
             self._watermark[stream] = height
         elif (
             self.layout is Layout.BY_BLOCK
@@ -173,15 +252,22 @@ class BlockJoiner:
             self.late_lines += 1  # the same block twice on one stream: keep the first
             return []
         partial = self._pending.get(height)
+        if partial is not None and not advanced and not early and self.layout is Layout.STREAMING:
+            # Streaming: one more line of a height this stream already reached. It
+            # completes nothing (the stream is talking, if anything less quiet): only
+            # time or another height can, and poll()/the next height look then.
+            _add(partial, stream, line)
+            return []
         if partial is None:
-            partial = self._pending[height] = _Partial(height, line.block_time)
-        if stream is Stream.STATUSES:
-            partial.statuses.extend(line.events)
-        elif stream is Stream.DIFFS:
-            partial.diffs.extend(line.events)
-        else:
-            partial.fills.extend(line.events)
-        partial.delivered.add(stream)
+            partial = self._pending[height] = _Partial(height, line.block_time, now)
+            if self.parts:
+                for other, done in self._complete.items():
+                    if done >= height:
+                        # That stream moved past this height before it was seen: it
+                        # has nothing here and is complete (not announced: out of order).
+                        partial.silent.add(other)
+                        partial.announced.add(other)
+        _add(partial, stream, line)
         return early + self._collect(now) if early else self._collect(now)
 
     def caught_up(self, stream: Stream, now: float) -> list[Output]:
@@ -240,15 +326,20 @@ class BlockJoiner:
             )
         return self._out(out)
 
-    def start_after(self, stream: Stream, height: int) -> None:
+    def start_after(self, stream: Stream, height: int, block_time: int | None = None) -> None:
         """Reading of ``stream`` began where every block above ``height`` is complete.
 
         ``-1`` means from the very start of the node's output. Only the first
         call per stream counts, and only before blocks are emitted.
+        ``block_time`` (ms) is the time of the line at ``height`` when known: a
+        time for a snapshot whose own block is not read (see :meth:`release`).
         """
         if stream not in self._watermark:
             raise ValueError(f"stream {stream.value} is not joined")
         self._declared.setdefault(stream, height)
+        if block_time is not None and height > self._seen_height:
+            self._seen_height = height
+            self._seen_ms = block_time
 
     def poll(self, now: float) -> list[Output]:
         """Emit blocks that became complete by the passing of time (quiet streams)."""
@@ -258,7 +349,17 @@ class BlockJoiner:
         """When :meth:`poll` may next emit something, or ``None`` if only new input can help."""
         if self.layout is Layout.BY_BLOCK or not self._pending:
             return None
+        whole = self._whole_deadline()
+        if not self.parts:
+            return whole
+        part = self._part_deadline()
+        if whole is None or (part is not None and part < whole):
+            return part
+        return whole
+
+    def _whole_deadline(self) -> float | None:
         height = min(self._pending)
+        since = self._pending[height].seen_at
         waiting = []
         for stream in self.streams:
             if self._watermark[stream] > height:
@@ -266,8 +367,35 @@ class BlockJoiner:
             at = self._caught_up_at.get(stream)
             if at is None:
                 return None  # waits for its reader, not for time
-            waiting.append(at + self.quiet_after)
+            waiting.append(max(at, since) + self.quiet_after)
         return max(waiting) if waiting else None
+
+    def _part_deadline(self) -> float | None:
+        """When a stream of the lowest block it has not announced becomes quiet there."""
+        if not self._started:
+            return None
+        lost = self._lost
+        found: float | None = None
+        heights = sorted(self._pending)
+        for stream in self.streams:
+            at = self._caught_up_at.get(stream)
+            if at is None or stream in self._lost_after:
+                continue
+            for height in heights:
+                partial = self._pending[height]
+                if stream in partial.announced:
+                    continue
+                if lost is not None and lost[0] <= height <= lost[1]:
+                    break  # a gap to be: not announced by time
+                waits_for_diffs = stream is not Stream.DIFFS and Stream.DIFFS not in (
+                    partial.announced
+                )
+                if self._watermark[stream] <= height and not waits_for_diffs:
+                    due = max(at, partial.seen_at) + self.quiet_after
+                    if found is None or due < found:
+                        found = due
+                break
+        return found
 
     # -- bootstrap ----------------------------------------------------------------
 
@@ -276,15 +404,24 @@ class BlockJoiner:
         """True while complete blocks are kept back for a bootstrap."""
         return self._holding
 
-    def hold(self, unapplied: Sequence[Block] = ()) -> None:
+    def hold(self, unapplied: Sequence[Output] = ()) -> None:
         """Start keeping complete blocks back (to re-bootstrap).
 
         ``unapplied`` are blocks this joiner handed out that the caller did not
-        apply; they are kept too, in front of anything newer.
+        apply; they are kept too, in front of anything newer (parts in it are
+        ignored: with ``parts=True`` every block not yet whole is announced
+        again after :meth:`release`).
         """
         self._holding = True
-        self._retained_from = unapplied[0].height if unapplied else self._emitted + 1
-        self._held.extendleft(reversed(unapplied))
+        kept = [item for item in unapplied if not isinstance(item, Part)]
+        blocks = [item for item in kept if isinstance(item, Block)]
+        self._retained_from = blocks[0].height if blocks else self._emitted + 1
+        self._held.extendleft(reversed(kept))
+        self._held_blocks += len(kept)
+        if self.parts:
+            # Parts of blocks not yet whole are announced again after release().
+            for partial in self._pending.values():
+                partial.announced = set(partial.silent)
 
     def release(self, height: int) -> list[Output]:
         """Books were loaded from a snapshot at ``height``: hand out the held blocks above it.
@@ -303,9 +440,14 @@ class BlockJoiner:
         self._floor = max(self._floor, height)
         self._emitted = max(self._emitted, height)
         self.snapshot_time = None
+        after: int | None = None  # the first height above the snapshot still known
+        after_time: int | None = None
         partial = self._pending.get(height)
         if partial is not None:
             self.snapshot_time = partial.time
+        for known in self._pending:
+            if known > height and (after is None or known < after):
+                after, after_time = known, self._pending[known].time
         for stale in [h for h in self._pending if h <= height]:
             del self._pending[stale]
         while self._held:
@@ -313,11 +455,29 @@ class BlockJoiner:
             if isinstance(item, Gap):
                 if item.before > height + 1:
                     out.append(item)
-            elif item.height > height:
+                continue
+            block = item.block if isinstance(item, Part) else item
+            if block.height > height:
                 out.append(item)
-            elif item.height == height:
-                self.snapshot_time = item.time
+                if after is None or block.height < after:
+                    after, after_time = block.height, block.time
+            elif block.height == height:
+                self.snapshot_time = block.time
+        self._held_blocks = 0
+        self.nearest_time = None
+        if self.snapshot_time is None:
+            if after_time is not None:
+                self.nearest_time = after_time
+            elif 0 <= self._seen_height <= height:
+                seen = self._seen_ms
+                self.nearest_time = seen if seen is not None else time_ms(self._seen_time)
         return out
+
+    @property
+    def release_time(self) -> int | None:
+        """:attr:`snapshot_time`, else :attr:`nearest_time` (see
+        :class:`~hlbook.source.BlockSource`)."""
+        return self.snapshot_time if self.snapshot_time is not None else self.nearest_time
 
     def paused(self, stream: Stream) -> bool:
         """True if the caller should stop reading ``stream`` for now.
@@ -325,7 +485,7 @@ class BlockJoiner:
         While holding with a full buffer every stream pauses; when blocks cannot
         complete, streams that are ahead of the slowest one pause.
         """
-        if self._holding and len(self._held) >= self.max_held:
+        if self._holding and self._held_blocks >= self.max_held:
             return True
         if len(self._pending) <= self.max_pending:
             return False
@@ -336,7 +496,7 @@ class BlockJoiner:
         return JoinerStats(
             emitted=self._emitted,
             pending=len(self._pending),
-            held=len(self._held),
+            held=self._held_blocks,
             late_lines=self.late_lines,
             dropped_lines=self.dropped_lines,
             gaps=self.gaps,
@@ -354,6 +514,10 @@ class BlockJoiner:
         self.late_lines += 1
         if self.layout is Layout.STREAMING and stream is Stream.DIFFS and line.events:
             self.gaps += 1
+            if line.block_number > self._emitted:
+                # parts=True: its diffs were announced and the block is not whole yet:
+                # it must never be announced again without these.
+                self._lose(line.block_number, line.block_number)
             gap = Gap(
                 line.block_number - 1,
                 line.block_number + 1,
@@ -366,6 +530,7 @@ class BlockJoiner:
         if not self._holding:
             return items
         self._held.extend(items)
+        self._held_blocks += sum(1 for item in items if not isinstance(item, Part))
         return []
 
     def _start(self, now: float) -> bool:
@@ -404,11 +569,13 @@ class BlockJoiner:
             del self._pending[stale]
         return True
 
-    def _quiet(self, stream: Stream, now: float) -> bool:
+    def _quiet(self, stream: Stream, now: float, since: float | None = None) -> bool:
         if stream in self._lost_after:
             return False
         at = self._caught_up_at.get(stream)
-        return at is not None and now - at >= self.quiet_after
+        if at is None:
+            return False
+        return now - (at if since is None or since < at else since) >= self.quiet_after
 
     def _settle_lost(self, now: float) -> list[Output]:
         """A stream that lost a line and then went quiet will not say where the line
@@ -469,10 +636,67 @@ class BlockJoiner:
             out.append(partial.block())
         if self._lost is not None and self._lost[1] <= self._emitted:
             self._lost = None
+        if self.parts:
+            out += self._announce(now)
         return self._out(out)
 
+    def _announce(self, now: float) -> list[Output]:
+        """Parts of blocks not yet whole whose stream became complete (height order)."""
+        pending = self._pending
+        if not pending:
+            return []
+        complete = self._complete
+        emitted = self._emitted
+        for stream in self.streams:
+            if complete[stream] < emitted:
+                complete[stream] = emitted
+        by_block = self.layout is Layout.BY_BLOCK
+        lost = self._lost
+        blocked: set[Stream] = set()
+        out: list[Output] = []
+        previous = emitted
+        for height in sorted(pending):
+            if lost is not None and lost[0] <= height <= lost[1]:
+                break  # becomes a Gap: nothing at or after it is announced before that
+            if by_block and height != previous + 1:
+                break  # a height missing on every stream: a Gap once it is the lowest
+            previous = height
+            partial = pending[height]
+            for stream in self.streams:
+                if stream in blocked or stream in partial.announced:
+                    continue
+                if by_block:
+                    ready = stream in partial.delivered
+                else:
+                    # Quiet counts from when the block was first seen: the node writes a
+                    # block's streams at about the same time, so a stream that was silent
+                    # before the block began is given quiet_after to say something about it.
+                    # The other streams, by quiet, only once the diff stream is done with the
+                    # block (as the whole block would need): late lines get that long too.
+                    ready = (
+                        self._watermark[stream] > height
+                        or height <= complete[stream]
+                        or (
+                            self._quiet(stream, now, partial.seen_at)
+                            and (stream is Stream.DIFFS or Stream.DIFFS in partial.announced)
+                        )
+                    )
+                if not ready:
+                    blocked.add(stream)
+                    continue
+                partial.announced.add(stream)
+                if height > complete[stream]:
+                    complete[stream] = height
+                out.append(partial.part(stream))
+            if len(blocked) == len(self.streams):
+                break
+        return out
+
     def _complete_streaming(self, height: int, now: float) -> bool:
-        # Complete once no stream can still add to it: each has moved past it or is quiet.
+        # Complete once no stream can still add to it: each has moved past it or is quiet
+        # (counted from when the block was first seen, see _announce).
+        since = self._pending[height].seen_at
         return all(
-            self._watermark[stream] > height or self._quiet(stream, now) for stream in self.streams
+            self._watermark[stream] > height or self._quiet(stream, now, since)
+            for stream in self.streams
         )
