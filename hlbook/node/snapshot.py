@@ -8,12 +8,9 @@ the log, so the server keeps serving while it runs.
 
 import logging
 import time
-import urllib.parse
 from pathlib import Path
 
-import h11
 import orjson
-import trio
 
 from hlbook.book.books import Books
 from hlbook.errors import SnapshotError
@@ -23,14 +20,13 @@ from hlbook.node.formats import SnapshotSide, decode_snapshot
 __all__ = [
     "InfoServerError",
     "decode_snapshot_file",
+    "file_snapshot_request",
     "load_books",
     "read_snapshot",
-    "request_file_snapshot",
 ]
 
 log = logging.getLogger(__name__)
 
-_MAX_ANSWER = 1024 * 1024
 _READ_CHUNK = 16 * 1024 * 1024
 
 
@@ -38,7 +34,8 @@ class InfoServerError(SnapshotError):
     """The node's info server could not be reached or refused the request."""
 
 
-def _request_body(out_path: Path) -> bytes:
+def file_snapshot_request(out_path: Path) -> bytes:
+    """The ``fileSnapshot`` request body: every resting order with its user, and the height."""
     return orjson.dumps(
         {
             "type": "fileSnapshot",
@@ -51,67 +48,6 @@ def _request_body(out_path: Path) -> bytes:
             "includeHeightInOutput": True,
         }
     )
-
-
-async def request_file_snapshot(info_url: str, out_path: Path) -> None:
-    """Ask the node at ``info_url`` to write a snapshot with its height to ``out_path``.
-
-    Raises :class:`InfoServerError` when the server is unreachable or answers
-    anything but 2xx. Writing a mainnet snapshot takes seconds: callers bound
-    the wait with ``trio.fail_after``.
-    """
-    url = urllib.parse.urlsplit(info_url)
-    if url.scheme != "http" or not url.hostname:
-        raise InfoServerError(f"unsupported info URL {info_url!r} (expected http://host:port/info)")
-    host, port = url.hostname, url.port or 80
-    body = _request_body(out_path)
-    try:
-        stream = await trio.open_tcp_stream(host, port)
-        async with stream:
-            status, answer = await _post(stream, host, url.path or "/", body)
-    except OSError as exc:
-        why = exc.strerror or str(exc)
-        raise InfoServerError(f"cannot reach the node's info server at {info_url}: {why}") from None
-    except (trio.BrokenResourceError, h11.ProtocolError):
-        raise InfoServerError(
-            f"the node's info server at {info_url} closed the connection without a valid answer"
-        ) from None
-    if not 200 <= status < 300:
-        text = answer[:300].decode("utf-8", "replace")
-        raise InfoServerError(f"{info_url} answered HTTP {status}: {text}")
-
-
-async def _post(
-    stream: trio.SocketStream, host: str, target: str, body: bytes
-) -> tuple[int, bytes]:
-    conn = h11.Connection(h11.CLIENT)
-    request = h11.Request(
-        method="POST",
-        target=target,
-        headers=[
-            ("Host", host),
-            ("Content-Type", "application/json"),
-            ("Content-Length", str(len(body))),
-            ("Connection", "close"),
-        ],
-    )
-    await stream.send_all(conn.send(request) + conn.send(h11.Data(data=body)))
-    await stream.send_all(conn.send(h11.EndOfMessage()))
-    status = 0
-    answer = bytearray()
-    while True:
-        event = conn.next_event()
-        if event is h11.NEED_DATA:
-            data = await stream.receive_some(65536)
-            conn.receive_data(data)
-            continue
-        if isinstance(event, h11.Response):
-            status = event.status_code
-        elif isinstance(event, h11.Data):
-            if len(answer) < _MAX_ANSWER:
-                answer += event.data
-        elif isinstance(event, h11.EndOfMessage | h11.ConnectionClosed):
-            return status, bytes(answer)
 
 
 def read_snapshot(path: Path) -> bytes:

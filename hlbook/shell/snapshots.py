@@ -10,9 +10,11 @@ thread with progress in the log, so the server keeps serving meanwhile.
 
 import contextlib
 import logging
+import urllib.parse
 from pathlib import Path
 from typing import Protocol
 
+import httpx
 import trio
 
 from hlbook.book.books import Books
@@ -21,9 +23,9 @@ from hlbook.node.formats import SnapshotSide
 from hlbook.node.snapshot import (
     InfoServerError,
     decode_snapshot_file,
+    file_snapshot_request,
     load_books,
     read_snapshot,
-    request_file_snapshot,
 )
 
 __all__ = [
@@ -33,6 +35,7 @@ __all__ = [
     "SnapshotSource",
     "decode_in_thread",
     "load_in_thread",
+    "request_file_snapshot",
 ]
 
 log = logging.getLogger("hlbook.ingest")
@@ -92,7 +95,7 @@ class NodeSnapshots:
         try:
             with trio.fail_after(self.timeout):
                 await request_file_snapshot(self.info_url, path)
-        except trio.TooSlowError:
+        except (trio.TooSlowError, httpx.TimeoutException):
             raise InfoServerError(
                 f"{self.info_url} did not write a snapshot within {self.timeout:g} s"
             ) from None
@@ -102,6 +105,33 @@ class NodeSnapshots:
                 "(is the path writable by the node?)"
             )
         return await trio.to_thread.run_sync(read_snapshot, path, abandon_on_cancel=True)
+
+
+async def request_file_snapshot(info_url: str, out_path: Path) -> None:
+    """Ask the node at ``info_url`` to write a snapshot with its height to ``out_path``.
+
+    Only the status of the answer is documented (2xx): the caller reads the
+    file. Raises :class:`InfoServerError` when the server is unreachable or
+    answers anything else. Writing a mainnet snapshot takes seconds: callers
+    bound the wait.
+    """
+    url = urllib.parse.urlsplit(info_url)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise InfoServerError(f"unsupported info URL {info_url!r} (expected http://host:port/info)")
+    try:
+        # No read timeout here: the caller's deadline bounds the whole request.
+        async with httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0)) as client:
+            response = await client.post(
+                info_url,
+                content=file_snapshot_request(out_path),
+                headers={"content-type": "application/json"},
+            )
+    except httpx.HTTPError as exc:
+        why = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise InfoServerError(f"cannot reach the node's info server at {info_url}: {why}") from None
+    if not response.is_success:
+        text = response.content[:300].decode("utf-8", "replace")
+        raise InfoServerError(f"{info_url} answered HTTP {response.status_code}: {text}")
 
 
 class Bootstrap:
