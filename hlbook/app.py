@@ -174,6 +174,7 @@ class ServerHandle:
         if public:
             health["pipeline"].pop("last_error", None)
             health["history"].pop("last_error", None)
+            health["history"].pop("path", None)
             return health
         health["detail"] = path.detail
         health["layout"] = path.layout.value if path.layout else None
@@ -239,6 +240,11 @@ async def _open_history(config: Config) -> tuple[HistoryStore, HistoryRecorder]:
     path = config.history_path
 
     def open_both() -> tuple[HistoryStore, HistoryRecorder]:
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise HistoryError(str(path), f"cannot create {path.parent}: {exc}") from None
         store = HistoryStore(path, retention_ms=config.history_retention_ms)
         try:
             return store, HistoryRecorder(store)

@@ -65,23 +65,32 @@ class L4Book(Channel):
             for coin in coins:
                 self._snapshots.pop(coin, None)
 
+    def ready(self, key: Hashable, books: Books) -> bool:
+        assert isinstance(key, L4Key)
+        return books.details_ready(key.coin)
+
+    def waiting(self, books: Books) -> None:
+        books.request_catch_up()
+
     def first(self, key: Hashable, books: Books) -> Message | None:
         assert isinstance(key, L4Key)
         coin = key.coin
+        # Ready: the coin's book is that of details_height, where the updates continue.
+        height = books.details_height
         cached = self._snapshots.get(coin)
-        if cached is not None and cached[0] == books.height:
+        if cached is not None and cached[0] == height:
             return cached[1]
         if coin not in books:
             return None
         bids, asks = books.coin_orders(coin)
         snapshot = {
             "coin": coin,
-            "time": books.time,
-            "height": books.height,
+            "time": books.details_time,
+            "height": height,
             "levels": (bids, asks),
         }
         message = Message(_encoder.encode({"channel": "l4Book", "data": {"Snapshot": snapshot}}))
-        self._snapshots[coin] = (books.height, message)
+        self._snapshots[coin] = (height, message)
         self.snapshots_built += 1
         return message
 

@@ -339,12 +339,15 @@ class Hub:
         self._waiting.setdefault(key, set()).add(client)
         channel.waiting(books)
 
-    def _serve_waiting(self, books: Books) -> None:
-        """First messages for the subscribers whose channel can build them now."""
+    def _serve_waiting(self, books: Books, stage: Stage) -> None:
+        """After ``stage`` is published: first messages for the subscribers of channels of
+        that stage who can have them now (their updates continue from here)."""
         for key in list(self._waiting):
             channel = self._channel_of.get(key)
             if channel is None:
                 del self._waiting[key]
+                continue
+            if channel.stage is not stage:
                 continue
             if not channel.ready(key, books):
                 channel.waiting(books)
@@ -414,7 +417,7 @@ class Hub:
             for key, message in channel.publish(block, books, touched, keys):
                 self._offer(channel, key, message, books)
         if self._waiting:
-            self._serve_waiting(books)
+            self._serve_waiting(books, stage)
 
     def resync(self, books: Books, coins: Iterable[str] | None = None) -> None:
         """After a re-bootstrap or repair: send every subscriber of ``coins`` (default: all)
