@@ -43,6 +43,7 @@ _PIPELINE_COUNTERS = {
     "validations": "Comparisons with a fresh node snapshot",
     "validation_mismatches": "Comparisons that found differences",
     "coins_repaired": "Coins repaired from a node snapshot",
+    "snapshots_unfit": "Node snapshots that did not fit the node's own later blocks",
     "stale_periods": "Times the feed went stale",
 }
 

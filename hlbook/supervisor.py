@@ -208,6 +208,8 @@ class SupervisorStats:
     validations: int = 0
     validation_mismatches: int = 0
     coins_repaired: int = 0
+    snapshots_unfit: int = 0
+    """Node snapshots that did not fit the node's own later blocks (hlbook's books kept)."""
     stale_periods: int = 0
     catch_ups: int = 0
     """Times diffs were held for details to catch up (``books.catch_up_wanted``)."""
@@ -892,6 +894,7 @@ class Supervisor:
     def _snapshot_disagrees(self, height: int, exc: DivergenceError) -> None:
         self.stats.validations += 1
         self.stats.validation_mismatches += 1
+        self.stats.snapshots_unfit += 1
         log.error(
             "validation: the node's snapshot at %d does not fit the blocks it wrote after it "
             "(%s); hlbook's books applied those blocks cleanly and are kept",

@@ -141,11 +141,31 @@ async def test_a_disagreeing_snapshot_is_found_and_repaired(tmp_path: Path) -> N
             while handle.health()["pipeline"]["validations"] < 1:
                 await trio.sleep(0.05)
         assert handle.health()["pipeline"]["validation_mismatches"] == 0
+        bootstraps = handle.health()["pipeline"]["bootstraps"]
         node.disagree_next_snapshot()
         with trio.fail_after(10):
             while handle.health()["pipeline"]["validation_mismatches"] < 1:
                 await trio.sleep(0.05)
-        assert handle.health()["pipeline"]["coins_repaired"] >= 1
+        # Which heal applies depends on where the altered order's coin is by the time the
+        # snapshot is compared (a loaded machine moves it more): untouched since the
+        # snapshot -> that coin is repaired in place; touched since -> re-bootstrap; the
+        # altered order touched by a later diff -> the snapshot itself does not fit the
+        # node's own blocks and hlbook's books are kept. Each is the right answer.
+        def healed() -> list[str]:
+            pipeline = handle.health()["pipeline"]
+            return [
+                name
+                for name, done in (
+                    ("repaired", pipeline["coins_repaired"] >= 1),
+                    ("re-bootstrapped", pipeline["bootstraps"] > bootstraps),
+                    ("snapshot judged unfit", pipeline["snapshots_unfit"] >= 1),
+                )
+                if done
+            ]
+
+        with trio.fail_after(10):
+            while not healed():
+                await trio.sleep(0.05)
         # The node is the truth: later checks (or a divergence) bring hlbook back to it.
         with trio.fail_after(20):
             while True:
