@@ -54,8 +54,8 @@ class Metrics:
     def __init__(self, state: Callable[[], dict[str, Any]]) -> None:
         self.registry = CollectorRegistry(auto_describe=False)
         self.registry.register(_StateCollector(state))
-        self.http_requests = Counter(
-            "hlbook_http_requests",
+        self.info_requests = Counter(
+            "hlbook_info_requests",
             "POST /info requests by info type and HTTP status",
             ["type", "status"],
             registry=self.registry,
@@ -83,7 +83,7 @@ class Metrics:
         if label is None:
             label = kind if len(self._kinds) < 200 else "other"
             self._kinds[kind] = label
-        self.http_requests.labels(label, str(status)).inc()
+        self.info_requests.labels(label, str(status)).inc()
 
     def upstream_observer(self, name: str) -> Callable[[str, float], None]:
         """What an info upstream calls after each request (outcome, seconds)."""

@@ -1,10 +1,11 @@
 """The official TypeScript SDK (``@nktkas/hyperliquid`` on Node with ``ws``) as a test client.
 
-``scripts/test`` installs the npm packages into ``.cache/node``; run directly,
-:func:`node_dir` installs them on first use (the npm registry must be
-reachable). The client script is ``tests/node/hl_client.mjs``.
+:func:`node_dir` installs the npm packages pinned in ``tests/node/package.json`` into
+``.cache/node`` on first use (the npm registry must be reachable), under a file lock so
+that parallel test workers install once. The client script is ``tests/node/hl_client.mjs``.
 """
 
+import fcntl
 import json
 import shutil
 import subprocess
@@ -25,21 +26,29 @@ def node_dir() -> Path:
     NODE_DIR.mkdir(parents=True, exist_ok=True)
     package = (SOURCE / "package.json").read_bytes()
     installed = NODE_DIR / "package.json"
-    if (
-        not installed.exists()
-        or installed.read_bytes() != package
-        or not (NODE_DIR / "node_modules" / "@nktkas" / "hyperliquid").exists()
-    ):
-        installed.write_bytes(package)
-        subprocess.run(
-            ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"],
-            cwd=NODE_DIR,
-            check=True,
-            capture_output=True,
-            timeout=600,
-        )
-    # ESM resolves packages next to the script: it runs from the install directory.
-    shutil.copy2(SOURCE / "hl_client.mjs", NODE_DIR / "hl_client.mjs")
+    with open(NODE_DIR / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if (
+            not installed.exists()
+            or installed.read_bytes() != package
+            or not (NODE_DIR / "node_modules" / "@nktkas" / "hyperliquid").exists()
+        ):
+            installed.write_bytes(package)
+            subprocess.run(
+                ["npm", "install", "--no-audit", "--no-fund", "--loglevel=error"],
+                cwd=NODE_DIR,
+                check=True,
+                capture_output=True,
+                timeout=600,
+            )
+        # ESM resolves packages next to the script: it runs from the install directory.
+        # Replaced atomically: another worker's client may be starting from it.
+        script = (SOURCE / "hl_client.mjs").read_bytes()
+        target = NODE_DIR / "hl_client.mjs"
+        if not target.exists() or target.read_bytes() != script:
+            staged = NODE_DIR / "hl_client.mjs.new"
+            staged.write_bytes(script)
+            staged.replace(target)
     return NODE_DIR
 
 

@@ -350,3 +350,23 @@ def test_queues_count_bytes_not_characters() -> None:
     assert client.put(accented)
     assert client.queued_bytes == 10
     assert not client.put(Message(b"x"))
+
+
+def test_a_client_dropped_while_first_messages_are_served_costs_no_one_else() -> None:
+    books, hub = started_books(), Hub()
+    # BTC and ETH change in a block whose statuses are not attached yet: their l4Book
+    # first messages wait for the statuses stage.
+    block = make_block(11, diffs=[new(20, px="99.0"), new(21, coin="ETH", px="9.0")])
+    books.apply_diffs(block)
+    tiny = ClientQueue(max_bytes=10)  # no snapshot fits: dropped at its first one
+    other = ClientQueue()
+    for coin in ("BTC", "ETH"):
+        assert subscribe(hub, tiny, L4BookSub(coin), books) is None
+    assert subscribe(hub, other, L4BookSub("BTC"), books) is None
+    applied = books.attach_details(block)
+    # BTC's first message drops the tiny client, the only one waiting for ETH's.
+    publish(hub, applied, books)
+    assert tiny.close_reason is not None
+    [message] = drain(other)
+    assert message["data"]["Snapshot"]["coin"] == "BTC"
+    assert message["data"]["Snapshot"]["height"] == 11

@@ -146,6 +146,7 @@ async def test_a_disagreeing_snapshot_is_found_and_repaired(tmp_path: Path) -> N
         with trio.fail_after(10):
             while handle.health()["pipeline"]["validation_mismatches"] < 1:
                 await trio.sleep(0.05)
+
         # Which heal applies depends on where the altered order's coin is by the time the
         # snapshot is compared (a loaded machine moves it more): untouched since the
         # snapshot -> that coin is repaired in place; touched since -> re-bootstrap; the
@@ -179,7 +180,12 @@ async def test_a_disagreeing_snapshot_is_found_and_repaired(tmp_path: Path) -> N
 
 async def test_a_client_that_never_reads_does_not_hurt_others(tmp_path: Path) -> None:
     async with sim_and_server(
-        tmp_path, sim={"scale": 0.3}, client_queue_messages=32, client_queue_bytes=1 << 22
+        # 128: small enough that the slow client overflows in seconds, large enough that
+        # the good one (read by this test, on a loaded machine) never does.
+        tmp_path,
+        sim={"scale": 0.3},
+        client_queue_messages=128,
+        client_queue_bytes=1 << 22,
     ) as (handle, node):
         coins = node.coins()
         # The slow client: a tiny receive buffer and nobody reading it.

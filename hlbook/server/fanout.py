@@ -343,6 +343,10 @@ class Hub:
         """After ``stage`` is published: first messages for the subscribers of channels of
         that stage who can have them now (their updates continue from here)."""
         for key in list(self._waiting):
+            if key not in self._waiting:
+                # A client disconnected earlier in this loop (its first message did not
+                # fit) was the last one waiting for it.
+                continue
             channel = self._channel_of.get(key)
             if channel is None:
                 del self._waiting[key]
