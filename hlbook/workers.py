@@ -107,8 +107,11 @@ class Slot:
     @classmethod
     def decode(cls, text: str) -> "Slot":
         """The slot from a ``--worker`` value (``ValueError`` if it is not one)."""
-        index, count, generation, port, directory = text.split(",", 4)
-        slot = cls(int(index), int(count), int(generation), int(port), Path(directory))
+        try:
+            index, count, generation, port, directory = text.split(",", 4)
+            slot = cls(int(index), int(count), int(generation), int(port), Path(directory))
+        except ValueError:
+            raise ValueError(f"not a worker slot: {text!r}") from None
         if not 0 <= slot.index < slot.count or slot.generation < 0:
             raise ValueError(f"not a worker slot: {text!r}")
         return slot

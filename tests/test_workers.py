@@ -34,9 +34,9 @@ def test_a_slot_travels_on_the_command_line() -> None:
     assert Slot.decode(slot.encode()) == slot
     assert slot.control_path() == Path("/tmp/hlbook-workers-x,y/worker-1.sock")
     assert slot.control_path(2).name == "worker-2.sock"
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"not a worker slot"):
         Slot.decode("3,3,0,8000,/tmp")  # index out of range
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"not a worker slot: 'garbage'"):
         Slot.decode("garbage")
 
 

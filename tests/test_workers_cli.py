@@ -265,9 +265,9 @@ async def test_two_workers_share_the_port_and_every_client_gets_every_block(
         assert 'hlbook_worker_up{worker="0"} 1.0' in metrics
         assert 'hlbook_worker_up{worker="1"} 1.0' in metrics
         assert "hlbook_workers 2.0" in metrics
-        for worker in ("0", "1"):
+        for label in ("0", "1"):
             sent = re.search(
-                rf'^hlbook_messages_sent_total{{worker="{worker}"}} (\S+)$', metrics, re.M
+                rf'^hlbook_messages_sent_total{{worker="{label}"}} (\S+)$', metrics, re.M
             )
             assert sent is not None
             assert float(sent.group(1)) > 0
