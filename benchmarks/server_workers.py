@@ -326,6 +326,20 @@ def report(args: argparse.Namespace, rounds: list[tuple[Phase, Phase]], cost: Re
             f"clients CPU {median(lambda o, m, p=pick: (o, m)[p].clients_cpu):4.0%}  "
             f"feed alone {median(lambda o, m, p=pick: (o, m)[p].feed_cpu):4.0%}"
         )
+    one_us = median(lambda o, m: o.server_cpu / o.rate * 1e6)
+    many_us = median(lambda o, m: m.server_cpu / m.rate * 1e6)
+    clients_us = median(lambda o, m: (o.clients_cpu / o.rate + m.clients_cpu / m.rate) / 2 * 1e6)
+    print(
+        f"CPU per message received: hlbook {one_us:.1f} us with 1 worker, {many_us:.1f} us with "
+        f"{args.workers} (feed included); the client process {clients_us:.1f} us; "
+        f"efficiency {args.workers} workers / 1: {one_us / many_us:.2f}"
+    )
+    print(
+        f"other processes on the machine used "
+        f"{median(lambda o, m: o.others):.0%} / {median(lambda o, m: m.others):.0%} of a core "
+        f"(1 / {args.workers} workers): on a busy machine N processes get N shares of the "
+        f"scheduler, which inflates the ratio"
+    )
     print(
         f"one reader feeding the workers, mainnet slice ({cost.blocks} blocks), per block and "
         f"worker: decoding the node's lines {cost.node_decode:.0f} us (of the book task's "
