@@ -155,7 +155,6 @@ class _Supervisor:
     control_dir: Path
     policy: RestartPolicy
     ready: set[int] = attrs.Factory(set)
-    all_ready: trio.Event = attrs.Factory(trio.Event)
 
     async def run_slot(self, index: int) -> None:
         """Keep worker ``index`` running until cancelled."""
@@ -233,8 +232,6 @@ class _Supervisor:
                 self.count,
                 extra={"worker": slot.index},
             )
-            if len(self.ready) == self.count:
-                self.all_ready.set()
 
 
 async def _stop(process: trio.Process) -> None:
