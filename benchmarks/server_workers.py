@@ -131,9 +131,10 @@ async def _phase(args: argparse.Namespace, tmp: Path, workers: int) -> Phase:
         span = sum(after[i]["uptime_s"] - before[i]["uptime_s"] for i in after) / len(after)
 
         def pipeline(key: str) -> float:
-            return sum(after[i]["pipeline"][key] - before[i]["pipeline"][key] for i in after) / max(
-                span, 1e-9
+            used = sum(
+                float(after[i]["pipeline"][key]) - float(before[i]["pipeline"][key]) for i in after
             )
+            return used / max(span, 1e-9)
 
         feed_decode, feed_book = pipeline("decode_seconds"), pipeline("book_seconds")
 
@@ -227,12 +228,12 @@ def reader_cost(passes: int = 5) -> ReaderCost:
     # raw JSON (msgspec.Raw, forwarded verbatim by l4Book), so they travel as compact JSON.
     codecs: dict[Stream, tuple[Any, Any]] = {}
     for stream, tp in types.items():
-        encoder, decoder = msgspec.msgpack.Encoder(), msgspec.msgpack.Decoder(tp)
+        codec: tuple[Any, Any] = (msgspec.msgpack.Encoder(), msgspec.msgpack.Decoder(tp))
         try:
-            decoder.decode(encoder.encode(decoded[stream][0]))
+            codec[1].decode(codec[0].encode(decoded[stream][0]))
         except msgspec.ValidationError:
-            encoder, decoder = msgspec.json.Encoder(), msgspec.json.Decoder(tp)
-        codecs[stream] = (encoder, decoder)
+            codec = (msgspec.json.Encoder(), msgspec.json.Decoder(tp))
+        codecs[stream] = codec
     packed = {
         stream: [codecs[stream][0].encode(line) for line in decoded[stream]] for stream in types
     }
@@ -309,7 +310,7 @@ def report(args: argparse.Namespace, rounds: list[tuple[Phase, Phase]], cost: Re
     ratio = statistics.median(ratios)
 
     def median(pick: Any) -> float:
-        return statistics.median(pick(one, many) for one, many in rounds)
+        return float(statistics.median(pick(one, many) for one, many in rounds))
 
     print()
     print(summary_header("server_workers"))
