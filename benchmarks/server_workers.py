@@ -128,7 +128,8 @@ async def _phase(args: argparse.Namespace, tmp: Path, workers: int) -> Phase:
         shares = meter.shares()
         after = await _workers_health(http_url, workers)
         feed_cpu = sum(share for name, share in shares.items() if name != "node")
-        span = sum(after[i]["uptime_s"] - before[i]["uptime_s"] for i in after) / len(after)
+        span = sum(float(after[i]["uptime_s"]) - float(before[i]["uptime_s"]) for i in after)
+        span /= len(after)
 
         def pipeline(key: str) -> float:
             used = sum(
