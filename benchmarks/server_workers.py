@@ -240,14 +240,6 @@ def reader_cost(passes: int = 5) -> ReaderCost:
     }
     blocks = len(lines[Stream.DIFFS])
 
-    def timed(work: Any) -> float:
-        runs = []
-        for _ in range(passes):
-            started = time.perf_counter()
-            work()
-            runs.append(time.perf_counter() - started)
-        return statistics.median(runs) / blocks * 1e6
-
     def node() -> None:
         for stream in types:
             for raw in lines[stream]:
@@ -263,17 +255,26 @@ def reader_cost(passes: int = 5) -> ReaderCost:
             for line in decoded[stream]:
                 encoder.encode(line)
 
-    whole_runs = []
+    # Interleaved, pass by pass, so that all three see the same machine load.
+    runs: dict[str, list[float]] = {"node": [], "fed": [], "encode": [], "whole": []}
     for _ in range(passes):
+        for name, work in (("node", node), ("fed", fed), ("encode", encode)):
+            started = time.perf_counter()
+            work()
+            runs[name].append(time.perf_counter() - started)
         books = books_from(snapshot)
         started = time.perf_counter()
         process(books, lines)
-        whole_runs.append(time.perf_counter() - started)
+        runs["whole"].append(time.perf_counter() - started)
+
+    def per_block(name: str) -> float:
+        return float(statistics.median(runs[name])) / blocks * 1e6
+
     return ReaderCost(
-        node_decode=timed(node),
-        reader_decode=timed(fed),
-        reader_encode=timed(encode),
-        whole=statistics.median(whole_runs) / blocks * 1e6,
+        node_decode=per_block("node"),
+        reader_decode=per_block("fed"),
+        reader_encode=per_block("encode"),
+        whole=per_block("whole"),
         blocks=blocks,
     )
 
@@ -346,7 +347,8 @@ def report(args: argparse.Namespace, rounds: list[tuple[Phase, Phase]], cost: Re
         f"one reader feeding the workers, mainnet slice ({cost.blocks} blocks), per block and "
         f"worker: decoding the node's lines {cost.node_decode:.0f} us (of the book task's "
         f"{cost.whole:.0f} us) would become decoding the reader's message "
-        f"{cost.reader_decode:.0f} us; the reader adds {cost.reader_encode:.0f} us to encode"
+        f"{cost.reader_decode:.0f} us ({cost.reader_decode / cost.node_decode:.2f}x); the reader "
+        f"adds {cost.reader_encode:.0f} us to encode"
     )
     print(
         f"ratio {args.workers} workers / 1: {ratio:.2f} (rounds: "
@@ -360,8 +362,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="a few seconds, for a smoke check")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2, help="compared with 1")
-    parser.add_argument("--clients", type=int, default=200)
-    parser.add_argument("--subscriptions", type=int, default=8, help="l2Book views per client")
+    parser.add_argument("--clients", type=int, default=300)
+    parser.add_argument("--subscriptions", type=int, default=16, help="l2Book views per client")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per server")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--idle-seconds", type=float, default=2.0, help="feed-only window")
@@ -372,7 +374,7 @@ def main() -> None:
         args.rounds, args.clients = 1, min(args.clients, 20)
         args.duration, args.warmup, args.idle_seconds = 1.0, 0.5, 0.5
     raise_nofile(args.clients + 256)
-    cost = reader_cost(2 if args.quick else 5)
+    cost = reader_cost(2 if args.quick else 9)
     rounds = trio.run(run, args)
     report(args, rounds, cost)
 
