@@ -153,3 +153,19 @@ def test_health_of_the_set() -> None:
     assert [entry["worker"] for entry in workers["each"]] == [0, 1, 2]
     assert workers["each"][1]["status"] == "bootstrapping"
     assert workers["each"][2] == {"worker": 2, "up": False}
+
+
+def test_the_workers_setting_is_checked_like_every_other(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hlbook.cli import main
+
+    assert main(["serve", "--workers", "0"]) == 2
+    assert capsys.readouterr().err == "hlbook serve: --workers: must be >= 1 (or auto): 0\n"
+    assert main(["serve", "--workers", "lots"]) == 2
+    assert "expected a number of processes or auto, got 'lots'" in capsys.readouterr().err
+    monkeypatch.setenv("HLBOOK_WORKERS", "auto")
+    assert main(["serve", "--print-config"]) == 0
+    assert 'workers = "auto"' in capsys.readouterr().out
+    with pytest.raises(SystemExit):  # demo runs in one process: no such flag
+        main(["demo", "--workers", "2"])
