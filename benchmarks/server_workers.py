@@ -149,7 +149,7 @@ async def _phase(args: argparse.Namespace, tmp: Path, workers: int) -> Phase:
         )
         async with start_child("clients", argv) as clients:
             meter.pids["clients"] = clients.pid
-            ready = parse_tagged((await clients.wait_for(r"^READY ")).string)
+            ready = parse_tagged((await clients.wait_for(r"^READY ", limit=180)).string)
             if ready["failed"]:
                 raise RuntimeError(f"{ready['failed']} clients failed: {ready['first_error']}")
             await clients.wait_for(r"^START ", limit=args.warmup + 30)
