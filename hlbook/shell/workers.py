@@ -198,8 +198,13 @@ class _Supervisor:
         try:
             async with trio.open_nursery() as nursery:
                 assert process.stdout is not None
-                nursery.start_soon(self._read_lines, slot, process.stdout)
+                read_all = trio.Event()
+                nursery.start_soon(self._read_lines, slot, process.stdout, read_all)
                 status = await process.wait()
+                # What it wrote before it exited still counts ("listening" decides whether
+                # it is restarted); its stdout ends with it.
+                with trio.move_on_after(1.0):
+                    await read_all.wait()
                 nursery.cancel_scope.cancel()
         finally:
             with trio.CancelScope(shield=True):
@@ -208,7 +213,9 @@ class _Supervisor:
                     await process.stdin.aclose()
         return status, process.pid
 
-    async def _read_lines(self, slot: Slot, stdout: trio.abc.ReceiveStream) -> None:
+    async def _read_lines(
+        self, slot: Slot, stdout: trio.abc.ReceiveStream, done: trio.Event
+    ) -> None:
         buffer = b""
         async for chunk in stdout:
             buffer += chunk
@@ -219,6 +226,7 @@ class _Supervisor:
                     sys.stdout.write(text + "\n")  # not ours: pass it on
                     continue
                 self._event(slot, text.removeprefix(_TAG).strip())
+        done.set()
 
     def _event(self, slot: Slot, event: str) -> None:
         if event == "listening":
