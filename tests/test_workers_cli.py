@@ -84,6 +84,10 @@ async def workers_process(*args: str) -> AsyncIterator[Supervisor]:
             yield running
         finally:
             if process.returncode is None:
+                process.terminate()
+                with trio.move_on_after(20):
+                    await process.wait()
+            if process.returncode is None:
                 process.kill()
                 await process.wait()
             for pid in running.pids().values():  # never leave a worker behind
@@ -322,12 +326,16 @@ async def test_a_killed_worker_comes_back_and_sigterm_stops_every_process(
 async def test_workers_stop_when_the_supervisor_is_killed(tmp_path: Path) -> None:
     async with sim_and_workers(tmp_path) as (supervisor, _sim, _url, _http_url):
         pids = supervisor.pids()
+        control = Path((await supervisor.wait_for(r"control directory (\S+)")).group(1))
+        assert sorted(path.name for path in control.iterdir()) == ["worker-0.sock", "worker-1.sock"]
         supervisor.process.kill()
         await supervisor.process.wait()
-        # Their stdin (a pipe from the supervisor) ends: each stops on its own.
+        # Their stdin (a pipe from the supervisor) ends: each stops on its own, and the
+        # last one out removes the control directory.
         with trio.fail_after(20):
             while any(_alive(pid) for pid in pids.values()):
                 await trio.sleep(0.05)
+        assert not control.exists()
 
 
 async def test_a_worker_that_cannot_start_stops_the_set_with_exit_1(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ Workers run in their own session, so a terminal's Ctrl-C reaches only the
 supervisor, which then stops them in order.
 """
 
+import contextlib
 import logging
 import os
 import shutil
@@ -180,6 +181,7 @@ class _Supervisor:
 
     async def _run_once(self, slot: Slot) -> tuple[int, int]:
         argv = [sys.executable, "-m", "hlbook", *self.argv, "--worker", slot.encode()]
+        self.control_dir.mkdir(mode=0o700, exist_ok=True)  # the last worker out removes it
         process = await trio.lowlevel.open_process(
             argv,
             stdin=subprocess.PIPE,
@@ -272,6 +274,9 @@ async def supervise(argv: Sequence[str], config: Config, count: int) -> None:
             count,
             config.node_data,
             extra={"url": url, "workers": count},
+        )
+        log.info(
+            "workers answer each other's /health and /metrics in control directory %s", control_dir
         )
         async with trio.open_nursery() as nursery:
             for index in range(count):
@@ -440,7 +445,14 @@ async def _serve_control(
                     log.exception("answering a peer's %r failed", request[:64])
 
     task_status.started()
-    await trio.serve_listeners(handle, [listener])
+    try:
+        await trio.serve_listeners(handle, [listener])
+    finally:
+        # The last worker out removes the directory (a supervisor killed with SIGKILL
+        # cannot); the supervisor makes it again before it starts a worker.
+        with contextlib.suppress(OSError):
+            os.unlink(path)
+            os.rmdir(path.parent)
 
 
 async def _ask(path: Path, request: bytes) -> bytes | None:
