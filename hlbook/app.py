@@ -43,7 +43,7 @@ from hlbook.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from hlbook.metrics import Metrics
 from hlbook.server.access import AccessPolicy
 from hlbook.server.fanout import Hub
-from hlbook.server.routes import Response
+from hlbook.server.routes import Response, Routes
 from hlbook.server.slots import Kind
 from hlbook.shell.connection import Server, ServerLimits
 from hlbook.shell.ingest import DataPath
@@ -78,6 +78,9 @@ class ServerHandle:
         self._server = server
         self.history = history
         """The history store (fills, trades, candles, finished orders)."""
+        self.worker: int | None = None
+        """This process's index under ``hlbook serve --workers N`` (``None`` alone); when
+        set, health reports it as ``worker``."""
 
     @property
     def url(self) -> str:
@@ -100,6 +103,11 @@ class ServerHandle:
         ``books.details_height`` the last whose statuses are (see
         :meth:`~hlbook.book.books.Books.details_ready`)."""
         return self._data_path.books
+
+    @property
+    def routes(self) -> Routes:
+        """The HTTP routes (``routes.extra`` adds or replaces a GET route)."""
+        return self._server.routes
 
     @property
     def hub(self) -> Hub:
@@ -171,6 +179,8 @@ class ServerHandle:
             "joiner": path.joiner_stats(),
             "history": _history_health(self.history),
         }
+        if self.worker is not None:
+            health["worker"] = self.worker
         if public:
             health["pipeline"].pop("last_error", None)
             health["history"].pop("last_error", None)
@@ -210,13 +220,18 @@ def _history_health(store: HistoryStore) -> dict[str, Any]:
 
 
 async def serve(
-    config: Config, *, task_status: trio.TaskStatus[ServerHandle] = trio.TASK_STATUS_IGNORED
+    config: Config,
+    *,
+    listeners: list[trio.SocketListener] | None = None,
+    task_status: trio.TaskStatus[ServerHandle] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run hlbook until cancelled. Use as ``handle = await nursery.start(serve, config)``.
 
     ``task_status.started`` is called with a :class:`ServerHandle` once the port
     accepts connections (HTTP and WebSocket); books load in the background
-    (:meth:`ServerHandle.wait_ready`).
+    (:meth:`ServerHandle.wait_ready`). ``listeners``: serve these instead of
+    opening ``config.host``/``config.port`` (a worker of ``--workers N`` brings
+    sockets that share the port); they are closed when ``serve`` returns.
     """
     # Checked and opened before the nursery, so that a bad certificate, an unusable
     # history file or a taken port is a plain StartupError raised by
@@ -229,7 +244,8 @@ async def serve(
     ssl_context = tls_context(config.tls_cert, config.tls_key)
     store, recorder = await _open_history(config)
     try:
-        listeners = await open_listeners(config.host, config.port, "hlbook")
+        if listeners is None:
+            listeners = await open_listeners(config.host, config.port, "hlbook")
         await _serve(config, access, ssl_context, store, recorder, listeners, task_status)
     finally:
         with trio.CancelScope(shield=True):

@@ -29,6 +29,7 @@ from hlbook.config import (
     resolve,
 )
 from hlbook.runner import LogSettings, configure_logging, run
+from hlbook.workers import WORKERS, Slot, WorkerSettings, worker_count
 
 __all__ = [
     "build_parser",
@@ -57,8 +58,9 @@ PRECEDENCE = (
 
 
 def serve_options() -> tuple[Option, ...]:
-    """Every setting of ``hlbook serve``: :class:`Config`'s fields, then logging's."""
-    return options(Config) + options(LogSettings)
+    """Every setting of ``hlbook serve``: :class:`Config`'s fields, logging's, then the
+    number of processes."""
+    return options(Config) + options(LogSettings) + options(WorkerSettings)
 
 
 def _demo_options() -> tuple[Option, ...]:
@@ -66,7 +68,7 @@ def _demo_options() -> tuple[Option, ...]:
     return tuple(
         option
         for option in serve_options()
-        if option.group != NODE or option.field == "validate_every"
+        if (option.group != NODE or option.field == "validate_every") and option.group != WORKERS
     )
 
 
@@ -225,6 +227,15 @@ def _run_serve(args: argparse.Namespace) -> int:
     if isinstance(settings, int):
         return settings
     config = settings.build(Config)
+    if args.worker is not None:
+        from hlbook.shell.workers import run_worker
+
+        return run(lambda: run_worker(config, args.worker))
+    workers = worker_count(settings.build(WorkerSettings).workers)
+    if workers > 1:
+        from hlbook.shell.workers import supervise
+
+        return run(lambda: supervise(args.argv, config, workers))
 
     async def main() -> None:
         async with trio.open_nursery() as nursery:
@@ -250,6 +261,8 @@ def _add_serve(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     )
     settings = serve_options()
     _add_settings(parser, settings, {})
+    # Set by the supervisor of --workers N on each worker's command line.
+    parser.add_argument("--worker", type=Slot.decode, help=argparse.SUPPRESS)
     parser.set_defaults(run=_run_serve, settings=settings, setting_defaults={})
 
 
@@ -367,6 +380,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # --workers N starts it again
     if not hasattr(args, "settings"):
         configure_logging(args.log_level, args.log_format)
     status: int = args.run(args)

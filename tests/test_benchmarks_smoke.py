@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SCRIPTS = ("server_latency", "server_fanout", "server_memory")
+SCRIPTS = ("server_latency", "server_fanout", "server_memory", "server_workers")
 
 
 @pytest.mark.slow
