@@ -50,7 +50,7 @@ async def test_metrics_follow_the_feed_and_the_clients(tmp_path: Path) -> None:
             await handle.wait_for_height(node.height + 5)
             await client.post("/info", json={"type": "l2Book", "coin": "BTC"})
             await client.post("/info", json={"type": "nope"})
-            before = handle.health()
+            health_before = handle.health()
             samples = await scrape(client)
             health = handle.health()
         assert value(samples, "hlbook_status", status="live") == 1.0
@@ -58,7 +58,7 @@ async def test_metrics_follow_the_feed_and_the_clients(tmp_path: Path) -> None:
         applied = value(samples, "hlbook_blocks_applied_total")
         assert applied > value(first, "hlbook_blocks_applied_total")
         # The scrape and health read the same counters (blocks may land in between).
-        assert before["pipeline"]["blocks_applied"] <= applied
+        assert health_before["pipeline"]["blocks_applied"] <= applied
         assert applied <= health["pipeline"]["blocks_applied"]
         assert value(samples, "hlbook_subscriptions", channel="l2Book") == 1.0
         assert value(samples, "hlbook_messages_queued_total", channel="l2Book") > 0
