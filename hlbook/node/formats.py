@@ -498,6 +498,20 @@ def decode_snapshot_coin_lazily(coin: str, raw: msgspec.Raw) -> tuple[LazySide, 
     return _lazy_side(coin, "B", bids), _lazy_side(coin, "A", asks)
 
 
+def decode_snapshot_coin_unchecked(
+    coin: str, raw: msgspec.Raw
+) -> tuple[SnapshotSide, SnapshotSide]:
+    """Like :func:`decode_snapshot_coin`, leaving sides, prices and sizes unchecked.
+
+    For a consumer that checks them anyway (:meth:`~hlbook.book.books.Books.set_coin`):
+    one decode per coin is ~3x cheaper than one per order.
+    """
+    try:
+        return _COIN_DECODER.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise SnapshotError(f"coin {coin}: {exc}") from None
+
+
 def decode_snapshot(
     data: bytes, height: int | None = None
 ) -> tuple[int, Iterator[tuple[str, SnapshotSide, SnapshotSide]]]:
