@@ -62,7 +62,7 @@ def make_book(bids: list[tuple[Decimal, Decimal]], asks: list[tuple[Decimal, Dec
             if level is None:
                 level = levels[key] = Level(key, px_str)
             size = format(sz, "f")
-            book.index[oid] = Resting("0x1", "TEST", side, px_str, size, 0, size, None, Shape())
+            book.index[oid] = Resting("0x1", "TEST", px_str, size, 0, size, None, Shape(side))
             level.append(oid, parse(format(sz, "f")))
     return book
 

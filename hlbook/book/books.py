@@ -50,6 +50,7 @@ from hlbook.node.formats import (
     Order,
     SnapshotSide,
     StatusEvent,
+    decode_snapshot_coin_lazily,
     decode_snapshot_coin_unchecked,
     iter_snapshot,
     normalize_side,
@@ -61,6 +62,9 @@ __all__ = ["WATCHED_USERS", "Applied", "Books"]
 
 WATCHED_USERS = 4096
 """Users whose resting orders are followed (see :meth:`Books.orders_of`)."""
+
+_WHOLE_COIN_BYTES: Final = 1 << 20
+"""Snapshot coins up to this size are decoded at once (see :meth:`Books.load`)."""
 
 _NEW: Final = 0
 _UPDATE: Final = 1
@@ -296,16 +300,24 @@ class Books:
     ) -> "Books":
         """Build books from ``fileSnapshot`` output bytes (see :func:`iter_snapshot`).
 
-        Coins the filter drops are never decoded, and orders are decoded one at
-        a time as they are stored, which keeps memory compact.
+        Coins the filter drops are never decoded; big coins are decoded one
+        order at a time as they are stored, which keeps memory compact.
         """
         found, raw_coins = iter_snapshot(data, height)
         books = cls(found, coin_filter=coin_filter)
         sharing = _Sharing()
         for count, (coin, raw) in enumerate(raw_coins, 1):
             if books.accepts(coin):
-                bids, asks = decode_snapshot_coin_unchecked(coin, raw)
-                books.set_coin(coin, bids, asks, sharing=sharing)
+                # One decode per coin is faster, but a big coin's transient orders
+                # would be interleaved with its records and fragment memory (mainnet
+                # BTC: 1.4 kB instead of ~0.5 kB per order): those are decoded one
+                # order at a time, each order's garbage reused by the next.
+                sides: tuple[Iterable[tuple[str, Order]], Iterable[tuple[str, Order]]] = (
+                    decode_snapshot_coin_lazily(coin, raw)
+                    if len(raw) > _WHOLE_COIN_BYTES
+                    else decode_snapshot_coin_unchecked(coin, raw)
+                )
+                books.set_coin(coin, *sides, sharing=sharing)
             if progress is not None:
                 progress(count, coin)
         books.newest_timestamp = max(sharing.timestamps, default=0)
@@ -322,7 +334,7 @@ class Books:
         """Replace ``coin``'s book by the given snapshot sides (used to load and to repair).
 
         All or nothing: on an error (a duplicate oid, a bad number) the books
-        are unchanged. The orders become the books' own (they are modified).
+        are unchanged. The given orders are not kept: the books keep records of them.
         """
         sharing = sharing or _Sharing()
         coin = _intern(coin)
@@ -368,13 +380,12 @@ class Books:
                 record = Resting(
                     interned.get(user) or _intern(user),
                     coin,
-                    want,
                     limit_px,
                     sz,
                     timestamps.setdefault(timestamp, timestamp),
                     number[0],
                     pack_cloid(order.cloid),
-                    shape_of(order),
+                    shape_of(order, want),
                 )
                 if level is None or level.px != px:
                     level = levels.get(px)
@@ -482,7 +493,9 @@ class Books:
             detail = details.get(oid)
             if detail is None or index.get(oid) is not order:
                 continue  # no status (rests from its diff), or no longer resting
-            index[oid] = _with_details(detail, order.coin, order.side, order.limitPx, order.sz)
+            index[oid] = _with_details(
+                detail, order.coin, order.shape.side, order.limitPx, order.sz
+            )
             touched[order.coin] = self._coins[order.coin]
 
     def _plan(self, block: Block, statuses_final: bool = True) -> list[_Op]:
@@ -559,7 +572,7 @@ class Books:
             book = coins.get(coin)
             if book is None:
                 book = coins[coin] = CoinBook(coin, index)
-            side = order.side
+            side = order.shape.side
             levels = book.bids if side == BID else book.asks
             if kind == _NEW:
                 level = levels.get(px)
@@ -596,8 +609,8 @@ def _check_same(order: Resting, event: DiffEvent, px: int, height: int) -> None:
         reason = f"diff for coin {event.coin} but the order rests on {order.coin}"
     elif order.limitPx != event.px and parse(order.limitPx) != px:
         reason = f"diff at px {event.px} but the order rests at {order.limitPx}"
-    elif event.side is not UNSET and event.side != order.side:
-        reason = f"diff on side {event.side} but the order rests on side {order.side}"
+    elif event.side is not UNSET and event.side != order.shape.side:
+        reason = f"diff on side {event.side} but the order rests on side {order.shape.side}"
     else:
         return
     raise OrderMismatchError(reason, height=height, coin=event.coin, oid=event.oid)
@@ -639,12 +652,15 @@ def _resting_order(
     if detail is None:
         # Orders without a status (some protocol addresses) rest from the diff alone.
         return Resting(
-            _intern(event.user), coin, side, px_str, sz, block.time, sz, None, _BARE
+            _intern(event.user), coin, px_str, sz, block.time, sz, None, _BARE[side]
         ), size
     return _with_details(detail, coin, side, px_str, sz), size
 
 
-_BARE: Final = shape_of(Order(coin="", side="", limitPx="", sz="", oid=0, timestamp=0))
+_BARE: Final = {
+    side: shape_of(Order(coin="", side=side, limitPx="", sz="", oid=0, timestamp=0), side)
+    for side in (BID, ASK)
+}
 """The details of an order that rests from its diff alone (the node's defaults)."""
 
 
@@ -662,11 +678,10 @@ def _with_details(detail: _Detail, coin: str, side: str, px: str, sz: str) -> Re
     return Resting(
         _intern(status.user),
         coin,
-        side,
         px,
         sz,
         timestamp,
         canonical(order.origSz),
         pack_cloid(order.cloid),
-        shape_of(order),
+        shape_of(order, side),
     )
