@@ -6,7 +6,7 @@ from fixtures import MainnetSlice
 
 from hlbook.book.books import Books
 from hlbook.book.resting import Resting, full_order, pack_cloid, shape_of, unpack_cloid
-from hlbook.errors import SnapshotError
+from hlbook.errors import DuplicateOrderError, SnapshotError
 from hlbook.node.formats import Order, decode_snapshot, encode, encode_snapshot
 
 
@@ -85,3 +85,25 @@ def test_a_snapshot_order_on_the_wrong_side_is_refused() -> None:
     order = books.order(1)
     assert order is not None
     assert order.side == "B"
+
+
+@pytest.mark.parametrize("fault", ["twice", "elsewhere", "bad size", "bad side"])
+def test_a_failed_load_of_a_new_coin_leaves_no_record(fault: str) -> None:
+    def order(oid: int, coin: str = "ETH", side: str = "B", sz: str = "1.0") -> Order:
+        return Order(coin=coin, side=side, limitPx="1.0", sz=sz, oid=oid, timestamp=5)
+
+    books = Books()
+    books.set_coin("BTC", [("0xab", order(1, "BTC"))], [])
+    bad = {
+        "twice": order(2),
+        "elsewhere": order(1),
+        "bad size": order(4, sz="1e3"),
+        "bad side": order(4, side="X"),
+    }[fault]
+    with pytest.raises((SnapshotError, DuplicateOrderError)):
+        books.set_coin("ETH", [("0xab", order(2)), ("0xab", order(3))], [("0xcd", bad)])
+    assert "ETH" not in books
+    assert len(books) == 1
+    assert books.order(2) is None
+    assert books.order(3) is None
+    assert books.order(1) is not None

@@ -35,7 +35,7 @@ import msgspec
 from msgspec import UNSET
 
 from hlbook.book.l4 import ASK, BID, CoinBook, Level
-from hlbook.book.resting import Resting, full_order, pack_cloid, shape_of
+from hlbook.book.resting import Resting, full_order, pack_cloid, shape_of, shared_shapes
 from hlbook.errors import (
     BlockOrderError,
     DuplicateOrderError,
@@ -50,7 +50,7 @@ from hlbook.node.formats import (
     Order,
     SnapshotSide,
     StatusEvent,
-    decode_snapshot_coin_lazily,
+    decode_snapshot_coin_chunked,
     decode_snapshot_coin_unchecked,
     iter_snapshot,
     normalize_side,
@@ -300,20 +300,20 @@ class Books:
     ) -> "Books":
         """Build books from ``fileSnapshot`` output bytes (see :func:`iter_snapshot`).
 
-        Coins the filter drops are never decoded; big coins are decoded one
-        order at a time as they are stored, which keeps memory compact.
+        Coins the filter drops are never decoded; big coins are decoded a
+        chunk of orders at a time as they are stored, which keeps memory compact.
         """
         found, raw_coins = iter_snapshot(data, height)
         books = cls(found, coin_filter=coin_filter)
         sharing = _Sharing()
         for count, (coin, raw) in enumerate(raw_coins, 1):
             if books.accepts(coin):
-                # One decode per coin is faster, but a big coin's transient orders
+                # One decode per coin is fastest, but a big coin's transient orders
                 # would be interleaved with its records and fragment memory (mainnet
-                # BTC: 1.4 kB instead of ~0.5 kB per order): those are decoded one
-                # order at a time, each order's garbage reused by the next.
+                # BTC: 1.4 kB instead of ~0.5 kB per order): those are decoded a
+                # chunk at a time, each chunk's garbage reused by the next.
                 sides: tuple[Iterable[tuple[str, Order]], Iterable[tuple[str, Order]]] = (
-                    decode_snapshot_coin_lazily(coin, raw)
+                    decode_snapshot_coin_chunked(coin, raw)
                     if len(raw) > _WHOLE_COIN_BYTES
                     else decode_snapshot_coin_unchecked(coin, raw)
                 )
@@ -351,13 +351,50 @@ class Books:
             }
         )
         book = CoinBook(coin, index)
-        added: dict[int, Resting] = {}
-        # The loop of a bootstrap (~10^6 orders): everything inlined, see _Sharing.compact.
+        # A coin the books do not hold yet (every coin of a bootstrap) goes straight
+        # into the index, taken out again on an error; a repair collects its records
+        # apart, as the old ones stay until the new book is complete.
+        fresh = old is None
+        added: dict[int, Resting] = index if fresh else {}
+        try:
+            self._load_sides(coin, book, bids, asks, added, old_oids, sharing)
+        except BaseException:
+            if fresh:  # every record of this coin is one just added (rare: scan them all)
+                for oid in [oid for oid, record in index.items() if record.coin == coin]:
+                    del index[oid]
+            raise
+        if not fresh:
+            for oid in old_oids:
+                del index[oid]
+            index.update(added)
+        self._coins[coin] = book
+        self._by_user.clear()  # rebuilt on the next question: loads and repairs are rare
+        return book
+
+    def _load_sides(
+        self,
+        coin: str,
+        book: CoinBook,
+        bids: Iterable[tuple[str, Order]],
+        asks: Iterable[tuple[str, Order]],
+        added: dict[int, Resting],
+        old_oids: set[int],
+        sharing: _Sharing,
+    ) -> None:
+        """Put snapshot sides on ``book`` and their records in ``added`` (see set_coin).
+
+        The loop of a bootstrap (~10^6 orders): everything is inlined.
+        """
+        index = self._orders
         numbers = sharing.numbers
         timestamps = sharing.timestamps
         interned = _interned
+        shapes = shared_shapes
+        height = self.height
+        repair = added is not index  # else ``oid in added`` covers the index
         for entries, levels, want in ((bids, book.bids, BID), (asks, book.asks, ASK)):
             level: Level | None = None
+            new_levels: dict[int, Level] = {}  # into the SortedDict at once: one sort
             for user, order in entries:
                 oid = order.oid
                 try:
@@ -376,6 +413,24 @@ class Books:
                         number = numbers[text] = exact(text)
                 except ValueError as exc:  # NumberError is a ValueError
                     raise SnapshotError(f"coin {coin}: order {oid}: {exc}") from None
+                # shape_of, inlined for the shared shapes
+                shape = None
+                if not order.children:
+                    shape = shapes.get(
+                        (
+                            want,
+                            order.triggerCondition,
+                            order.isTrigger,
+                            order.triggerPx,
+                            order.isPositionTpsl,
+                            order.reduceOnly,
+                            order.orderType,
+                            order.tif,
+                        )
+                    )
+                if shape is None:
+                    shape = shape_of(order, want)
+                cloid = order.cloid
                 timestamp = order.timestamp
                 record = Resting(
                     interned.get(user) or _intern(user),
@@ -384,26 +439,21 @@ class Books:
                     sz,
                     timestamps.setdefault(timestamp, timestamp),
                     number[0],
-                    pack_cloid(order.cloid),
-                    shape_of(order, want),
+                    None if cloid is None else pack_cloid(cloid),
+                    shape,
                 )
-                if level is None or level.px != px:
-                    level = levels.get(px)
-                    if level is None:
-                        level = levels[px] = Level(px, limit_px)
-                if oid in added or (oid in index and oid not in old_oids):
+                if oid in added or (repair and oid in index and oid not in old_oids):
                     raise DuplicateOrderError(
-                        "oid rests twice in the snapshot", height=self.height, coin=coin, oid=oid
+                        "oid rests twice in the snapshot", height=height, coin=coin, oid=oid
                     )
+                if level is None or level.px != px:
+                    level = new_levels.get(px)
+                    if level is None:
+                        level = new_levels[px] = Level(px, limit_px)
                 level.oids.append(oid)  # Level.append, inlined (the level is new: no view)
                 level.total += size
                 added[oid] = record
-        for oid in old_oids:
-            del index[oid]
-        index.update(added)
-        self._coins[coin] = book
-        self._by_user.clear()  # rebuilt on the next question: loads and repairs are rare
-        return book
+            levels.update(new_levels)
 
     # -- applying blocks ---------------------------------------------------------
 

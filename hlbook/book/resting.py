@@ -22,7 +22,15 @@ import msgspec
 
 from hlbook.node.formats import Order
 
-__all__ = ["Resting", "Shape", "full_order", "pack_cloid", "shape_of", "unpack_cloid"]
+__all__ = [
+    "Resting",
+    "Shape",
+    "full_order",
+    "pack_cloid",
+    "shape_of",
+    "shared_shapes",
+    "unpack_cloid",
+]
 
 
 class Shape(msgspec.Struct, frozen=True, gc=False):
@@ -125,7 +133,9 @@ def _unpack_children(packed: bytes) -> tuple[Any, ...]:
 
 # Bounded: shapes without children take a few dozen values on mainnet.
 _SHAPE_LIMIT = 4096
-_shapes: dict[tuple[Any, ...], Shape] = {}
+shared_shapes: dict[tuple[Any, ...], Shape] = {}
+"""The shared shapes by ``(side, triggerCondition, isTrigger, triggerPx, isPositionTpsl,
+reduceOnly, orderType, tif)``: read only, for loops that inline :func:`shape_of`."""
 
 
 def shape_of(order: Order, side: str) -> Shape:
@@ -154,11 +164,11 @@ def shape_of(order: Order, side: str) -> Shape:
         order.orderType,
         order.tif,
     )
-    found = _shapes.get(key)
+    found = shared_shapes.get(key)
     if found is None:
-        if len(_shapes) >= _SHAPE_LIMIT:
-            _shapes.clear()
-        found = _shapes[key] = Shape(
+        if len(shared_shapes) >= _SHAPE_LIMIT:
+            shared_shapes.clear()
+        found = shared_shapes[key] = Shape(
             key[0], key[1], key[2], key[3], None, key[4], key[5], key[6], key[7]
         )
     return found
