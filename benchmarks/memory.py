@@ -33,7 +33,7 @@ from synthdata import make_world, snapshot
 
 from hlbook import numbers
 from hlbook.book.books import Books
-from hlbook.node.formats import Order
+from hlbook.book.resting import Resting
 
 PAGE = os.sysconf("SC_PAGE_SIZE")
 REAL = Path(__file__).resolve().parent.parent / "tests" / "data" / "snapshot.json.gz"
@@ -57,9 +57,10 @@ def settle() -> None:
 def breakdown(books: Books) -> list[tuple[str, float]]:
     """Approximate bytes per resting order by kind of object."""
     count = max(len(books), 1)
-    sample: Order | None = None
+    sample: Resting | None = None
     levels = level_bytes = 0
-    cloids = 0
+    cloids = children = 0
+    shapes: set[int] = set()
     for coin in books.coins():
         book = books.book(coin)
         assert book is not None
@@ -68,18 +69,22 @@ def breakdown(books: Books) -> list[tuple[str, float]]:
                 levels += 1
                 # Level object, its oid list, its total; the SortedDict's slot and key.
                 level_bytes += sys.getsizeof(level) + sys.getsizeof(level.oids) + 32 + 8 + 32
-                for order in map(book.index.__getitem__, level.oids):
-                    if order.cloid is not None:
-                        cloids += 1
-                        sample = sample or order
+                for record in map(book.index.__getitem__, level.oids):
+                    shapes.add(id(record.shape))
+                    if record.shape.children is not None:
+                        children += sys.getsizeof(record.shape.children)
+                    if record.cloid is not None:
+                        cloids += sys.getsizeof(record.cloid)
+                        sample = sample or record
     assert sample is not None
     cached = len(numbers._parse_cache) + len(numbers._fmt_cache)
     return [
-        ("Order struct (17 fields, not GC-tracked)", sys.getsizeof(sample)),
-        ("cloid str (unique)", sys.getsizeof(sample.cloid) * cloids / count),
-        ("oid and timestamp ints", 2 * sys.getsizeof(sample.timestamp)),
+        ("Resting record (8 fields, not GC-tracked)", sys.getsizeof(sample)),
+        ("cloid (an int when 0x + 32 hex digits)", cloids / count),
+        ("oid int", sys.getsizeof(2**40)),
         ("oid index dict entry", sys.getsizeof(books._orders) / count),
         (f"levels ({count / levels:.1f} orders per level)", level_bytes / count),
+        (f"shapes ({len(shapes):,}) and TP/SL children bytes", children / count),
         (f"number caches ({cached:,} entries, ~90 B each)", cached * 90 / count),
     ]
 

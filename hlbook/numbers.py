@@ -35,6 +35,8 @@ _EXACT = Context(prec=MAX_PREC)
 # Bounded: ~10 MB per cache when full; a live book uses a few thousand prices.
 _CACHE_LIMIT = 1 << 16
 
+_POW10 = [10**i for i in range(SCALE_DIGITS + 1)]
+
 _parse_cache: dict[str, int] = {}
 _fmt_cache: dict[int, str] = {}
 
@@ -112,7 +114,22 @@ def exact(text: str) -> tuple[str, int]:
     For values that rarely repeat across the whole process (a snapshot's
     sizes), where caching would only cost memory.
     """
-    if not isinstance(text, str):
+    if text.__class__ is str:
+        # Fast path for what the node writes: already canonical (no sign, no leading
+        # zero, no trailing zero but in "x.0", at most SCALE_DIGITS decimals). A
+        # bootstrap does this for every distinct size (~10^5).
+        whole, dot, frac = text.partition(".")
+        if (
+            dot
+            and whole.isdigit()
+            and frac.isdigit()
+            and text.isascii()
+            and len(frac) <= SCALE_DIGITS
+            and (whole == "0" or whole[0] != "0")
+            and (frac == "0" or frac[-1] != "0")
+        ):
+            return text, int(whole) * SCALE + int(frac) * _POW10[SCALE_DIGITS - len(frac)]
+    elif not isinstance(text, str):
         raise NumberError(f"not a decimal number: {text!r}")
     value = _parse_uncached(text)
     return _fmt_uncached(value), value

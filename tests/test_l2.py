@@ -8,7 +8,7 @@ from hypothesis import strategies as st
 
 from hlbook.book.l2 import DEFAULT_LEVELS, MAX_LEVELS, aggregate, bbo, bucket_price, l2_levels
 from hlbook.book.l4 import ASK, BID, CoinBook, Level
-from hlbook.node.formats import Order
+from hlbook.book.resting import Resting, Shape
 from hlbook.numbers import canonical, parse
 
 # (nSigFigs, mantissa) combinations the API allows
@@ -61,9 +61,8 @@ def make_book(bids: list[tuple[Decimal, Decimal]], asks: list[tuple[Decimal, Dec
             level = levels.get(key)
             if level is None:
                 level = levels[key] = Level(key, px_str)
-            book.index[oid] = Order(
-                coin="TEST", side=side, limitPx=px_str, sz=format(sz, "f"), oid=oid, timestamp=0
-            )
+            size = format(sz, "f")
+            book.index[oid] = Resting("0x1", "TEST", px_str, size, 0, size, None, Shape(side))
             level.append(oid, parse(format(sz, "f")))
     return book
 

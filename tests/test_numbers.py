@@ -6,7 +6,16 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hlbook.numbers import SCALE, SCALE_DIGITS, NumberError, canonical, fmt, parse, to_decimal
+from hlbook.numbers import (
+    SCALE,
+    SCALE_DIGITS,
+    NumberError,
+    canonical,
+    exact,
+    fmt,
+    parse,
+    to_decimal,
+)
 
 
 def reference_canonical(value: Decimal) -> str:
@@ -43,6 +52,7 @@ def test_known_values(text: str, scaled: int, canon: str | None) -> None:
     expected = canon if canon is not None else text
     assert fmt(scaled) == expected
     assert canonical(text) == expected
+    assert exact(text) == (expected, scaled)
     assert to_decimal(scaled) == Decimal(text)
 
 
@@ -85,6 +95,8 @@ def test_rejects_garbage(text: str) -> None:
         parse(text)
     with pytest.raises(NumberError):
         canonical(text)
+    with pytest.raises(NumberError):
+        exact(text)
 
 
 @pytest.mark.parametrize("value", [1.5, 1, None, b"1.0", ["1.0"], {"1": 1}, Decimal("1.5")])
@@ -154,6 +166,15 @@ def test_trailing_and_leading_zeros(whole: int, places: int, pad: int) -> None:
     padded = "0" * pad + text + ("0" * pad if places else "")
     assert parse(padded) == parse(text)
     assert canonical(padded) == reference_canonical(Decimal(text))
+    # exact() has a fast path for canonical spellings: it must agree on every spelling.
+    for spelling in (padded, text, "-" + text, text + ".0", canonical(text)):
+        try:
+            expected = (canonical(spelling), parse(spelling))
+        except NumberError:
+            with pytest.raises(NumberError):
+                exact(spelling)
+        else:
+            assert exact(spelling) == expected
 
 
 @given(st.floats(allow_nan=True, allow_infinity=True))

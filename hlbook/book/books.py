@@ -28,12 +28,14 @@ attached; :meth:`Books.details_ready` (per coin) and :meth:`Books.user_ready`
 """
 
 from collections.abc import Callable, Iterable, Iterator
-from typing import Any, Final, TypeAlias, cast
+from typing import Any, Final, TypeAlias
 
 import attrs
+import msgspec
 from msgspec import UNSET
 
 from hlbook.book.l4 import ASK, BID, CoinBook, Level
+from hlbook.book.resting import Resting, full_order, pack_cloid, shape_of, shared_shapes
 from hlbook.errors import (
     BlockOrderError,
     DuplicateOrderError,
@@ -48,24 +50,28 @@ from hlbook.node.formats import (
     Order,
     SnapshotSide,
     StatusEvent,
-    decode_snapshot_coin_lazily,
+    decode_snapshot_coin_chunked,
+    decode_snapshot_coin_unchecked,
     iter_snapshot,
     normalize_side,
     time_ms,
 )
-from hlbook.numbers import NumberError, canonical, exact, fmt, parse
+from hlbook.numbers import canonical, exact, fmt, parse
 
 __all__ = ["WATCHED_USERS", "Applied", "Books"]
 
 WATCHED_USERS = 4096
 """Users whose resting orders are followed (see :meth:`Books.orders_of`)."""
 
+_WHOLE_COIN_BYTES: Final = 1 << 20
+"""Snapshot coins up to this size are decoded at once (see :meth:`Books.load`)."""
+
 _NEW: Final = 0
 _UPDATE: Final = 1
 _REMOVE: Final = 2
 
-_Op: TypeAlias = tuple[int, Order, int, Any, int]
-"""(kind, order, scaled px, argument, size): a planned mutation.
+_Op: TypeAlias = tuple[int, Resting, int, Any, int, int]
+"""(kind, order, scaled px, argument, size, oid): a planned mutation.
 
 ``new``: insertBefore and the size; ``update``: the new size and the change;
 ``remove``: None and the size removed. Sizes are carried so that the commit
@@ -101,30 +107,6 @@ class _Sharing:
         self.numbers: dict[str, tuple[str, int]] = {}
         self.timestamps: dict[int, int] = {}
 
-    def number(self, text: str) -> tuple[str, int]:
-        found = self.numbers.get(text)
-        if found is None:
-            found = self.numbers[text] = exact(text)
-        return found
-
-    def compact(self, order: Order, user: str, coin: str) -> tuple[int, int]:
-        """Replace an order's values by shared, canonical ones (in place).
-
-        Returns its price and size (scaled).
-        """
-        order.user = _intern(user)
-        order.coin = coin
-        order.limitPx, px = self.number(order.limitPx)
-        order.sz, size = self.number(order.sz)
-        order.origSz = self.number(order.origSz)[0]
-        order.timestamp = self.timestamps.setdefault(order.timestamp, order.timestamp)
-        order.triggerCondition = _intern(order.triggerCondition)
-        order.triggerPx = _intern(order.triggerPx)
-        order.orderType = _intern(order.orderType)
-        if order.tif is not None:
-            order.tif = _intern(order.tif)
-        return px, size
-
 
 @attrs.define(eq=False)
 class Applied:
@@ -158,11 +140,11 @@ class Books:
         """Set by :meth:`request_catch_up`; the data path clears it once details caught up."""
         self.coin_filter = coin_filter or CoinFilter()
         self._coins: dict[str, CoinBook] = {}
-        self._orders: dict[int, Order] = {}
+        self._orders: dict[int, Resting] = {}
         self._accepted: dict[str, bool] = {}
         # Orders put on the book by apply_diffs that still wait for their details:
         # height -> [(oid, order as the diff made it)], oldest first.
-        self._undetailed: dict[int, list[tuple[int, Order]]] = {}
+        self._undetailed: dict[int, list[tuple[int, Resting]]] = {}
         self._undetailed_users: dict[str, int] = {}
         self._changed_at: dict[str, int] = {}  # coin -> the last height whose diffs changed it
         # The resting oids of users someone asked about (openOrders, orderStatus by cloid):
@@ -187,8 +169,9 @@ class Books:
         return self._coins.get(coin)
 
     def order(self, oid: int) -> Order | None:
-        """The resting order ``oid`` (any coin), or ``None``."""
-        return self._orders.get(oid)
+        """The resting order ``oid`` (any coin), or ``None`` (a new object on each call)."""
+        record = self._orders.get(oid)
+        return None if record is None else full_order(oid, record)
 
     def accepts(self, coin: str) -> bool:
         """True if the coin filter keeps a book for ``coin``."""
@@ -204,9 +187,23 @@ class Books:
             yield coin, [(o.user, o) for o in bids], [(o.user, o) for o in asks]  # type: ignore[misc]
 
     def coin_orders(self, coin: str) -> tuple[list[Order], list[Order]]:
-        """Bids and asks of ``coin`` as order lists, best first, queue order."""
+        """Bids and asks of ``coin`` as order lists, best first, queue order (new objects)."""
         book = self._coins[coin]
         return list(book.orders(BID)), list(book.orders(ASK))
+
+    def coin_keys(self, coin: str) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
+        """Bids and asks of ``coin`` as ``(oid, scaled px, scaled size)``, best first, queue
+        order: what validation compares, without rebuilding the orders."""
+        book = self._coins[coin]
+        index = self._orders
+        sides: list[list[tuple[int, int, int]]] = []
+        for side in (BID, ASK):
+            keys: list[tuple[int, int, int]] = []
+            for level in book.levels(side):
+                px = level.px
+                keys.extend((oid, px, parse(index[oid].sz)) for oid in level.oids)
+            sides.append(keys)
+        return sides[0], sides[1]
 
     def orders_of(self, user: str) -> list[Order]:
         """Every resting order of ``user`` (any coin), newest first.
@@ -219,12 +216,12 @@ class Books:
         watched = self._by_user
         oids = watched.pop(user, None)
         if oids is None:
-            oids = {oid: None for oid, order in self._orders.items() if order.user == user}
+            oids = {oid: None for oid, record in self._orders.items() if record.user == user}
             if len(watched) >= WATCHED_USERS:
                 del watched[next(iter(watched))]  # the least recently asked about
         watched[user] = oids  # (re)inserted last: most recently asked about
         index = self._orders
-        found = [index[oid] for oid in oids]
+        found = [full_order(oid, index[oid]) for oid in oids]
         found.sort(key=lambda order: (order.timestamp, order.oid), reverse=True)
         return found
 
@@ -303,16 +300,24 @@ class Books:
     ) -> "Books":
         """Build books from ``fileSnapshot`` output bytes (see :func:`iter_snapshot`).
 
-        Coins the filter drops are never decoded, and orders are decoded one at
-        a time as they are stored, which keeps memory compact.
+        Coins the filter drops are never decoded; big coins are decoded a
+        chunk of orders at a time as they are stored, which keeps memory compact.
         """
         found, raw_coins = iter_snapshot(data, height)
         books = cls(found, coin_filter=coin_filter)
         sharing = _Sharing()
         for count, (coin, raw) in enumerate(raw_coins, 1):
             if books.accepts(coin):
-                bids, asks = decode_snapshot_coin_lazily(coin, raw)
-                books.set_coin(coin, bids, asks, sharing=sharing)
+                # One decode per coin is fastest, but a big coin's transient orders
+                # would be interleaved with its records and fragment memory (mainnet
+                # BTC: 1.4 kB instead of ~0.5 kB per order): those are decoded a
+                # chunk at a time, each chunk's garbage reused by the next.
+                sides: tuple[Iterable[tuple[str, Order]], Iterable[tuple[str, Order]]] = (
+                    decode_snapshot_coin_chunked(coin, raw)
+                    if len(raw) > _WHOLE_COIN_BYTES
+                    else decode_snapshot_coin_unchecked(coin, raw)
+                )
+                books.set_coin(coin, *sides, sharing=sharing)
             if progress is not None:
                 progress(count, coin)
         books.newest_timestamp = max(sharing.timestamps, default=0)
@@ -329,7 +334,7 @@ class Books:
         """Replace ``coin``'s book by the given snapshot sides (used to load and to repair).
 
         All or nothing: on an error (a duplicate oid, a bad number) the books
-        are unchanged. The orders become the books' own (they are modified).
+        are unchanged. The given orders are not kept: the books keep records of them.
         """
         sharing = sharing or _Sharing()
         coin = _intern(coin)
@@ -346,31 +351,109 @@ class Books:
             }
         )
         book = CoinBook(coin, index)
-        added: dict[int, Order] = {}
-        for entries, levels in ((bids, book.bids), (asks, book.asks)):
-            level: Level | None = None
-            for user, order in entries:
-                try:
-                    px, size = sharing.compact(order, user, coin)
-                except NumberError as exc:
-                    raise SnapshotError(f"coin {coin}: order {order.oid}: {exc}") from None
-                if level is None or level.px != px:
-                    level = levels.get(px)
-                    if level is None:
-                        level = levels[px] = Level(px, order.limitPx)
-                oid = order.oid
-                if oid in added or (oid in index and oid not in old_oids):
-                    raise DuplicateOrderError(
-                        "oid rests twice in the snapshot", height=self.height, coin=coin, oid=oid
-                    )
-                level.append(oid, size)
-                added[oid] = order
-        for oid in old_oids:
-            del index[oid]
-        index.update(added)
+        # A coin the books do not hold yet (every coin of a bootstrap) goes straight
+        # into the index, taken out again on an error; a repair collects its records
+        # apart, as the old ones stay until the new book is complete.
+        fresh = old is None
+        added: dict[int, Resting] = index if fresh else {}
+        try:
+            self._load_sides(coin, book, bids, asks, added, old_oids, sharing)
+        except BaseException:
+            if fresh:  # every record of this coin is one just added (rare: scan them all)
+                for oid in [oid for oid, record in index.items() if record.coin == coin]:
+                    del index[oid]
+            raise
+        if not fresh:
+            for oid in old_oids:
+                del index[oid]
+            index.update(added)
         self._coins[coin] = book
         self._by_user.clear()  # rebuilt on the next question: loads and repairs are rare
         return book
+
+    def _load_sides(
+        self,
+        coin: str,
+        book: CoinBook,
+        bids: Iterable[tuple[str, Order]],
+        asks: Iterable[tuple[str, Order]],
+        added: dict[int, Resting],
+        old_oids: set[int],
+        sharing: _Sharing,
+    ) -> None:
+        """Put snapshot sides on ``book`` and their records in ``added`` (see set_coin).
+
+        The loop of a bootstrap (~10^6 orders): everything is inlined.
+        """
+        index = self._orders
+        numbers = sharing.numbers
+        timestamps = sharing.timestamps
+        interned = _interned
+        shapes = shared_shapes
+        height = self.height
+        repair = added is not index  # else ``oid in added`` covers the index
+        for entries, levels, want in ((bids, book.bids, BID), (asks, book.asks, ASK)):
+            level: Level | None = None
+            new_levels: dict[int, Level] = {}  # into the SortedDict at once: one sort
+            for user, order in entries:
+                oid = order.oid
+                try:
+                    if order.side != want and normalize_side(order.side) != want:
+                        raise ValueError(f"side {order.side!r} among {want}")
+                    text = order.limitPx
+                    if (number := numbers.get(text)) is None:
+                        number = numbers[text] = exact(text)
+                    limit_px, px = number
+                    text = order.sz
+                    if (number := numbers.get(text)) is None:
+                        number = numbers[text] = exact(text)
+                    sz, size = number
+                    text = order.origSz
+                    if (number := numbers.get(text)) is None:
+                        number = numbers[text] = exact(text)
+                except ValueError as exc:  # NumberError is a ValueError
+                    raise SnapshotError(f"coin {coin}: order {oid}: {exc}") from None
+                # shape_of, inlined for the shared shapes
+                shape = None
+                if not order.children:
+                    shape = shapes.get(
+                        (
+                            want,
+                            order.triggerCondition,
+                            order.isTrigger,
+                            order.triggerPx,
+                            order.isPositionTpsl,
+                            order.reduceOnly,
+                            order.orderType,
+                            order.tif,
+                        )
+                    )
+                if shape is None:
+                    shape = shape_of(order, want)
+                cloid = order.cloid
+                timestamp = order.timestamp
+                record = Resting(
+                    interned.get(user) or _intern(user),
+                    coin,
+                    limit_px,
+                    sz,
+                    timestamps.setdefault(timestamp, timestamp),
+                    number[0],
+                    None if cloid is None else pack_cloid(cloid),
+                    shape,
+                )
+                if oid in added or (repair and oid in index and oid not in old_oids):
+                    raise DuplicateOrderError(
+                        "oid rests twice in the snapshot", height=height, coin=coin, oid=oid
+                    )
+                if level is None or level.px != px:
+                    level = new_levels.get(px)
+                    if level is None:
+                        level = new_levels[px] = Level(px, limit_px)
+                level.oids.append(oid)  # Level.append, inlined (the level is new: no view)
+                level.total += size
+                added[oid] = record
+            levels.update(new_levels)
 
     # -- applying blocks ---------------------------------------------------------
 
@@ -404,12 +487,12 @@ class Books:
         for coin in touched:
             changed[coin] = height
         if not statuses_final:
-            waiting = [(op[1].oid, op[1]) for op in ops if op[0] == _NEW]
+            waiting = [(op[5], op[1]) for op in ops if op[0] == _NEW]
             if waiting:
                 self._undetailed[height] = waiting
                 users = self._undetailed_users
                 for _oid, order in waiting:
-                    user = str(order.user)  # always set on resting orders
+                    user = order.user
                     users[user] = users.get(user, 0) + 1
         return Applied(block, touched)
 
@@ -444,14 +527,14 @@ class Books:
 
     def _attach(
         self,
-        entries: list[tuple[int, Order]],
+        entries: list[tuple[int, Resting]],
         details: "dict[int, _Detail]",
         touched: dict[str, CoinBook],
     ) -> None:
         index = self._orders
         users = self._undetailed_users
         for oid, order in entries:
-            user = str(order.user)
+            user = order.user
             left = users[user] - 1
             if left:
                 users[user] = left
@@ -460,7 +543,9 @@ class Books:
             detail = details.get(oid)
             if detail is None or index.get(oid) is not order:
                 continue  # no status (rests from its diff), or no longer resting
-            index[oid] = _with_details(detail, order.coin, order.side, order.limitPx, order.sz, oid)
+            index[oid] = _with_details(
+                detail, order.coin, order.shape.side, order.limitPx, order.sz
+            )
             touched[order.coin] = self._coins[order.coin]
 
     def _plan(self, block: Block, statuses_final: bool = True) -> list[_Op]:
@@ -470,7 +555,7 @@ class Books:
         details: dict[int, _Detail] | None = None if statuses_final else {}
         ops: list[_Op] = []
         # The block's own effect so far: oid -> (order, size) or None once removed.
-        overlay: dict[int, tuple[Order, int] | None] = {}
+        overlay: dict[int, tuple[Resting, int] | None] = {}
         for event in block.diffs:
             coin = event.coin
             if accepts is not None and not accepts(coin):
@@ -489,7 +574,7 @@ class Books:
                         "remove of an order that is not resting", height=height, coin=coin, oid=oid
                     )
                 _check_same(current[0], event, px, height)
-                ops.append((_REMOVE, current[0], px, None, current[1]))
+                ops.append((_REMOVE, current[0], px, None, current[1], oid))
                 overlay[oid] = None
                 continue
             new = raw.new  # type: ignore[union-attr]
@@ -504,7 +589,7 @@ class Books:
                 if details is None:
                     details = _book_statuses(block.statuses)
                 order, size = _resting_order(event, new, details.get(oid), px, block)
-                ops.append((_NEW, order, px, new.insertBefore, size))
+                ops.append((_NEW, order, px, new.insertBefore, size, oid))
                 overlay[oid] = (order, size)
                 continue
             update = raw.update  # type: ignore[union-attr]
@@ -523,7 +608,7 @@ class Books:
                     oid=oid,
                 )
             new_size = parse(update.newSz)
-            ops.append((_UPDATE, order, px, new_size, new_size - size))
+            ops.append((_UPDATE, order, px, new_size, new_size - size, oid))
             overlay[oid] = (order, new_size)
         return ops
 
@@ -532,50 +617,50 @@ class Books:
         index = self._orders
         watched = self._by_user
         touched: dict[str, CoinBook] = {}
-        for kind, order, px, arg, size in ops:
+        for kind, order, px, arg, size, oid in ops:
             coin = order.coin
             book = coins.get(coin)
             if book is None:
                 book = coins[coin] = CoinBook(coin, index)
-            side = order.side
+            side = order.shape.side
             levels = book.bids if side == BID else book.asks
             if kind == _NEW:
                 level = levels.get(px)
                 if level is None:
                     level = levels[px] = Level(px, order.limitPx)
                 if arg is UNSET or arg is None:
-                    level.append(order.oid, size)
+                    level.append(oid, size)
                 else:
-                    level.insert_before(arg, order.oid, size)
-                index[order.oid] = order
+                    level.insert_before(arg, oid, size)
+                index[oid] = order
                 book.changed(side, px, size, 1)
-                if watched and (oids := watched.get(cast(str, order.user))) is not None:
-                    oids[order.oid] = None
+                if watched and (oids := watched.get(order.user)) is not None:
+                    oids[oid] = None
             elif kind == _UPDATE:
                 levels[px].resize(size)
                 order.sz = fmt(arg)
                 book.changed(side, px, size, 0)
             else:
                 level = levels[px]
-                level.remove(order.oid, size)
+                level.remove(oid, size)
                 if not level.oids:
                     del levels[px]
-                del index[order.oid]
+                del index[oid]
                 book.changed(side, px, -size, -1)
-                if watched and (oids := watched.get(cast(str, order.user))) is not None:
-                    oids.pop(order.oid, None)
+                if watched and (oids := watched.get(order.user)) is not None:
+                    oids.pop(oid, None)
             touched[coin] = book
         return touched
 
 
-def _check_same(order: Order, event: DiffEvent, px: int, height: int) -> None:
+def _check_same(order: Resting, event: DiffEvent, px: int, height: int) -> None:
     """The diff must name the resting order where it rests."""
     if order.coin != event.coin:
         reason = f"diff for coin {event.coin} but the order rests on {order.coin}"
     elif order.limitPx != event.px and parse(order.limitPx) != px:
         reason = f"diff at px {event.px} but the order rests at {order.limitPx}"
-    elif event.side is not UNSET and event.side != order.side:
-        reason = f"diff on side {event.side} but the order rests on side {order.side}"
+    elif event.side is not UNSET and event.side != order.shape.side:
+        reason = f"diff on side {event.side} but the order rests on side {order.shape.side}"
     else:
         return
     raise OrderMismatchError(reason, height=height, coin=event.coin, oid=event.oid)
@@ -598,7 +683,7 @@ def _book_statuses(statuses: list[StatusEvent]) -> dict[int, _Detail]:
 
 def _resting_order(
     event: DiffEvent, new: NewDiff, detail: _Detail | None, px: int, block: Block
-) -> tuple[Order, int]:
+) -> tuple[Resting, int]:
     """The order a ``new`` diff puts on the book (details from its status), and its size."""
     side = event.side if event.side is not UNSET else None
     if side is None:
@@ -616,40 +701,37 @@ def _resting_order(
     coin = _intern(event.coin)
     if detail is None:
         # Orders without a status (some protocol addresses) rest from the diff alone.
-        return Order(
-            user=_intern(event.user),
-            coin=coin,
-            side=side,
-            limitPx=px_str,
-            sz=sz,
-            oid=event.oid,
-            timestamp=block.time,
-            origSz=sz,
+        return Resting(
+            _intern(event.user), coin, px_str, sz, block.time, sz, None, _BARE[side]
         ), size
-    return _with_details(detail, coin, side, px_str, sz, event.oid), size
+    return _with_details(detail, coin, side, px_str, sz), size
 
 
-def _with_details(detail: _Detail, coin: str, side: str, px: str, sz: str, oid: int) -> Order:
+_BARE: Final = {
+    side: shape_of(Order(coin="", side=side, limitPx="", sz="", oid=0, timestamp=0), side)
+    for side in (BID, ASK)
+}
+"""The details of an order that rests from its diff alone (the node's defaults)."""
+
+
+def _with_details(detail: _Detail, coin: str, side: str, px: str, sz: str) -> Resting:
     """The resting order with its status's details, at the diff's coin, side, px and size."""
-    status = detail[0]
-    # A fresh decode: a block can put the same oid on the book twice (new, remove, new).
-    order = status.parsed_order()
-    order.user = _intern(status.user)
-    order.coin = coin
-    order.side = side
-    order.limitPx = px
-    order.sz = sz
-    order.oid = oid
-    order.origSz = canonical(order.origSz)
-    order.triggerPx = _intern(order.triggerPx)
-    order.orderType = _intern(order.orderType)
-    order.triggerCondition = _intern(order.triggerCondition)
-    if order.tif is not None:
-        order.tif = _intern(order.tif)
+    status, order = detail
+    timestamp = order.timestamp
     if status.status == "triggered":
-        # A triggered order rests at the diff's px as a plain GTC limit order.
-        order.isTrigger = False
-        order.triggerCondition = "Triggered"
-        order.tif = "Gtc"
-        order.timestamp = time_ms(status.time)
-    return order
+        # A triggered order rests at the diff's px as a plain GTC limit order. (The
+        # status's order is shared by repeats of the oid in a block: it is not modified.)
+        order = msgspec.structs.replace(
+            order, isTrigger=False, triggerCondition="Triggered", tif="Gtc"
+        )
+        timestamp = time_ms(status.time)
+    return Resting(
+        _intern(status.user),
+        coin,
+        px,
+        sz,
+        timestamp,
+        canonical(order.origSz),
+        pack_cloid(order.cloid),
+        shape_of(order, side),
+    )

@@ -138,10 +138,9 @@ def compare_keys(
         if not books.accepts(coin):
             continue
         seen.add(coin)
-        ours_b, ours_a = books.coin_orders(coin) if coin in books else ([], [])
+        ours_b, ours_a = books.coin_keys(coin) if coin in books else ([], [])
         coin_diffs = 0
-        for side, ours, node in ((BID, ours_b, bids), (ASK, ours_a, asks)):
-            mine = _keys(ours)
+        for side, mine, node in ((BID, ours_b, bids), (ASK, ours_a, asks)):
             orders += len(node)
             if mine == node:
                 continue

@@ -15,6 +15,7 @@ from typing import Protocol, TypeAlias
 import msgspec
 from sortedcontainers import SortedDict
 
+from hlbook.book.resting import Resting, full_order
 from hlbook.node.formats import Order
 from hlbook.numbers import fmt
 
@@ -103,10 +104,10 @@ class CoinBook:
         "index",
     )
 
-    def __init__(self, coin: str, index: dict[int, Order] | None = None) -> None:
+    def __init__(self, coin: str, index: dict[int, Resting] | None = None) -> None:
         self.coin = coin
-        self.index: dict[int, Order] = {} if index is None else index
-        """oid -> resting order (shared by all coins of a :class:`~hlbook.Books`)."""
+        self.index: dict[int, Resting] = {} if index is None else index
+        """oid -> resting order record (shared by all coins of a :class:`~hlbook.Books`)."""
         self.bids: SortedDict = SortedDict()
         self.asks: SortedDict = SortedDict()
         # Cached top-n views per side (n -> views), and the deepest price they
@@ -143,10 +144,12 @@ class CoinBook:
         return list(islice(self.levels(side), n))
 
     def orders(self, side: str) -> Iterator[Order]:
-        """Every resting order of ``side``: best price first, queue order within a price."""
+        """Every resting order of ``side``: best price first, queue order within a price
+        (rebuilt from the records: new objects)."""
         index = self.index
         for level in self.levels(side):
-            yield from map(index.__getitem__, level.oids)
+            for oid in level.oids:
+                yield full_order(oid, index[oid])
 
     def order_count(self) -> int:
         """How many orders rest in this book."""

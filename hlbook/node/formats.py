@@ -498,6 +498,48 @@ def decode_snapshot_coin_lazily(coin: str, raw: msgspec.Raw) -> tuple[LazySide, 
     return _lazy_side(coin, "B", bids), _lazy_side(coin, "A", asks)
 
 
+def decode_snapshot_coin_unchecked(
+    coin: str, raw: msgspec.Raw
+) -> tuple[SnapshotSide, SnapshotSide]:
+    """Like :func:`decode_snapshot_coin`, leaving sides, prices and sizes unchecked.
+
+    For a consumer that checks them anyway (:meth:`~hlbook.book.books.Books.set_coin`):
+    one decode per coin is ~3x cheaper than one per order.
+    """
+    try:
+        return _COIN_DECODER.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise SnapshotError(f"coin {coin}: {exc}") from None
+
+
+_SIDE_DECODER = msgspec.json.Decoder(SnapshotSide)
+_CHUNK = 256
+
+
+def _chunked_side(coin: str, entries: list[msgspec.Raw]) -> LazySide:
+    for start in range(0, len(entries), _CHUNK):
+        try:
+            part = _SIDE_DECODER.decode(b"[" + b",".join(entries[start : start + _CHUNK]) + b"]")
+        except msgspec.DecodeError as exc:
+            raise SnapshotError(f"coin {coin}: {exc}") from None
+        yield from part
+
+
+def decode_snapshot_coin_chunked(coin: str, raw: msgspec.Raw) -> tuple[LazySide, LazySide]:
+    """Like :func:`decode_snapshot_coin_unchecked`, decoding 256 orders at a time as
+    they are consumed.
+
+    For big coins: one decode per order is slow, and one for the whole coin
+    leaves its transient orders interleaved with what the consumer keeps
+    (fragmenting memory); each chunk's garbage is reused by the next.
+    """
+    try:
+        bids, asks = _COIN_RAW_DECODER.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise SnapshotError(f"coin {coin}: {exc}") from None
+    return _chunked_side(coin, bids), _chunked_side(coin, asks)
+
+
 def decode_snapshot(
     data: bytes, height: int | None = None
 ) -> tuple[int, Iterator[tuple[str, SnapshotSide, SnapshotSide]]]:
