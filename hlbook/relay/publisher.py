@@ -46,7 +46,14 @@ from hlbook.relay.bridge import BridgeClosedError
 from hlbook.relay.chain import OutBuffer, Outgoing
 from hlbook.relay.client import NatsConnection, NatsOptions, NatsUnavailableError, open_nats
 from hlbook.relay.codec import Codec, encode_block, encode_snapshot_frame
-from hlbook.relay.names import HEIGHT_HEADER, PREV_HEADER, SEQ_HEADER, RelayNames, StreamSettings
+from hlbook.relay.names import (
+    HEIGHT_HEADER,
+    PREV_HEADER,
+    SEQ_HEADER,
+    TIME_HEADER,
+    RelayNames,
+    StreamSettings,
+)
 from hlbook.stages import Stage
 
 if TYPE_CHECKING:
@@ -88,11 +95,12 @@ class PublisherStats:
 @attrs.define
 class _SnapshotJob:
     height: int
-    data: bytes
+    data: bytes | None  # None: still being encoded (see Publisher.snapshot_data)
     index: int  # the last offer it follows
     seq: int = 0
     wants: int = 0  # the publisher's want counter when it was put
     ready: bool = False
+    time: int | None = None  # the block time at its height (ms)
 
 
 async def ensure_stream(js: JetStreamContext, names: RelayNames, settings: StreamSettings) -> None:
@@ -199,23 +207,45 @@ class Publisher:
         self._prev = height
         self._wants += 1
 
-    def put_snapshot(self, height: int, data: bytes) -> bool:
+    def put_snapshot(self, height: int, data: bytes | None, *, time: int | None = None) -> bool:
         """Store ``data`` (``fileSnapshot`` bytes with height) as the snapshot at ``height``.
 
-        Call it after offering block ``height``, with the books as they are after
-        it. Never blocks: the snapshot is stored in the background once the
-        blocks offered before it are acknowledged. Returns ``False`` if it
-        replaced an older snapshot still waiting.
+        Call it with the books exactly after block ``height`` and no block above
+        ``height`` offered yet (blocks at or below it may still follow: relays
+        skip them): the snapshot's stream position is that of the blocks offered
+        so far. ``data`` may be ``None`` when the bytes are still being encoded
+        elsewhere: hand them over with :meth:`snapshot_data` (the position is
+        fixed now). ``time`` is the block time at ``height`` (ms), stored with it.
+        Never blocks: the snapshot is stored in the background once the blocks
+        offered before it are acknowledged. Returns ``False`` if it replaced an
+        older snapshot still waiting.
         """
         replaced = self._snapshot is not None
         if replaced:
             self._stats.snapshots_replaced += 1
         self._snapshot = _SnapshotJob(
-            height, data, self._next_index - 1, self._last_ack_seq, self._wants
+            height, data, self._next_index - 1, self._last_ack_seq, self._wants, time=time
         )
         self._check_snapshot_ready()
         self._wake_snapshot.set()
         return not replaced
+
+    def snapshot_data(self, height: int, data: bytes) -> bool:
+        """The bytes of the snapshot :meth:`put_snapshot` announced at ``height`` without them.
+
+        Returns ``False`` (and drops ``data``) if that snapshot was replaced meanwhile.
+        """
+        job = self._snapshot
+        if job is None or job.height != height or job.data is not None:
+            return False
+        job.data = data
+        self._wake_snapshot.set()
+        return True
+
+    @property
+    def snapshot_pending(self) -> bool:
+        """True while a snapshot put is not stored yet."""
+        return self._snapshot is not None
 
     @property
     def wants_snapshot(self) -> bool:
@@ -397,7 +427,7 @@ class Publisher:
     async def _snapshotter(self) -> None:
         while True:
             job = self._snapshot
-            if job is None or not job.ready:
+            if job is None or not job.ready or job.data is None:
                 await self._wake_snapshot.wait()
                 self._wake_snapshot = trio.Event()
                 continue
@@ -423,6 +453,7 @@ class Publisher:
             self._progressed()
 
     def _encode_snapshot(self, job: _SnapshotJob) -> bytes:
+        assert job.data is not None
         return encode_snapshot_frame(job.height, job.data, codec=self.codec, level=self.level)
 
     async def _store_with_retries(self, job: _SnapshotJob, frame: bytes) -> bool:
@@ -445,10 +476,13 @@ class Publisher:
     async def _store(self, job: _SnapshotJob, frame: bytes) -> None:
         names, settings = self.names, self.settings
         name = names.snapshot_object(job.height)
+        headers = {HEIGHT_HEADER: [str(job.height)], SEQ_HEADER: [str(job.seq)]}
+        if job.time is not None:
+            headers[TIME_HEADER] = [str(job.time)]
         meta = api.ObjectMeta(
             name=name,
             description=f"hlbook book snapshot at height {job.height} (stream seq {job.seq})",
-            headers={HEIGHT_HEADER: [str(job.height)], SEQ_HEADER: [str(job.seq)]},
+            headers=headers,
             options=api.ObjectMetaOptions(max_chunk_size=settings.chunk_size),
         )
 
