@@ -1049,10 +1049,14 @@ def _unknown_key(file: Path, key: str, raw: object, keys: Iterable[str]) -> str:
     return message
 
 
+_OTHER_VARIABLES = {ENV_PREFIX + "CONFIG", ENV_PREFIX + "NATS_SERVER"}
+"""Variables hlbook reads that are not settings (the config file, the nats-server binary)."""
+
+
 def _env_warnings(environ: Mapping[str, str], keys: Iterable[str]) -> Iterable[str]:
     names = {ENV_PREFIX + key.upper().replace("-", "_") for key in keys}
     for name in sorted(environ):
-        if name.startswith(ENV_PREFIX) and name not in names and name != ENV_PREFIX + "CONFIG":
+        if name.startswith(ENV_PREFIX) and name not in names and name not in _OTHER_VARIABLES:
             near = difflib.get_close_matches(name, names, n=1, cutoff=0.85)
             if near:
                 yield f"ignoring {name}: no such setting (did you mean {near[0]}?)"
