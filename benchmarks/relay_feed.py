@@ -45,6 +45,7 @@ import trio
 from server_common import (
     LeanClient,
     command_line,
+    cpu_seconds,
     hlbook_argv,
     percentile,
     start_child,
@@ -60,6 +61,7 @@ from hlbook.relay import (
     open_nats_server,
     open_publisher,
 )
+from hlbook.shell.publish import capture_books, encode_captured
 from hlbook.shell.snapshots import load_in_thread
 
 HERE = Path(__file__).resolve().parent
@@ -79,6 +81,13 @@ class Latency:
     blocks: int
     frame_bytes: float
     node_bytes: float
+    primary_cpu_ms: float
+    """CPU per block written during the window (ms), each process."""
+    relay_cpu_ms: float
+    nats_cpu_ms: float
+    relay_book_ms: float
+    """The relay's book task per block applied (decode, apply, publish)."""
+    primary_book_ms: float
 
 
 def _written(path: Path) -> dict[int, float]:
@@ -164,10 +173,22 @@ async def latency_round(args: argparse.Namespace) -> Latency:
                         await client.connect([subscribe])
                         nursery.start_soon(client.run)
                 await trio.sleep(1.0)
+                pids = {"primary": primary.pid, "relay": relay.pid, "nats": nats.pid or 0}
+                cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
+                books_before = [(await _health(h))["pipeline"] for h in (primary_http, relay_http)]
                 measuring = True
                 await trio.sleep(args.duration)
                 measuring = False
+                cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
+                books_after = [(await _health(h))["pipeline"] for h in (primary_http, relay_http)]
                 nursery.cancel_scope.cancel()
+            book_ms = [
+                (after["book_seconds"] - before["book_seconds"])
+                * 1000
+                / max(after["blocks_applied"] - before["blocks_applied"], 1)
+                for before, after in zip(books_before, books_after, strict=True)
+            ]
+            window_blocks = args.duration * args.blocks_per_second
             published = (await _health(primary_http))["publish"]
             written = _written(times)
             node_bytes = _node_bytes(tmp / "data") / max(len(written), 1)
@@ -197,6 +218,11 @@ async def latency_round(args: argparse.Namespace) -> Latency:
         blocks=len(both),
         frame_bytes=published["published_bytes"] / max(published["published"], 1),
         node_bytes=node_bytes,
+        primary_cpu_ms=cpu["primary"] * 1000 / window_blocks,
+        relay_cpu_ms=cpu["relay"] * 1000 / window_blocks,
+        nats_cpu_ms=cpu["nats"] * 1000 / window_blocks,
+        primary_book_ms=book_ms[0],
+        relay_book_ms=book_ms[1],
     )
 
 
@@ -205,6 +231,10 @@ class BootstrapRound:
     file_seconds: float
     relay_seconds: float
     download_seconds: float
+    capture_seconds: float
+    """The primary's book-task share of taking a snapshot (:func:`capture_books`)."""
+    encode_seconds: float
+    """The rest, in a worker thread (:func:`encode_captured`)."""
 
 
 async def bootstrap_rounds(args: argparse.Namespace) -> tuple[list[BootstrapRound], int]:
@@ -232,7 +262,13 @@ async def bootstrap_rounds(args: argparse.Namespace) -> tuple[list[BootstrapRoun
                 books = await load_in_thread(raw, config)
                 file_seconds = time.perf_counter() - started
                 assert len(books) == args.snapshot_orders
-                del books, raw
+                started = time.perf_counter()
+                captured = capture_books(books)
+                capture_seconds = time.perf_counter() - started
+                encoded = encode_captured(books.height, captured)
+                encode_seconds = time.perf_counter() - started - capture_seconds
+                assert len(encoded) > len(data) // 2
+                del books, raw, captured, encoded
                 async with open_nats(options) as connection:
                     await connection.wait_connected()
                     started = time.perf_counter()
@@ -244,7 +280,11 @@ async def bootstrap_rounds(args: argparse.Namespace) -> tuple[list[BootstrapRoun
                     relay_seconds = time.perf_counter() - started
                 assert len(books) == args.snapshot_orders
                 del books, event
-                out.append(BootstrapRound(file_seconds, relay_seconds, downloaded))
+                out.append(
+                    BootstrapRound(
+                        file_seconds, relay_seconds, downloaded, capture_seconds, encode_seconds
+                    )
+                )
     return out, len(data)
 
 
@@ -284,6 +324,11 @@ async def main_async(args: argparse.Namespace) -> None:
         f" (target: adds <= 2 ms at p50)"
     )
     lines.append(
+        f"CPU per block: primary {med['primary_cpu_ms']:.2f} ms (book task "
+        f"{med['primary_book_ms']:.2f}), relay {med['relay_cpu_ms']:.2f} ms (book task "
+        f"{med['relay_book_ms']:.2f}), nats-server {med['nats_cpu_ms']:.2f} ms"
+    )
+    lines.append(
         f"bytes per block: stream frame {med['frame_bytes']:.0f} B vs node files "
         f"{med['node_bytes']:.0f} B: {med['node_bytes'] / med['frame_bytes']:.1f}x smaller"
     )
@@ -296,6 +341,11 @@ async def main_async(args: argparse.Namespace) -> None:
             f"(download+decompress {b.download_seconds:.2f} s) | "
             f"{b.relay_seconds / b.file_seconds:.2f}x"
         )
+    lines.append(
+        f"  the primary's snapshot of those books: captured in the book task in "
+        f"{_median([b.capture_seconds for b in boots]) * 1000:.0f} ms, encoded in a thread in "
+        f"{_median([b.encode_seconds for b in boots]):.2f} s (median)"
+    )
     file_s = _median([b.file_seconds for b in boots])
     relay_s = _median([b.relay_seconds for b in boots])
     lines.append(

@@ -145,6 +145,10 @@ def _markets_known(_instance: object, _attribute: object, value: frozenset[str])
         )
 
 
+def _strings(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
 def _nats_urls(_instance: object, _attribute: object, value: tuple[str, ...]) -> None:
     for url in value:
         if not url.startswith(("nats://", "tls://")):
@@ -474,7 +478,7 @@ class Config:
 
     publish: tuple[str, ...] = attrs.field(
         default=(),
-        converter=tuple,
+        converter=_strings,
         validator=_nats_urls,
         metadata=setting(
             "publish every applied block and periodic book snapshots to this NATS JetStream "
@@ -507,7 +511,7 @@ class Config:
     )
     source: tuple[str, ...] = attrs.field(
         default=(),
-        converter=tuple,
+        converter=_strings,
         validator=_nats_urls,
         metadata=setting(
             "relay: serve from this NATS JetStream server (what a primary's --publish writes) "
