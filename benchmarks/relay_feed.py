@@ -88,6 +88,14 @@ class Latency:
     relay_book_ms: float
     """The relay's book task per block applied (decode, apply, publish)."""
     primary_book_ms: float
+    statuses_lag_p50: float
+    buffered_max: int
+    """Most blocks waiting in the primary's publish buffer (sampled every 0.5 s)."""
+    relay_behind_max: int
+    """Most heights the relay's books were behind the primary's complete blocks (its
+    ``details_height``; sampled every 0.5 s)."""
+    """At the primary: its l4Book update (the block's statuses, ~its BLOCK stage, which
+    is when it publishes the block) minus its l2Book (the block's diffs), p50 ms."""
 
 
 def _written(path: Path) -> dict[int, float]:
@@ -126,7 +134,7 @@ async def latency_round(args: argparse.Namespace) -> Latency:
             "--blocks-per-second", str(args.blocks_per_second),
             "--scale", str(args.scale), "--seed", "1",
         ]  # fmt: skip
-        received: dict[str, dict[int, list[float]]] = {"primary": {}, "relay": {}}
+        received: dict[str, dict[int, list[float]]] = {"primary": {}, "relay": {}, "l4": {}}
         async with AsyncExitStack() as stack:
             nats = await stack.enter_async_context(
                 open_nats_server(NatsServerConfig(store_dir=tmp / "nats"))
@@ -148,19 +156,22 @@ async def latency_round(args: argparse.Namespace) -> Latency:
             await relay.wait_for(r"books loaded at height", limit=120)
             primary_http = primary_url.replace("ws://", "http://").removesuffix("/ws")
             relay_http = relay_url.replace("ws://", "http://").removesuffix("/ws")
-            # Measure the steady state: the relay caught up after its bootstrap.
+            # Measure the steady state: the relay caught up after its bootstrap (with what
+            # the primary published: the blocks whose statuses it has applied too).
             with trio.fail_after(120):
                 while True:
-                    ahead = (await _health(primary_http))["height"]
-                    if (await _health(relay_http))["height"] >= ahead:
+                    ahead = (await _health(primary_http))["details_height"]
+                    if (await _health(relay_http))["height"] >= ahead - 2:  # ~100 ms
                         break
                     await trio.sleep(0.2)
             measuring = False
 
             def recorder(name: str, index: int) -> Any:
+                channel = b'"l4Book"' if name == "l4" else b'"l2Book"'
+
                 def on_message(head: bytes, now: float) -> None:
                     found = _TIME.search(head)
-                    if measuring and found and b'"l2Book"' in head:
+                    if measuring and found and channel in head:
                         received[name].setdefault(int(found.group(1)), []).append(now)
 
                 return on_message
@@ -172,12 +183,23 @@ async def latency_round(args: argparse.Namespace) -> Latency:
                         client = LeanClient(url, on_message=recorder(name, index))
                         await client.connect([subscribe])
                         nursery.start_soon(client.run)
+                # One probe: when the primary has the block's statuses (l4Book updates).
+                probe = LeanClient(primary_url, on_message=recorder("l4", 0))
+                await probe.connect([subscribe.replace("l2Book", "l4Book")])
+                nursery.start_soon(probe.run)
                 await trio.sleep(1.0)
                 pids = {"primary": primary.pid, "relay": relay.pid, "nats": nats.pid or 0}
                 cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
                 books_before = [(await _health(h))["pipeline"] for h in (primary_http, relay_http)]
                 measuring = True
-                await trio.sleep(args.duration)
+                buffered_max = behind_max = 0
+                until = trio.current_time() + args.duration
+                while trio.current_time() < until:
+                    ahead = await _health(primary_http)
+                    behind = await _health(relay_http)
+                    buffered_max = max(buffered_max, ahead["publish"]["buffered"])
+                    behind_max = max(behind_max, ahead["details_height"] - behind["height"])
+                    await trio.sleep(0.5)
                 measuring = False
                 cpu = {name: cpu_seconds(pid) - cpu_before[name] for name, pid in pids.items()}
                 books_after = [(await _health(h))["pipeline"] for h in (primary_http, relay_http)]
@@ -208,6 +230,11 @@ async def latency_round(args: argparse.Namespace) -> Latency:
     relay_flat, relay_blocks = latencies("relay")
     both = primary_blocks.keys() & relay_blocks.keys()
     added = [(relay_blocks[b] - primary_blocks[b]) * 1000 for b in both]
+    statuses_lag = [
+        (stamps[0] - primary_blocks[b]) * 1000
+        for b, stamps in received["l4"].items()
+        if b in primary_blocks
+    ]
     return Latency(
         primary_p50=percentile(primary_flat, 50),
         primary_p99=percentile(primary_flat, 99),
@@ -223,6 +250,9 @@ async def latency_round(args: argparse.Namespace) -> Latency:
         nats_cpu_ms=cpu["nats"] * 1000 / window_blocks,
         primary_book_ms=book_ms[0],
         relay_book_ms=book_ms[1],
+        statuses_lag_p50=percentile(statuses_lag, 50),
+        buffered_max=buffered_max,
+        relay_behind_max=behind_max,
     )
 
 
@@ -314,7 +344,9 @@ async def main_async(args: argparse.Namespace) -> None:
             f"  round {i}: primary p50 {r.primary_p50:.2f} p99 {r.primary_p99:.2f} | relay p50 "
             f"{r.relay_p50:.2f} p99 {r.relay_p99:.2f} | relay adds p50 {r.added_p50:.2f} p99 "
             f"{r.added_p99:.2f} ({r.blocks} blocks) | relay/primary p50 "
-            f"{r.relay_p50 / r.primary_p50:.2f}x"
+            f"{r.relay_p50 / r.primary_p50:.2f}x | primary's statuses after its l2Book p50 "
+            f"{r.statuses_lag_p50:.2f} | most blocks in the publish buffer {r.buffered_max}, "
+            f"relay behind by at most {r.relay_behind_max} heights"
         )
     med = {f: _median([getattr(r, f) for r in latency]) for f in attrs.fields_dict(Latency)}
     lines.append(
