@@ -89,6 +89,8 @@ class Latency:
     """The relay's book task per block applied (decode, apply, publish)."""
     primary_book_ms: float
     statuses_lag_p50: float
+    probe_messages: int
+    """l4Book updates the statuses probe received during the window."""
     buffered_max: int
     """Most blocks waiting in the primary's publish buffer (sampled every 0.5 s)."""
     relay_behind_max: int
@@ -251,6 +253,7 @@ async def latency_round(args: argparse.Namespace) -> Latency:
         primary_book_ms=book_ms[0],
         relay_book_ms=book_ms[1],
         statuses_lag_p50=percentile(statuses_lag, 50),
+        probe_messages=sum(len(stamps) for stamps in received["l4"].values()),
         buffered_max=buffered_max,
         relay_behind_max=behind_max,
     )
@@ -345,7 +348,8 @@ async def main_async(args: argparse.Namespace) -> None:
             f"{r.relay_p50:.2f} p99 {r.relay_p99:.2f} | relay adds p50 {r.added_p50:.2f} p99 "
             f"{r.added_p99:.2f} ({r.blocks} blocks) | relay/primary p50 "
             f"{r.relay_p50 / r.primary_p50:.2f}x | primary's statuses after its l2Book p50 "
-            f"{r.statuses_lag_p50:.2f} | most blocks in the publish buffer {r.buffered_max}, "
+            f"{r.statuses_lag_p50:.2f} ({r.probe_messages} updates) | most blocks in the "
+            f"publish buffer {r.buffered_max}, "
             f"relay behind by at most {r.relay_behind_max} heights"
         )
     med = {f: _median([getattr(r, f) for r in latency]) for f in attrs.fields_dict(Latency)}
