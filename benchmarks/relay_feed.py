@@ -12,7 +12,10 @@ Three measures, each against a baseline taken in the same run:
   each block both servers delivered, "relay adds" is the relay's median
   receive time minus the primary's; the summary gives its p50/p99 and the
   ratio of the relay's write → l2Book p50 to the primary's. Target: the relay
-  adds ≤ 2 ms at p50;
+  adds ≤ 2 ms at p50. Beside it: CPU per block of the primary, the relay and
+  nats-server, and (sampled from ``/health`` every 0.5 s) the most blocks in
+  the primary's publish buffer and the most heights the relay was behind the
+  primary's complete blocks;
 * **bytes per block** — in that run, the primary's published bytes per block
   (``/health`` ``publish.published_bytes / published``: the compressed frames
   on the stream) against the node's files for the same blocks (all three
@@ -88,16 +91,11 @@ class Latency:
     relay_book_ms: float
     """The relay's book task per block applied (decode, apply, publish)."""
     primary_book_ms: float
-    statuses_lag_p50: float
-    probe_messages: int
-    """l4Book updates the statuses probe received during the window."""
     buffered_max: int
     """Most blocks waiting in the primary's publish buffer (sampled every 0.5 s)."""
     relay_behind_max: int
     """Most heights the relay's books were behind the primary's complete blocks (its
     ``details_height``; sampled every 0.5 s)."""
-    """At the primary: its l4Book update (the block's statuses, ~its BLOCK stage, which
-    is when it publishes the block) minus its l2Book (the block's diffs), p50 ms."""
 
 
 def _written(path: Path) -> dict[int, float]:
@@ -136,7 +134,7 @@ async def latency_round(args: argparse.Namespace) -> Latency:
             "--blocks-per-second", str(args.blocks_per_second),
             "--scale", str(args.scale), "--seed", "1",
         ]  # fmt: skip
-        received: dict[str, dict[int, list[float]]] = {"primary": {}, "relay": {}, "l4": {}}
+        received: dict[str, dict[int, list[float]]] = {"primary": {}, "relay": {}}
         async with AsyncExitStack() as stack:
             nats = await stack.enter_async_context(
                 open_nats_server(NatsServerConfig(store_dir=tmp / "nats"))
@@ -169,11 +167,9 @@ async def latency_round(args: argparse.Namespace) -> Latency:
             measuring = False
 
             def recorder(name: str, index: int) -> Any:
-                channel = b'"l4Book"' if name == "l4" else b'"l2Book"'
-
                 def on_message(head: bytes, now: float) -> None:
                     found = _TIME.search(head)
-                    if measuring and found and channel in head:
+                    if measuring and found and b'"l2Book"' in head:
                         received[name].setdefault(int(found.group(1)), []).append(now)
 
                 return on_message
@@ -185,10 +181,6 @@ async def latency_round(args: argparse.Namespace) -> Latency:
                         client = LeanClient(url, on_message=recorder(name, index))
                         await client.connect([subscribe])
                         nursery.start_soon(client.run)
-                # One probe: when the primary has the block's statuses (l4Book updates).
-                probe = LeanClient(primary_url, on_message=recorder("l4", 0))
-                await probe.connect([subscribe.replace("l2Book", "l4Book")])
-                nursery.start_soon(probe.run)
                 await trio.sleep(1.0)
                 pids = {"primary": primary.pid, "relay": relay.pid, "nats": nats.pid or 0}
                 cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
@@ -232,11 +224,7 @@ async def latency_round(args: argparse.Namespace) -> Latency:
     relay_flat, relay_blocks = latencies("relay")
     both = primary_blocks.keys() & relay_blocks.keys()
     added = [(relay_blocks[b] - primary_blocks[b]) * 1000 for b in both]
-    statuses_lag = [
-        (stamps[0] - primary_blocks[b]) * 1000
-        for b, stamps in received["l4"].items()
-        if b in primary_blocks
-    ]
+
     return Latency(
         primary_p50=percentile(primary_flat, 50),
         primary_p99=percentile(primary_flat, 99),
@@ -252,8 +240,6 @@ async def latency_round(args: argparse.Namespace) -> Latency:
         nats_cpu_ms=cpu["nats"] * 1000 / window_blocks,
         primary_book_ms=book_ms[0],
         relay_book_ms=book_ms[1],
-        statuses_lag_p50=percentile(statuses_lag, 50),
-        probe_messages=sum(len(stamps) for stamps in received["l4"].values()),
         buffered_max=buffered_max,
         relay_behind_max=behind_max,
     )
@@ -347,9 +333,8 @@ async def main_async(args: argparse.Namespace) -> None:
             f"  round {i}: primary p50 {r.primary_p50:.2f} p99 {r.primary_p99:.2f} | relay p50 "
             f"{r.relay_p50:.2f} p99 {r.relay_p99:.2f} | relay adds p50 {r.added_p50:.2f} p99 "
             f"{r.added_p99:.2f} ({r.blocks} blocks) | relay/primary p50 "
-            f"{r.relay_p50 / r.primary_p50:.2f}x | primary's statuses after its l2Book p50 "
-            f"{r.statuses_lag_p50:.2f} ({r.probe_messages} updates) | most blocks in the "
-            f"publish buffer {r.buffered_max}, "
+            f"{r.relay_p50 / r.primary_p50:.2f}x | most blocks in the publish buffer "
+            f"{r.buffered_max}, "
             f"relay behind by at most {r.relay_behind_max} heights"
         )
     med = {f: _median([getattr(r, f) for r in latency]) for f in attrs.fields_dict(Latency)}
