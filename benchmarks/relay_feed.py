@@ -91,6 +91,9 @@ class Latency:
     relay_book_ms: float
     """The relay's book task per block applied (decode, apply, publish)."""
     primary_book_ms: float
+    statuses_behind_max: int
+    """Most heights the primary's statuses were behind its diffs (``height`` minus
+    ``details_height``): it publishes a block once all of it is applied."""
     buffered_max: int
     """Most blocks waiting in the primary's publish buffer (sampled every 0.5 s)."""
     relay_behind_max: int
@@ -186,12 +189,13 @@ async def latency_round(args: argparse.Namespace) -> Latency:
                 cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
                 books_before = [(await _health(h))["pipeline"] for h in (primary_http, relay_http)]
                 measuring = True
-                buffered_max = behind_max = 0
+                buffered_max = behind_max = statuses_max = 0
                 until = trio.current_time() + args.duration
                 while trio.current_time() < until:
                     ahead = await _health(primary_http)
                     behind = await _health(relay_http)
                     buffered_max = max(buffered_max, ahead["publish"]["buffered"])
+                    statuses_max = max(statuses_max, ahead["height"] - ahead["details_height"])
                     behind_max = max(behind_max, ahead["details_height"] - behind["height"])
                     await trio.sleep(0.5)
                 measuring = False
@@ -240,6 +244,7 @@ async def latency_round(args: argparse.Namespace) -> Latency:
         nats_cpu_ms=cpu["nats"] * 1000 / window_blocks,
         primary_book_ms=book_ms[0],
         relay_book_ms=book_ms[1],
+        statuses_behind_max=statuses_max,
         buffered_max=buffered_max,
         relay_behind_max=behind_max,
     )
@@ -333,7 +338,8 @@ async def main_async(args: argparse.Namespace) -> None:
             f"  round {i}: primary p50 {r.primary_p50:.2f} p99 {r.primary_p99:.2f} | relay p50 "
             f"{r.relay_p50:.2f} p99 {r.relay_p99:.2f} | relay adds p50 {r.added_p50:.2f} p99 "
             f"{r.added_p99:.2f} ({r.blocks} blocks) | relay/primary p50 "
-            f"{r.relay_p50 / r.primary_p50:.2f}x | most blocks in the publish buffer "
+            f"{r.relay_p50 / r.primary_p50:.2f}x | the primary's statuses behind its diffs by "
+            f"up to {r.statuses_behind_max} heights, most blocks in its publish buffer "
             f"{r.buffered_max}, "
             f"relay behind by at most {r.relay_behind_max} heights"
         )

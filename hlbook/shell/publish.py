@@ -22,6 +22,7 @@ import logging
 import operator
 import time
 from collections.abc import Iterable, Mapping
+from itertools import chain
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -46,9 +47,11 @@ log = logging.getLogger("hlbook.publish")
 
 _SZ = operator.attrgetter("sz")
 
-_Levels = list[tuple[list[Order], list[str]]]
-Captured = list[tuple[str, _Levels, _Levels]]
-"""Books as captured at one height: per coin, per side, per level (orders, their sizes)."""
+_Side = tuple[list[Order], list[str]]
+Captured = list[tuple[str, _Side, _Side]]
+"""Books as captured at one height: per coin, bids and asks as (orders best first, sizes)."""
+
+_OIDS = operator.attrgetter("oids")
 
 
 def nats_options(config: Config, servers: Iterable[str]) -> NatsOptions:
@@ -70,7 +73,9 @@ def capture_books(books: "Books") -> Captured:
     """The books' resting orders as they are now, cheap enough for the book task.
 
     Orders are replaced when they change, except ``sz``, which an update sets in
-    place: the sizes are captured beside the order objects.
+    place: the sizes are captured beside the order objects. Per side, three
+    passes that run in C (the levels' oids chained, the orders looked up, their
+    sizes read): no Python code per level or per order.
     """
     out: Captured = []
     for coin in books.coins():
@@ -79,11 +84,9 @@ def capture_books(books: "Books") -> Captured:
         index = book.index.__getitem__
         sides = []
         for side in ("B", "A"):
-            levels = []
-            for level in book.levels(side):
-                orders = list(map(index, level.oids))
-                levels.append((orders, list(map(_SZ, orders))))
-            sides.append(levels)
+            oids = chain.from_iterable(map(_OIDS, book.levels(side)))
+            orders = list(map(index, oids))
+            sides.append((orders, list(map(_SZ, orders))))
         out.append((coin, sides[0], sides[1]))
     return out
 
@@ -91,16 +94,15 @@ def capture_books(books: "Books") -> Captured:
 def encode_captured(height: int, captured: Captured) -> bytes:
     """:func:`capture_books`' books as ``fileSnapshot`` bytes with the height (use a thread)."""
 
-    def side(levels: _Levels) -> list[tuple[str, Order]]:
+    def side(orders: list[Order], sizes: list[str]) -> list[tuple[str, Order]]:
         pairs = []
-        for orders, sizes in levels:
-            for order, sz in zip(orders, sizes, strict=True):
-                if order.sz != sz:  # updated since the capture
-                    order = msgspec.structs.replace(order, sz=sz)
-                pairs.append((str(order.user), order))
+        for order, sz in zip(orders, sizes, strict=True):
+            if order.sz != sz:  # updated since the capture
+                order = msgspec.structs.replace(order, sz=sz)
+            pairs.append((str(order.user), order))
         return pairs
 
-    return encode_snapshot(height, ((coin, side(b), side(a)) for coin, b, a in captured))
+    return encode_snapshot(height, ((coin, side(*b), side(*a)) for coin, b, a in captured))
 
 
 @attrs.frozen
