@@ -14,8 +14,9 @@ The library never calls ``trio.run``, installs signal handlers or configures
 logging; cancel the nursery to stop it.
 """
 
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import attrs
@@ -41,13 +42,17 @@ from hlbook.info.proxy import InfoUpstream, NodeInfo, Refused
 from hlbook.listen import load_tokens, open_listeners, tls_context
 from hlbook.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from hlbook.metrics import Metrics
+from hlbook.relay.client import open_nats
+from hlbook.relay.publisher import Publisher
 from hlbook.server.access import AccessPolicy
 from hlbook.server.fanout import Hub
 from hlbook.server.routes import Response, Routes
 from hlbook.server.slots import Kind
 from hlbook.shell.connection import Server, ServerLimits
+from hlbook.shell.follow import RelayPath
 from hlbook.shell.ingest import DataPath
-from hlbook.stages import Sinks
+from hlbook.shell.publish import PublishSink, connection_health, names_of, nats_options
+from hlbook.stages import BlockSink, Sinks
 from hlbook.supervisor import Status
 from hlbook.web import load_page
 
@@ -62,7 +67,7 @@ class ServerHandle:
         config: Config,
         host: str,
         port: int,
-        data_path: DataPath,
+        data_path: "DataPath | RelayPath",
         hub: Hub,
         feeds: set[Feed],
         server: Server,
@@ -81,6 +86,14 @@ class ServerHandle:
         self.worker: int | None = None
         """This process's index under ``hlbook serve --workers N`` (``None`` alone); when
         set, health reports it as ``worker``."""
+        self.publishing: PublishSink | None = None
+        """``--publish``: the sink publishing blocks and snapshots to NATS."""
+
+    @property
+    def relay(self) -> RelayPath | None:
+        """``--source``: the relay's data path (``None`` for a primary)."""
+        path = self._data_path
+        return path if isinstance(path, RelayPath) else None
 
     @property
     def url(self) -> str:
@@ -181,6 +194,15 @@ class ServerHandle:
         }
         if self.worker is not None:
             health["worker"] = self.worker
+        publishing = self.publishing
+        if publishing is not None:
+            health["publish"] = publishing.health()
+            health["publish"]["nats"] = connection_health(publishing.publisher.connection)
+            if public:
+                health["publish"].pop("last_error", None)
+                health["publish"]["nats"].pop("last_error", None)
+        if isinstance(path, RelayPath):
+            health["relay"] = path.relay_health(public=public)
         if public:
             health["pipeline"].pop("last_error", None)
             health["history"].pop("last_error", None)
@@ -286,16 +308,26 @@ async def _serve(
     ladders = Ladders()
     hub = Hub(Registry(Shared(ladders=ladders, history=store, recorder=recorder)))
     feeds: set[Feed] = set()
-    # The recorder first: the candle channel publishes what it just built.
-    data_path = DataPath(config, Sinks(recorder, hub, FeedSink(feeds)))
     handle_box: list[ServerHandle] = []
     try:
         async with (
             httpx.AsyncClient(
                 limits=httpx.Limits(max_connections=32, max_keepalive_connections=8)
             ) as http,
+            _publishing(config) as publishing,
             trio.open_nursery() as nursery,
         ):
+            # The recorder first: the candle channel publishes what it just built.
+            sinks: list[BlockSink] = [recorder, hub, FeedSink(feeds)]
+            if publishing is not None:
+                sinks.append(publishing)
+            data_path: DataPath | RelayPath
+            if config.source:
+                data_path = RelayPath(
+                    config, Sinks(*sinks), nats_options(config, config.source), names_of(config)
+                )
+            else:
+                data_path = DataPath(config, Sinks(*sinks))
             metrics = Metrics(lambda: _metrics_state(handle_box[0]))
             info = _info_registry(config, http, data_path, ladders, store, metrics)
             server = Server(
@@ -315,6 +347,7 @@ async def _serve(
             port = listeners[0].socket.getsockname()[1]
             nursery.start_soon(server.flusher.run)
             handle = ServerHandle(config, config.host, port, data_path, hub, feeds, server, store)
+            handle.publishing = publishing
             handle_box.append(handle)
             nursery.start_soon(data_path.run)
             task_status.started(handle)
@@ -322,6 +355,26 @@ async def _serve(
         # Consumers iterating a feed elsewhere see it end rather than wait forever.
         for feed in list(feeds):
             feed.close()
+
+
+@contextlib.asynccontextmanager
+async def _publishing(config: Config) -> AsyncIterator[PublishSink | None]:
+    """``--publish``: connect to NATS (in the background) and publish; else ``None``."""
+    if not config.publish:
+        yield None
+        return
+    async with (
+        open_nats(nats_options(config, config.publish)) as connection,
+        trio.open_nursery() as nursery,
+    ):
+        publisher = Publisher(connection, names_of(config), max_blocks=config.publish_buffer)
+        await nursery.start(publisher.run)
+        sink = PublishSink(publisher, config.publish_snapshot_every)
+        await nursery.start(sink.run)
+        try:
+            yield sink
+        finally:
+            nursery.cancel_scope.cancel()
 
 
 async def _scrape(metrics: Metrics) -> Response:
@@ -362,7 +415,7 @@ def _limits(config: Config) -> ServerLimits:
 def _info_registry(
     config: Config,
     http: httpx.AsyncClient,
-    data_path: DataPath,
+    data_path: "DataPath | RelayPath",
     ladders: Ladders,
     store: HistoryStore,
     metrics: Metrics,

@@ -1,4 +1,4 @@
-"""The ``hlbook`` command line: ``serve``, ``simulate`` and ``demo``.
+"""The ``hlbook`` command line: ``serve``, ``relay``, ``simulate`` and ``demo``.
 
 Only this module (through :mod:`hlbook.runner`) runs Trio, handles signals
 and configures logging. ``main(argv)`` returns the exit status so tests can
@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+import attrs
 import trio
 
 from hlbook.app import serve
@@ -69,6 +70,21 @@ def _demo_options() -> tuple[Option, ...]:
         option
         for option in serve_options()
         if (option.group != NODE or option.field == "validate_every") and option.group != WORKERS
+    )
+
+
+_RELAY_FROM_NODE = {"info_url", "fallback_info_url", "info_timeout", "stale_after"}
+"""Node-input settings a relay keeps: where to pass on info types it cannot answer."""
+_PUBLISH_ONLY = {"publish", "publish_snapshot_every", "publish_buffer"}
+
+
+def _relay_options() -> tuple[Option, ...]:
+    """The settings of ``hlbook relay``: serve's, without the node's files or publishing."""
+    return tuple(
+        option
+        for option in serve_options()
+        if (option.group != NODE or option.field in _RELAY_FROM_NODE)
+        and option.field not in _PUBLISH_ONLY
     )
 
 
@@ -266,6 +282,44 @@ def _add_serve(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     parser.set_defaults(run=_run_serve, settings=settings, setting_defaults={})
 
 
+def _run_relay(args: argparse.Namespace) -> int:
+    settings = _start("relay", args)
+    if isinstance(settings, int):
+        return settings
+    config = settings.build(Config)
+    if not config.source:
+        print("hlbook relay: --source nats://HOST:PORT is required", file=sys.stderr)
+        return 2
+
+    async def main() -> None:
+        async with trio.open_nursery() as nursery:
+            handle = await nursery.start(serve, config)
+            log.info(
+                "relaying %s (from NATS %s)",
+                handle.url,
+                ", ".join(config.source),
+                extra={"url": handle.url, "http_url": handle.http_url},
+            )
+
+    return run(main)
+
+
+def _add_relay(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
+    parser = commands.add_parser(
+        "relay",
+        help="serve the same API from a primary's NATS JetStream stream, with no node",
+        description="Follow the blocks and book snapshots a primary (hlbook serve --publish) "
+        "writes to NATS JetStream and serve the whole API from them: every WebSocket channel, "
+        "POST /info, the page, /health and /metrics. Bootstraps from the newest snapshot, then "
+        "applies the blocks after it in order; resumes after a disconnect and re-bootstraps "
+        "after a gap the stream cannot fill. Relays keep no state: put several behind any TCP "
+        "load balancer.",
+    )
+    settings = _relay_options()
+    _add_settings(parser, settings, {})
+    parser.set_defaults(run=_run_relay, settings=settings, setting_defaults={})
+
+
 def _run_demo(args: argparse.Namespace) -> int:
     from hlbook.node.formats import Layout
     from hlbook.sim import SimConfig, run_simulator
@@ -297,10 +351,30 @@ def _run_demo(args: argparse.Namespace) -> int:
                     fallback_info_url=sim.fallback_url,
                     snapshot_path=Path(tmp) / "snapshot.json",
                 )
+                relay_lines = ""
+                nats_url = None
+                if args.relay:
+                    from hlbook.relay.server import NatsServerConfig, run_nats_server
+
+                    nats = await nursery.start(
+                        run_nats_server, NatsServerConfig(store_dir=Path(tmp) / "nats")
+                    )
+                    nats_url = nats.url
+                    # Frequent snapshots: a relay started later bootstraps soon.
+                    config = attrs.evolve(config, publish=(nats_url,), publish_snapshot_every=10.0)
                 handle = await nursery.start(serve, config)
                 await handle.wait_ready()
                 books = handle.books
                 coins = ", ".join(sorted(books.coins())) if books else ""
+                if args.relay:
+                    relay = await nursery.start(serve, _demo_relay_config(settings, config, tmp))
+                    with trio.fail_after(60):
+                        await relay.wait_ready()
+                    relay_lines = (
+                        f"  relay:      {relay.http_url}/  (the same API from NATS {nats_url},"
+                        f" no node)\n"
+                        f"              WebSocket {relay.url}\n"
+                    )
                 print(
                     f"\nhlbook demo: the live book page is at {handle.http_url}/\n"
                     f"  a simulated node is writing {sim_config.layout.value} files "
@@ -308,6 +382,7 @@ def _run_demo(args: argparse.Namespace) -> int:
                     f"  WebSocket:  {handle.url}\n"
                     f"  HTTP API:   {handle.http_url}  (POST /info, GET /health; the SDKs' "
                     f"base_url)\n"
+                    f"{relay_lines}"
                     f"  coins:      {coins}\n"
                     f"  try:        python examples/l2_ladder.py {handle.url} BTC\n"
                     f"              python examples/trades_tail.py {handle.url} BTC\n"
@@ -316,6 +391,20 @@ def _run_demo(args: argparse.Namespace) -> int:
                 )
 
     return run(main)
+
+
+def _demo_relay_config(settings: Resolved, primary: Config, tmp: str) -> Config:
+    """The demo relay: the primary's settings, any free port, from the primary's NATS."""
+    return settings.build(
+        Config,
+        source=primary.publish,
+        publish=(),
+        info_url=primary.info_url,
+        fallback_info_url=primary.fallback_info_url,
+        port=0,
+        snapshot_path=Path(tmp) / "relay" / "snapshot.json",
+        history=str(Path(tmp) / "relay" / "history.sqlite"),
+    )
 
 
 def _add_demo(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -350,6 +439,12 @@ def _add_demo(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -
         default=0.2,
         help="events per block relative to mainnet's ~1,100 (default: %(default)g)",
     )
+    demo.add_argument(
+        "--relay",
+        action="store_true",
+        help="also start a local nats-server, publish to it and serve a relay from it "
+        "(hlbook relay), printing both URLs",
+    )
     parser.set_defaults(run=_run_demo, settings=settings, setting_defaults=DEMO_DEFAULTS)
 
 
@@ -366,6 +461,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_serve(commands)
+    _add_relay(commands)
     add_simulate_command(commands)
     _add_demo(commands)
     return parser

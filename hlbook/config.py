@@ -54,6 +54,7 @@ from hlbook.node.formats import Layout
 
 __all__ = [
     "LOGGING",
+    "NATS",
     "NODE",
     "SERVER",
     "Config",
@@ -75,6 +76,7 @@ NODE = "node input"
 SERVER = "server (HTTP and WebSocket on one port)"
 ACCESS = "access and TLS"
 LOGGING = "logging"
+NATS = "NATS JetStream (publish to relays, or relay from a primary)"
 OTHER = "more settings"
 """The group of a field that has no ``setting()``."""
 
@@ -141,6 +143,16 @@ def _markets_known(_instance: object, _attribute: object, value: frozenset[str])
         raise ValueError(
             f"unknown market(s) {', '.join(sorted(unknown))}; choose from {', '.join(MARKETS)}"
         )
+
+
+def _strings(value: Iterable[str]) -> tuple[str, ...]:
+    return tuple(value)
+
+
+def _nats_urls(_instance: object, _attribute: object, value: tuple[str, ...]) -> None:
+    for url in value:
+        if not url.startswith(("nats://", "tls://")):
+            raise ValueError(f"NATS URL {url!r}: use nats://HOST:PORT or tls://HOST:PORT")
 
 
 def _duration(_instance: object, _attribute: object, value: str) -> None:
@@ -464,8 +476,102 @@ class Config:
     )
     """Longest wait between attempts to reach the info server."""
 
+    publish: tuple[str, ...] = attrs.field(
+        default=(),
+        converter=_strings,
+        validator=_nats_urls,
+        metadata=setting(
+            "publish every applied block and periodic book snapshots to this NATS JetStream "
+            "server (nats://HOST:4222 or tls://...); repeat or comma-separate for a cluster",
+            metavar="URL",
+            group=NATS,
+            default_text="do not publish",
+        ),
+    )
+    """NATS servers to publish blocks and snapshots to (empty: no publishing)."""
+    publish_snapshot_every: float = attrs.field(
+        default=60.0,
+        validator=attrs.validators.gt(0),
+        metadata=setting(
+            "store a book snapshot in the JetStream object store this often (relays bootstrap "
+            "from the newest)",
+            metavar="SECONDS",
+            group=NATS,
+        ),
+    )
+    publish_buffer: int = attrs.field(
+        default=4096,
+        validator=attrs.validators.gt(0),
+        metadata=setting(
+            "blocks kept while NATS is slow or down; beyond, blocks are dropped (a counted, "
+            "logged gap that relays repair from the next snapshot)",
+            metavar="BLOCKS",
+            group=NATS,
+        ),
+    )
+    source: tuple[str, ...] = attrs.field(
+        default=(),
+        converter=_strings,
+        validator=_nats_urls,
+        metadata=setting(
+            "relay: serve from this NATS JetStream server (what a primary's --publish writes) "
+            "instead of a node's files",
+            metavar="URL",
+            group=NATS,
+            default_text="read the node's files",
+        ),
+    )
+    """NATS servers to relay from (empty: read the node's files)."""
+    nats_prefix: str = attrs.field(
+        default="hlbook",
+        metadata=setting(
+            "names of the feed in NATS: subject PREFIX.blocks, stream PREFIX_BLOCKS, object "
+            "store PREFIX_SNAPSHOTS (upper case); one prefix per chain",
+            metavar="PREFIX",
+            group=NATS,
+        ),
+    )
+    nats_user: str | None = attrs.field(
+        default=None, metadata=setting("NATS user name", metavar="USER", group=NATS)
+    )
+    nats_password: str | None = attrs.field(
+        default=None,
+        metadata=setting("NATS password (with --nats-user)", metavar="PASSWORD", group=NATS),
+    )
+    nats_token: str | None = attrs.field(
+        default=None, metadata=setting("NATS authentication token", metavar="TOKEN", group=NATS)
+    )
+    nats_creds: Path | None = attrs.field(
+        default=None,
+        converter=attrs.converters.optional(Path),
+        metadata=setting("NATS credentials file (.creds: JWT and NKey seed)", group=NATS),
+    )
+    nats_tls_ca: Path | None = attrs.field(
+        default=None,
+        converter=attrs.converters.optional(Path),
+        metadata=setting(
+            "CA certificate that signed the NATS server's (turns TLS on)", metavar="PEM", group=NATS
+        ),
+    )
+    nats_tls_cert: Path | None = attrs.field(
+        default=None,
+        converter=attrs.converters.optional(Path),
+        metadata=setting("client certificate for NATS (TLS)", metavar="PEM", group=NATS),
+    )
+    nats_tls_key: Path | None = attrs.field(
+        default=None,
+        converter=attrs.converters.optional(Path),
+        metadata=setting("private key of --nats-tls-cert", metavar="PEM", group=NATS),
+    )
+
     def __attrs_post_init__(self) -> None:
         CoinFilter(self.coins, self.markets)  # validates the market names
+        if self.publish and self.source:
+            raise ValueError("--publish and --source: a relay cannot publish (yet)")
+        if (self.nats_tls_cert is None) != (self.nats_tls_key is None):
+            raise ValueError("--nats-tls-cert and --nats-tls-key go together")
+        if self.nats_password is not None and self.nats_user is None:
+            raise ValueError("--nats-password needs --nats-user")
 
     @property
     def history_path(self) -> Path | None:
@@ -947,10 +1053,14 @@ def _unknown_key(file: Path, key: str, raw: object, keys: Iterable[str]) -> str:
     return message
 
 
+_OTHER_VARIABLES = {ENV_PREFIX + "CONFIG", ENV_PREFIX + "NATS_SERVER"}
+"""Variables hlbook reads that are not settings (the config file, the nats-server binary)."""
+
+
 def _env_warnings(environ: Mapping[str, str], keys: Iterable[str]) -> Iterable[str]:
     names = {ENV_PREFIX + key.upper().replace("-", "_") for key in keys}
     for name in sorted(environ):
-        if name.startswith(ENV_PREFIX) and name not in names and name != ENV_PREFIX + "CONFIG":
+        if name.startswith(ENV_PREFIX) and name not in names and name not in _OTHER_VARIABLES:
             near = difflib.get_close_matches(name, names, n=1, cutoff=0.85)
             if near:
                 yield f"ignoring {name}: no such setting (did you mean {near[0]}?)"

@@ -137,6 +137,7 @@ class _StateCollector(Collector):
         yield from _channels(state["channels"])
         yield from _connections(health, state)
         yield from _history(state.get("history"))
+        yield from _nats(health.get("publish"), health.get("relay"))
 
 
 def _gauge(name: str, text: str, value: float | None) -> GaugeMetricFamily:
@@ -224,6 +225,52 @@ def _connections(health: dict[str, Any], state: dict[str, Any]) -> Iterator[Metr
     buckets.append(("+Inf", float(len(depths))))
     depth.add_metric([], buckets, gsum_value=float(sum(depths)))
     yield depth
+
+
+_PUBLISH_COUNTERS = {
+    "published": "Blocks acknowledged by JetStream (--publish)",
+    "duplicates": "Blocks JetStream acknowledged as duplicates (another primary was first)",
+    "dropped": "Blocks dropped because NATS was too slow or down (relays re-bootstrap)",
+    "gaps": "Runs of dropped blocks",
+    "retries": "Publish attempts retried",
+    "snapshots": "Book snapshots stored in the object store",
+}
+_RELAY_COUNTERS = {
+    "delivered": "Blocks received from the stream (--source)",
+    "bootstraps": "Snapshots the relay bootstrapped from",
+    "gaps": "Gaps in the stream (each a re-bootstrap)",
+    "skipped": "Duplicate or redelivered block messages skipped",
+}
+
+
+def _nats(publish: dict[str, Any] | None, relay: dict[str, Any] | None) -> Iterator[Metric]:
+    if publish is not None:
+        for name, text in _PUBLISH_COUNTERS.items():
+            yield _counter(f"hlbook_publish_{name}", text, publish.get(name, 0))
+        yield _gauge(
+            "hlbook_publish_buffered_blocks",
+            "Blocks waiting to be acknowledged by JetStream",
+            publish.get("buffered", 0),
+        )
+        nats = publish.get("nats", {})
+        yield _gauge(
+            "hlbook_publish_connected",
+            "1 while connected to NATS",
+            float(bool(nats.get("connected"))),
+        )
+    if relay is not None:
+        for name, text in _RELAY_COUNTERS.items():
+            yield _counter(f"hlbook_relay_{name}", text, relay.get(name, 0))
+        yield _gauge(
+            "hlbook_relay_connected",
+            "1 while connected to NATS",
+            float(bool(relay.get("connected"))),
+        )
+        yield _gauge(
+            "hlbook_relay_stream_seq",
+            "Stream sequence of the last block received",
+            relay.get("stream_seq"),
+        )
 
 
 def _history(history: dict[str, Any] | None) -> Iterator[Metric]:

@@ -125,13 +125,18 @@ class OrderedBlocks:
         """True while the held buffer is full: stop receiving for now."""
         return self._holding and len(self._held) >= self.max_held
 
-    def block(self, block: Block) -> list[Output]:
-        """The next block of the stream."""
+    def block(self, block: Block, *, prev: int | None = None) -> list[Output]:
+        """The next block of the stream.
+
+        ``prev``, when the stream says it, is the height of the block before this
+        one: in the node's streaming layout heights skip empty blocks, so a block
+        whose ``prev`` is the last height follows it even if its height does not.
+        """
         out: list[Output] = []
         last = self._last
         if last is not None and block.height <= last:
             return []  # a redelivery
-        if last is not None and block.height != last + 1:
+        if last is not None and block.height != last + 1 and prev != last:
             out.append(Gap(last, block.height, "the stream skipped these heights"))
         self._last = block.height
         self._seen = (block.height, block.time)

@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("name", ["relay_codec", "relay_bridge"])
+@pytest.mark.parametrize("name", ["relay_codec", "relay_bridge", "relay_feed"])
 def test_relay_benchmark_runs_quick(name: str) -> None:
     result = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / f"{name}.py"), "--quick"],

@@ -50,6 +50,17 @@ def test_each_worker_has_its_own_files_and_worker_0_keeps_a_single_process_s() -
     assert worker_paths(snapshot, None, 1) == (Path("/d/hlbook_snapshot.worker1.json"), None)
 
 
+def test_only_worker_0_publishes_to_nats(tmp_path: Path) -> None:
+    from hlbook.app import Config
+    from hlbook.shell.workers import worker_config
+
+    config = Config(node_data=tmp_path, publish=("nats://127.0.0.1:4222",), port=0)
+    configs = [worker_config(config, Slot(i, 2, 0, 8000, tmp_path)) for i in range(2)]
+    assert [c.publish for c in configs] == [("nats://127.0.0.1:4222",), ()]
+    assert {c.port for c in configs} == {8000}
+    assert configs[0].snapshot_out != configs[1].snapshot_out
+
+
 def test_a_worker_that_cannot_start_is_not_restarted() -> None:
     policy = RestartPolicy(2)
     policy.started(0, now=0.0)

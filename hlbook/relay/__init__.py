@@ -14,6 +14,10 @@ across disconnects; a gap the stream cannot fill is an explicit :class:`Gap`.
 * :mod:`~hlbook.relay.client` — connection options and a connection kept up;
 * :mod:`~hlbook.relay.publisher`, :mod:`~hlbook.relay.consumer` — the two sides;
 * :mod:`~hlbook.relay.server` — a real ``nats-server`` for tests and the demo.
+
+:func:`hlbook.serve` uses them through :mod:`hlbook.shell.publish` (``--publish``:
+the primary's sink, snapshots at block boundaries) and :mod:`hlbook.shell.follow`
+(``--source``: the relay's data path, the same supervisor fed by a consumer).
 """
 
 from hlbook.relay.bridge import AsyncioThread, BridgeClosedError, open_asyncio_thread

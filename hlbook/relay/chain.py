@@ -147,6 +147,13 @@ class OutBuffer:
         """The oldest block, still queued until :meth:`pop`."""
         return self._items[0] if self._items else None
 
+    def peek(self, count: int) -> list[Outgoing]:
+        """The oldest ``count`` blocks (or fewer), still queued."""
+        items = self._items
+        if count >= len(items):
+            return list(items)
+        return [items[index] for index in range(count)]
+
     def pop(self) -> Outgoing:
         """Remove the oldest block (it was acknowledged)."""
         item = self._items.popleft()

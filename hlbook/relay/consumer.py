@@ -41,7 +41,7 @@ from hlbook.relay.bridge import BridgeClosedError
 from hlbook.relay.chain import ChainFollower, GapInfo, Verdict
 from hlbook.relay.client import NatsConnection, NatsUnavailableError
 from hlbook.relay.codec import FrameError, decode_block, decode_snapshot_frame, frame_prev
-from hlbook.relay.names import HEIGHT_HEADER, SEQ_HEADER, RelayNames
+from hlbook.relay.names import HEIGHT_HEADER, SEQ_HEADER, TIME_HEADER, RelayNames
 
 __all__ = ["BlockMessage", "Bootstrap", "Consumer", "ConsumerStats", "Gap", "RelayEvent"]
 
@@ -59,6 +59,8 @@ class Bootstrap:
     snapshot: bytes
     """The node's ``fileSnapshot`` output with the height (decompressed)."""
     name: str
+    time: int | None = None
+    """The block time at ``height`` (ms), if the publisher stored it."""
 
 
 @attrs.frozen
@@ -100,6 +102,7 @@ class _Snapshot:
     name: str
     height: int
     seq: int
+    time: int | None = None
 
 
 class Consumer:
@@ -140,6 +143,15 @@ class Consumer:
         if self._follower is None:
             return None
         return self._follower.height, self._follower.seq
+
+    def request_bootstrap(self, need: int = 0) -> None:
+        """Bootstrap again from the newest snapshot at height ``need`` or above.
+
+        For a caller whose books cannot follow the blocks delivered (a block
+        that does not fit them): the next event is a :class:`Bootstrap`.
+        """
+        self._need = need if self._need is None else max(self._need, need)
+        self._pending.clear()
 
     def __aiter__(self) -> "Consumer":
         return self
@@ -362,7 +374,7 @@ class Consumer:
                 len(frame.data) / 1e6,
                 found.seq + 1,
             )
-            return Bootstrap(frame.height, found.seq, frame.data, found.name)
+            return Bootstrap(frame.height, found.seq, frame.data, found.name, found.time)
 
     async def _newest_snapshot(self, need: int) -> _Snapshot | None:
         names, bad = self.names, self._bad_snapshots
@@ -383,7 +395,12 @@ class Consumer:
             if header_height is not None and header_height != height:
                 continue
             if best is None or height > best.height:
-                best = _Snapshot(info.name, height, _header_int(info.headers, SEQ_HEADER) or 0)
+                best = _Snapshot(
+                    info.name,
+                    height,
+                    _header_int(info.headers, SEQ_HEADER) or 0,
+                    _header_int(info.headers, TIME_HEADER),
+                )
         return best
 
     async def _download(self, name: str) -> bytes:

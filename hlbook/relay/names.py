@@ -25,18 +25,27 @@ Block message headers: ``Nats-Msg-Id`` = the height (decimal), ``Hlbook-Prev``
 block frame. Snapshot object headers: ``Hlbook-Height`` and ``Hlbook-Seq`` (the
 stream sequence of the last block message at or below that height when the
 snapshot was stored: a consumer resumes right after it and skips heights up to
-the snapshot's). The object's data is a snapshot frame.
+the snapshot's) and, when known, ``Hlbook-Time`` (the block time at that height,
+ms). The object's data is a snapshot frame.
 """
 
 import re
 
 import attrs
 
-__all__ = ["HEIGHT_HEADER", "PREV_HEADER", "SEQ_HEADER", "RelayNames", "StreamSettings"]
+__all__ = [
+    "HEIGHT_HEADER",
+    "PREV_HEADER",
+    "SEQ_HEADER",
+    "TIME_HEADER",
+    "RelayNames",
+    "StreamSettings",
+]
 
 PREV_HEADER = "Hlbook-Prev"
 HEIGHT_HEADER = "Hlbook-Height"
 SEQ_HEADER = "Hlbook-Seq"
+TIME_HEADER = "Hlbook-Time"
 
 _PREFIX = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 

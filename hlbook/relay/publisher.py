@@ -9,10 +9,13 @@ see ``benchmarks/relay_codec.py``) and appends it to the bounded
 keeps what waits small (a frame is ~15 KB, a decoded block ~0.8 MB) and makes
 the bound exact. Two Trio tasks (:meth:`Publisher.run`) do the rest:
 
-* the sender publishes the buffer's head with ``Nats-Msg-Id`` = height and waits
-  for JetStream's acknowledgement, one block at a time so the stream order is
-  the offer order; on any failure it keeps the block and retries (the message
-  id makes a retry of a block that did land a duplicate the server drops);
+* the sender publishes the buffer's oldest blocks with ``Nats-Msg-Id`` = height,
+  each acknowledged by JetStream before the next is sent, so the stream order
+  is the offer order; a run of up to ``batch`` blocks is one call through the
+  bridge (a busy book task would otherwise delay every acknowledgement by a
+  Trio wake-up: under load that capped publishing below the block rate). On
+  any failure it keeps the block and retries (the message id makes a retry of
+  a block that did land a duplicate the server drops);
 * the snapshot task stores :meth:`~Publisher.put_snapshot`'s snapshots.
 
 While NATS is slow or down the buffer fills; beyond its bounds blocks are
@@ -46,7 +49,14 @@ from hlbook.relay.bridge import BridgeClosedError
 from hlbook.relay.chain import OutBuffer, Outgoing
 from hlbook.relay.client import NatsConnection, NatsOptions, NatsUnavailableError, open_nats
 from hlbook.relay.codec import Codec, encode_block, encode_snapshot_frame
-from hlbook.relay.names import HEIGHT_HEADER, PREV_HEADER, SEQ_HEADER, RelayNames, StreamSettings
+from hlbook.relay.names import (
+    HEIGHT_HEADER,
+    PREV_HEADER,
+    SEQ_HEADER,
+    TIME_HEADER,
+    RelayNames,
+    StreamSettings,
+)
 from hlbook.stages import Stage
 
 if TYPE_CHECKING:
@@ -85,14 +95,24 @@ class PublisherStats:
     last_error: str | None = None
 
 
+class _Partial(Exception):
+    """A run of publishes failed after ``acks`` succeeded (asyncio side -> Trio side)."""
+
+    def __init__(self, acks: list[api.PubAck], error: Exception) -> None:
+        super().__init__(str(error))
+        self.acks = acks
+        self.error = error
+
+
 @attrs.define
 class _SnapshotJob:
     height: int
-    data: bytes
+    data: bytes | None  # None: still being encoded (see Publisher.snapshot_data)
     index: int  # the last offer it follows
     seq: int = 0
     wants: int = 0  # the publisher's want counter when it was put
     ready: bool = False
+    time: int | None = None  # the block time at its height (ms)
 
 
 async def ensure_stream(js: JetStreamContext, names: RelayNames, settings: StreamSettings) -> None:
@@ -147,8 +167,11 @@ class Publisher:
         codec: Codec = Codec.ZSTD,
         level: int | None = None,
         start_height: int | None = None,
+        batch: int = 64,
     ) -> None:
         self.connection = connection
+        self.batch = batch
+        """At most this many blocks per bridge call (each still acknowledged in turn)."""
         self.names = names or RelayNames()
         self.settings = settings or StreamSettings()
         self.codec = codec
@@ -199,23 +222,45 @@ class Publisher:
         self._prev = height
         self._wants += 1
 
-    def put_snapshot(self, height: int, data: bytes) -> bool:
+    def put_snapshot(self, height: int, data: bytes | None, *, time: int | None = None) -> bool:
         """Store ``data`` (``fileSnapshot`` bytes with height) as the snapshot at ``height``.
 
-        Call it after offering block ``height``, with the books as they are after
-        it. Never blocks: the snapshot is stored in the background once the
-        blocks offered before it are acknowledged. Returns ``False`` if it
-        replaced an older snapshot still waiting.
+        Call it with the books exactly after block ``height`` and no block above
+        ``height`` offered yet (blocks at or below it may still follow: relays
+        skip them): the snapshot's stream position is that of the blocks offered
+        so far. ``data`` may be ``None`` when the bytes are still being encoded
+        elsewhere: hand them over with :meth:`snapshot_data` (the position is
+        fixed now). ``time`` is the block time at ``height`` (ms), stored with it.
+        Never blocks: the snapshot is stored in the background once the blocks
+        offered before it are acknowledged. Returns ``False`` if it replaced an
+        older snapshot still waiting.
         """
         replaced = self._snapshot is not None
         if replaced:
             self._stats.snapshots_replaced += 1
         self._snapshot = _SnapshotJob(
-            height, data, self._next_index - 1, self._last_ack_seq, self._wants
+            height, data, self._next_index - 1, self._last_ack_seq, self._wants, time=time
         )
         self._check_snapshot_ready()
         self._wake_snapshot.set()
         return not replaced
+
+    def snapshot_data(self, height: int, data: bytes) -> bool:
+        """The bytes of the snapshot :meth:`put_snapshot` announced at ``height`` without them.
+
+        Returns ``False`` (and drops ``data``) if that snapshot was replaced meanwhile.
+        """
+        job = self._snapshot
+        if job is None or job.height != height or job.data is not None:
+            return False
+        job.data = data
+        self._wake_snapshot.set()
+        return True
+
+    @property
+    def snapshot_pending(self) -> bool:
+        """True while a snapshot put is not stored yet."""
+        return self._snapshot is not None
 
     @property
     def wants_snapshot(self) -> bool:
@@ -327,20 +372,61 @@ class Publisher:
         await trio.sleep(delay)
         return min(delay * 2, 2.0)
 
-    async def _publish(self, item: Outgoing) -> api.PubAck:
+    async def _publish(self, items: list[Outgoing]) -> list[api.PubAck]:
+        """Publish ``items`` one after the other, each acknowledged before the next.
+
+        One call through the bridge for the whole run: the acknowledgements are
+        awaited on the asyncio side, so a busy Trio thread costs one wake-up per
+        run instead of one per block (a backlog drains at JetStream's speed). The
+        first failure stops the run: the acknowledgements before it are handed
+        back with it (:class:`_Partial`), so the stream order stays the offer order.
+        """
         subject, stream = self.names.subject, self.names.stream
-        headers = {"Nats-Msg-Id": str(item.height), PREV_HEADER: str(item.prev or 0)}
 
-        async def _call(_nc: Client, js: JetStreamContext) -> api.PubAck:
-            return await js.publish(subject, item.data, stream=stream, headers=headers)
+        async def _call(_nc: Client, js: JetStreamContext) -> list[api.PubAck]:
+            acks: list[api.PubAck] = []
+            for item in items:
+                headers = {"Nats-Msg-Id": str(item.height), PREV_HEADER: str(item.prev or 0)}
+                try:
+                    acks.append(
+                        await js.publish(subject, item.data, stream=stream, headers=headers)
+                    )
+                except Exception as exc:
+                    if not acks:
+                        raise
+                    raise _Partial(acks, exc) from exc
+            return acks
 
-        return await self.connection.call(_call)
+        try:
+            return await self.connection.call(_call)
+        except _Partial as partial:
+            for item, ack in zip(items, partial.acks, strict=False):
+                self._acknowledged(item, ack)
+            raise partial.error from None
+
+    def _acknowledged(self, item: Outgoing, ack: api.PubAck) -> None:
+        """``item`` (the buffer's head) is in the stream."""
+        if self._error_logged:
+            log.info("NATS publish: publishing again from height %d", item.height)
+            self._error_logged = False
+        self._out.pop()
+        self._last_ack_seq = ack.seq
+        job = self._snapshot
+        if job is not None and not job.ready and item.index <= job.index:
+            job.seq = ack.seq
+        stats = self._stats
+        stats.published += 1
+        stats.published_bytes += len(item.data)
+        stats.duplicates += bool(ack.duplicate)
+        stats.last_height = item.height
+        stats.last_seq = ack.seq
+        self._progressed()
 
     async def _sender(self) -> None:
         delay = 0.05
         while True:
-            item = self._out.head()
-            if item is None:
+            items = self._out.peek(self.batch)
+            if not items:
                 await self._wake_sender.wait()
                 self._wake_sender = trio.Event()
                 continue
@@ -348,9 +434,9 @@ class Publisher:
                 await self.connection.wait_connected()
             try:
                 await self._ensure()
-                ack = await self._publish(item)
+                acks = await self._publish(items)
             except nats.errors.MaxPayloadError as exc:
-                self._out.pop()
+                item = self._out.pop()  # the block that failed: the acknowledged ones are gone
                 self._out.dropped += 1  # a gap of its own, whatever the buffer is doing
                 self._out.gaps += 1
                 self._stats.too_large += 1
@@ -369,35 +455,26 @@ class Publisher:
             except nats.js.errors.NoStreamResponseError as exc:
                 self._ensured_epoch = -1  # the stream is gone (a new server?): create it again
                 self._stats.retries += 1
-                self._failed(f"publishing block {item.height}", exc)
+                self._failed(f"publishing block {self._head_height()}", exc)
                 delay = await self._backoff(delay)
                 continue
             except _RETRYABLE as exc:
                 self._stats.retries += 1
-                self._failed(f"publishing block {item.height}", exc)
+                self._failed(f"publishing block {self._head_height()}", exc)
                 delay = await self._backoff(delay)
                 continue
-            if self._error_logged:
-                log.info("NATS publish: publishing again from height %d", item.height)
-                self._error_logged = False
             delay = 0.05
-            self._out.pop()
-            self._last_ack_seq = ack.seq
-            job = self._snapshot
-            if job is not None and not job.ready and item.index <= job.index:
-                job.seq = ack.seq
-            stats = self._stats
-            stats.published += 1
-            stats.published_bytes += len(item.data)
-            stats.duplicates += bool(ack.duplicate)
-            stats.last_height = item.height
-            stats.last_seq = ack.seq
-            self._progressed()
+            for item, ack in zip(items, acks, strict=True):
+                self._acknowledged(item, ack)
+
+    def _head_height(self) -> int | None:
+        head = self._out.head()
+        return head.height if head is not None else None
 
     async def _snapshotter(self) -> None:
         while True:
             job = self._snapshot
-            if job is None or not job.ready:
+            if job is None or not job.ready or job.data is None:
                 await self._wake_snapshot.wait()
                 self._wake_snapshot = trio.Event()
                 continue
@@ -423,6 +500,7 @@ class Publisher:
             self._progressed()
 
     def _encode_snapshot(self, job: _SnapshotJob) -> bytes:
+        assert job.data is not None
         return encode_snapshot_frame(job.height, job.data, codec=self.codec, level=self.level)
 
     async def _store_with_retries(self, job: _SnapshotJob, frame: bytes) -> bool:
@@ -445,10 +523,13 @@ class Publisher:
     async def _store(self, job: _SnapshotJob, frame: bytes) -> None:
         names, settings = self.names, self.settings
         name = names.snapshot_object(job.height)
+        headers = {HEIGHT_HEADER: [str(job.height)], SEQ_HEADER: [str(job.seq)]}
+        if job.time is not None:
+            headers[TIME_HEADER] = [str(job.time)]
         meta = api.ObjectMeta(
             name=name,
             description=f"hlbook book snapshot at height {job.height} (stream seq {job.seq})",
-            headers={HEIGHT_HEADER: [str(job.height)], SEQ_HEADER: [str(job.seq)]},
+            headers=headers,
             options=api.ObjectMetaOptions(max_chunk_size=settings.chunk_size),
         )
 

@@ -310,13 +310,15 @@ class _WorkerLabel(logging.Filter):
 
 
 def worker_config(config: Config, slot: Slot) -> Config:
-    """``config`` for worker ``slot``: its port, and snapshot and history files of its own."""
+    """``config`` for worker ``slot``: its port, and snapshot and history files of its own;
+    only worker 0 publishes to NATS (``--publish``: one copy of each block and snapshot)."""
     snapshot, history = worker_paths(config.snapshot_out, config.history_path, slot.index)
     return attrs.evolve(
         config,
         port=slot.port,
         snapshot_path=snapshot,
         history=str(history) if history is not None else "none",
+        publish=config.publish if slot.index == 0 else (),
     )
 
 
