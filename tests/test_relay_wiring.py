@@ -10,7 +10,7 @@ import httpx
 import msgspec
 import pytest
 import trio
-from fixtures import block, new, remove, status
+from fixtures import block, new, remove, status, update
 from test_cli import hlbook_process
 
 from hlbook.book.books import Books
@@ -52,17 +52,23 @@ def test_a_captured_snapshot_is_the_books_as_they_were_when_captured() -> None:
     captured = capture_books(books)
     # The books move on before the thread encodes: an order's size changes in place,
     # another is removed, a new one arrives.
-    order = books.order(1)
-    assert order is not None
-    before = order.sz
-    books.apply(block(H + 2, diffs=[remove(2, px="100.0"), new(4, px="99.0")]))
-    order.sz = "0.5"
-    assert order.sz != before
+    before = books.order(1)
+    assert before is not None
+    books.apply(
+        block(
+            H + 2,
+            diffs=[update(1, "1.0", "0.5"), remove(2, px="100.0"), new(4, px="99.0")],
+        )
+    )
+    after = books.order(1)
+    assert after is not None
+    assert after.sz != before.sz
     data = encode_captured(H + 1, captured)
     assert data == expected
     again = Books.load(data)
     assert again.height == H + 1
-    assert sorted(o.oid for o in again._orders.values()) == [1, 2, 3]
+    oids = [o.oid for coin in again.coins() for side in again.coin_orders(coin) for o in side]
+    assert sorted(oids) == [1, 2, 3]
 
 
 def test_nats_settings_are_checked_and_become_connection_options(tmp_path: Path) -> None:

@@ -51,7 +51,7 @@ def test_each_worker_has_its_own_files_and_worker_0_keeps_a_single_process_s() -
 
 
 def test_only_worker_0_publishes_to_nats(tmp_path: Path) -> None:
-    from hlbook.app import Config
+    from hlbook.config import Config
     from hlbook.shell.workers import worker_config
 
     config = Config(node_data=tmp_path, publish=("nats://127.0.0.1:4222",), port=0)

@@ -29,6 +29,7 @@ import attrs
 import msgspec
 import trio
 
+from hlbook.book.resting import Resting, full_order
 from hlbook.config import Config
 from hlbook.node.formats import Order, encode_snapshot
 from hlbook.relay.client import NatsConnection, NatsOptions
@@ -47,7 +48,7 @@ log = logging.getLogger("hlbook.publish")
 
 _SZ = operator.attrgetter("sz")
 
-_Side = tuple[list[Order], list[str]]
+_Side = tuple[list[int], list[Resting], list[str]]
 Captured = list[tuple[str, _Side, _Side]]
 """Books as captured at one height: per coin, bids and asks as (orders best first, sizes)."""
 
@@ -72,10 +73,10 @@ def nats_options(config: Config, servers: Iterable[str]) -> NatsOptions:
 def capture_books(books: "Books") -> Captured:
     """The books' resting orders as they are now, cheap enough for the book task.
 
-    Orders are replaced when they change, except ``sz``, which an update sets in
-    place: the sizes are captured beside the order objects. Per side, three
-    passes that run in C (the levels' oids chained, the orders looked up, their
-    sizes read): no Python code per level or per order.
+    Resting records are replaced when they change, except ``sz``, which an update
+    sets in place: the sizes are captured beside the records (and the oids, their
+    keys). Per side, a few passes that run in C (the levels' oids chained, the
+    records looked up, their sizes read): no Python code per level or per order.
     """
     out: Captured = []
     for coin in books.coins():
@@ -84,9 +85,9 @@ def capture_books(books: "Books") -> Captured:
         index = book.index.__getitem__
         sides = []
         for side in ("B", "A"):
-            oids = chain.from_iterable(map(_OIDS, book.levels(side)))
-            orders = list(map(index, oids))
-            sides.append((orders, list(map(_SZ, orders))))
+            oids = list(chain.from_iterable(map(_OIDS, book.levels(side))))
+            records = list(map(index, oids))
+            sides.append((oids, records, list(map(_SZ, records))))
         out.append((coin, sides[0], sides[1]))
     return out
 
@@ -94,9 +95,10 @@ def capture_books(books: "Books") -> Captured:
 def encode_captured(height: int, captured: Captured) -> bytes:
     """:func:`capture_books`' books as ``fileSnapshot`` bytes with the height (use a thread)."""
 
-    def side(orders: list[Order], sizes: list[str]) -> list[tuple[str, Order]]:
+    def side(oids: list[int], records: list[Resting], sizes: list[str]) -> list[tuple[str, Order]]:
         pairs = []
-        for order, sz in zip(orders, sizes, strict=True):
+        for oid, record, sz in zip(oids, records, sizes, strict=True):
+            order = full_order(oid, record)
             if order.sz != sz:  # updated since the capture
                 order = msgspec.structs.replace(order, sz=sz)
             pairs.append((str(order.user), order))
