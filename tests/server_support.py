@@ -232,3 +232,82 @@ def task_count() -> int:
     root = trio.lowlevel.current_root_task()
     assert root is not None
     return count(root)
+
+
+# -- what the simulated node wrote, read back from its files (independent of hlbook) -----
+
+
+def written_lines(node: "SimHandle", stream: Stream) -> list[dict[str, Any]]:
+    """Every line ``stream``'s hourly files hold, decoded as plain JSON, in height order."""
+    lines = []
+    for path in (node.stream_dir(stream) / "hourly").glob("*/*"):
+        for raw in path.read_bytes().splitlines():
+            if raw.strip():
+                lines.append(json.loads(raw))
+    return sorted(lines, key=lambda line: int(line["block_number"]))
+
+
+def written_trades(node: "SimHandle", coin: str, after: int = 0) -> list[dict[str, Any]]:
+    """The trades of ``coin`` in the fill files above height ``after``, in file order, as
+    ``{"px","sz","time","tid","side","users"}`` (``side`` the taker's; both fills of a trade
+    share its ``tid``)."""
+    trades: dict[int, dict[str, Any]] = {}
+    for line in written_lines(node, Stream.FILLS):
+        if int(line["block_number"]) <= after:
+            continue
+        for user, fill in line["events"]:
+            if fill["coin"] != coin:
+                continue
+            trade = trades.setdefault(
+                fill["tid"],
+                {"px": fill["px"], "sz": fill["sz"], "time": fill["time"], "tid": fill["tid"],
+                 "users": ["", ""]},  # fmt: skip
+            )
+            trade["users"][0 if fill["side"] == "B" else 1] = user
+            if fill["crossed"]:
+                trade["side"] = fill["side"]
+    return list(trades.values())
+
+
+def expected_candles(trades: list[dict[str, Any]], length_ms: int) -> list[dict[str, Any]]:
+    """Fixed-length candles (``{t,T,o,c,h,l,v,n}``, Decimal prices) from trades in order."""
+    candles: dict[int, dict[str, Any]] = {}
+    for trade in trades:
+        px, sz = Decimal(trade["px"]), Decimal(trade["sz"])
+        start = trade["time"] // length_ms * length_ms
+        candle = candles.get(start)
+        if candle is None:
+            candles[start] = {"t": start, "T": start + length_ms - 1, "o": px, "c": px,
+                              "h": px, "l": px, "v": sz, "n": 1}  # fmt: skip
+        else:
+            candle.update(c=px, h=max(candle["h"], px), l=min(candle["l"], px))
+            candle["v"] += sz
+            candle["n"] += 1
+    return [candles[t] for t in sorted(candles)]
+
+
+def candle_numbers(candle: dict[str, Any]) -> dict[str, Any]:
+    """An official candle's ``{t,T,o,c,h,l,v,n}`` with the numbers as Decimals."""
+    out = {key: candle[key] for key in ("t", "T", "n")}
+    out.update({key: Decimal(candle[key]) for key in ("o", "c", "h", "l", "v")})
+    return out
+
+
+def expected_mids(node: "SimHandle", dex: str = "") -> dict[str, Decimal]:
+    """``allMids`` from the simulator's own books: (best bid + best ask) / 2 per coin."""
+    out = {}
+    for coin in node.coins():
+        if (coin.partition(":")[0] if ":" in coin else "") != dex:
+            continue
+        bids, asks = node.coin_orders(coin)
+        if bids and asks:
+            out[coin] = (Decimal(bids[0].limitPx) + Decimal(asks[0].limitPx)) / 2
+    return out
+
+
+def bootstrap_height(handle: hlbook.ServerHandle) -> int:
+    """The height of the snapshot hlbook started from: its history holds the blocks above it
+    (blocks applied since are counted in health)."""
+    books = handle.books
+    assert books is not None
+    return books.height - int(handle.health()["pipeline"]["blocks_applied"])
