@@ -1,5 +1,6 @@
 """The official Python SDK's ``Info`` and ccxt against hlbook, and curl: real clients over HTTP."""
 
+import asyncio
 import json
 import shutil
 from datetime import UTC, datetime
@@ -60,26 +61,84 @@ async def test_sdk_info_constructs_and_its_l2_snapshot_equals_the_channel(tmp_pa
         assert snapshot["time"] == books.time >= last["time"]
 
 
-async def test_ccxt_loads_markets_and_reads_the_book(tmp_path: Path) -> None:
+async def test_ccxt_and_ccxt_pro_read_markets_books_candles_and_trades(tmp_path: Path) -> None:
     import ccxt
+    import ccxt.pro
 
-    async with sim_and_server(tmp_path, fallback=True) as (handle, node):
-        exchange = ccxt.hyperliquid(
-            {"urls": {"api": {"public": handle.http_url, "private": handle.http_url}}}
-        )
-        markets = await trio.to_thread.run_sync(exchange.load_markets)
-        assert "BTC/USDC:USDC" in markets
-        assert "PURR/USDC" in markets
+    symbol = "BTC/USDC:USDC"
+    urls = {"api": {"public": "", "private": "", "ws": {"public": ""}}}
+
+    async with sim_and_server(tmp_path, SIM_CLOCK, fallback=True) as (handle, node):
+        urls["api"].update(public=handle.http_url, private=handle.http_url)
+        urls["api"]["ws"]["public"] = handle.url  # type: ignore[index]
+        base = bootstrap_height(handle)
+        await node.wait_for_height(node.start_height + 80)
         await settle(handle, node)
-        book = await trio.to_thread.run_sync(exchange.fetch_order_book, "BTC/USDC:USDC")
         books = handle.books
         assert books is not None
-        btc = books.book("BTC")
-        assert btc is not None
-        best = btc.best("B")
-        assert best is not None
-        assert book["bids"][0][0] == float(best.px_str)
-        assert book["timestamp"] == books.time
+        books_time = books.time
+        exchange = ccxt.hyperliquid({"urls": urls})
+
+        def fetch() -> dict[str, Any]:
+            return {
+                "markets": exchange.load_markets(),
+                "book": exchange.fetch_order_book(symbol),
+                "ohlcv": exchange.fetch_ohlcv(symbol, "1m", since=0),
+                "trades": exchange.fetch_trades(symbol, params={"user": FILLS_USER}),
+            }
+
+        got = await trio.to_thread.run_sync(fetch)
+        bids, asks = node.coin_orders("BTC")
+        candles = expected_candles(written_trades(node, "BTC", after=base), 60_000)
+
+        async def watch() -> dict[str, Any]:
+            pro = ccxt.pro.hyperliquid({"urls": urls})
+            try:
+                await pro.load_markets()
+                # The node is paused: the first messages are the books and candle as they are.
+                # (ccxt keeps updating the objects it returned: copies of them as they were.)
+                book = await pro.watch_order_book(symbol)
+                out: dict[str, Any] = {
+                    "book": {side: [list(level) for level in book[side]] for side in ("bids", "asks")},
+                }
+                out["ohlcv"] = [list(row) for row in await pro.watch_ohlcv(symbol, "1m")]
+                trio.from_thread.run_sync(node.resume)  # trades come with the next blocks
+                out["trades"] = await pro.watch_trades(symbol)
+                return out
+            finally:
+                await pro.close()
+
+        watched = await trio.to_thread.run_sync(asyncio.run, watch())
+        await settle(handle, node)
+        written = {t["tid"]: t for t in written_trades(node, "BTC", after=base)}
+
+    # load_markets: perps from meta, spot from spotMeta, contexts from the fallback.
+    assert "BTC/USDC:USDC" in got["markets"] and "PURR/USDC" in got["markets"]
+    for book in (got["book"], watched["book"]):
+        assert [level[:2] for level in book["bids"]] == [
+            [float(px), float(sz)] for px, sz, _ in expected_l2(bids, "B")
+        ]
+        assert [level[:2] for level in book["asks"]] == [
+            [float(px), float(sz)] for px, sz, _ in expected_l2(asks, "A")
+        ]
+    assert got["book"]["timestamp"] == books_time
+    # fetch_ohlcv (candleSnapshot): the candles recomputed from the fill files.
+    assert [row[0] for row in got["ohlcv"]] == [c["t"] for c in candles] != []
+    assert got["ohlcv"] == [
+        [c["t"], float(c["o"]), float(c["h"]), float(c["l"]), float(c["c"]), float(c["v"])]
+        for c in candles
+    ]
+    assert watched["ohlcv"][-1] == got["ohlcv"][-1]  # the current candle, from the channel
+    # fetch_trades (userFills of a user): that user's BTC fills, oldest first.
+    mine = [f for f in node.fills(FILLS_USER)[len(node.fills(FILLS_USER, base)) :] if f.coin == "BTC"]
+    assert [int(t["id"]) for t in got["trades"]] == [f.tid for f in mine] != []
+    assert [t["price"] for t in got["trades"]] == [float(f.px) for f in mine]
+    # watch_trades: trades the node wrote, with their prices, sizes and taker sides.
+    assert watched["trades"] != []
+    for trade in watched["trades"]:
+        truth = written[int(trade["id"])]
+        assert (trade["price"], trade["amount"]) == (float(truth["px"]), float(truth["sz"]))
+        assert trade["side"] == ("buy" if truth["side"] == "B" else "sell")
 
 
 async def test_curl_reads_health(tmp_path: Path) -> None:
