@@ -1,6 +1,7 @@
 """Helpers for tests that run the real server: start it, talk to it, compare books."""
 
 import json
+import logging
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -8,6 +9,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import trio
 from fixtures import MainnetSlice
 from recorded_node import RecordedNode
@@ -146,15 +148,29 @@ async def sim_and_server(
     if fallback:
         sim_settings["fallback_port"] = 0
     sim_settings.update(sim or {})
-    async with trio.open_nursery() as nursery:
-        node = await nursery.start(run_simulator, SimConfig(**sim_settings))
-        if fallback:
-            config.setdefault("fallback_info_url", node.fallback_url)
-        handle = await nursery.start(hlbook.serve, server_config(tmp_path, node.info_url, **config))
-        with trio.fail_after(30):
-            await handle.wait_ready()
-        yield handle, node
-        nursery.cancel_scope.cancel()
+    logger = logging.getLogger("hlbook.supervisor")
+    loaded, level = _LoadedHeights(), logger.level
+    logger.addHandler(loaded)
+    logger.setLevel(min(logger.getEffectiveLevel(), logging.INFO))
+    try:
+        async with trio.open_nursery() as nursery:
+            node = await nursery.start(run_simulator, SimConfig(**sim_settings))
+            if fallback:
+                config.setdefault("fallback_info_url", node.fallback_url)
+            handle = await nursery.start(
+                hlbook.serve, server_config(tmp_path, node.info_url, **config)
+            )
+            with trio.fail_after(30):
+                await handle.wait_ready()
+            _loaded_at[id(handle)] = loaded.heights
+            try:
+                yield handle, node
+            finally:
+                del _loaded_at[id(handle)]
+            nursery.cancel_scope.cancel()
+    finally:
+        logger.removeHandler(loaded)
+        logger.setLevel(level)
 
 
 def canonical(value: Decimal) -> str:
@@ -260,8 +276,13 @@ def written_trades(node: "SimHandle", coin: str, after: int = 0) -> list[dict[st
                 continue
             trade = trades.setdefault(
                 fill["tid"],
-                {"px": fill["px"], "sz": fill["sz"], "time": fill["time"], "tid": fill["tid"],
-                 "users": ["", ""]},  # fmt: skip
+                {
+                    "px": fill["px"],
+                    "sz": fill["sz"],
+                    "time": fill["time"],
+                    "tid": fill["tid"],
+                    "users": ["", ""],
+                },
             )
             trade["users"][0 if fill["side"] == "B" else 1] = user
             if fill["crossed"]:
@@ -306,8 +327,31 @@ def expected_mids(node: "SimHandle", dex: str = "") -> dict[str, Decimal]:
 
 
 def bootstrap_height(handle: hlbook.ServerHandle) -> int:
-    """The height of the snapshot hlbook started from: its history holds the blocks above it
-    (blocks applied since are counted in health)."""
-    books = handle.books
-    assert books is not None
-    return books.height - int(handle.health()["pipeline"]["blocks_applied"])
+    """The height of the (first) snapshot the :func:`sim_and_server` hlbook loaded: its
+    history holds the blocks above it. Read from hlbook's log line, not from its state."""
+    return _loaded_at[id(handle)][0]
+
+
+class _LoadedHeights(logging.Handler):
+    """Collects the heights of hlbook's "books loaded at height H" log lines."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.heights: list[int] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg.startswith("books loaded at height") and isinstance(record.args, tuple):
+            self.heights.append(int(record.args[0]))  # type: ignore[call-overload]
+
+
+_loaded_at: dict[int, list[int]] = {}
+
+
+def fill_dicts(fills: list[Any]) -> list[dict[str, Any]]:
+    """The simulator's fills as the official wire objects (``twapId`` null when unset)."""
+    out = []
+    for fill in fills:
+        wire = msgspec.to_builtins(fill)
+        wire.setdefault("twapId", None)
+        out.append(wire)
+    return out

@@ -8,16 +8,16 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 import trio
 from server_support import (
+    bootstrap_height,
     candle_numbers,
     canonical,
     expected_candles,
     expected_l2,
     expected_mids,
-    bootstrap_height,
+    fill_dicts,
     send,
     settle,
     sim_and_server,
@@ -99,7 +99,9 @@ async def test_ccxt_and_ccxt_pro_read_markets_books_candles_and_trades(tmp_path:
                 # (ccxt keeps updating the objects it returned: copies of them as they were.)
                 book = await pro.watch_order_book(symbol)
                 out: dict[str, Any] = {
-                    "book": {side: [list(level) for level in book[side]] for side in ("bids", "asks")},
+                    "book": {
+                        side: [list(level) for level in book[side]] for side in ("bids", "asks")
+                    },
                 }
                 out["ohlcv"] = [list(row) for row in await pro.watch_ohlcv(symbol, "1m")]
                 trio.from_thread.run_sync(node.resume)  # trades come with the next blocks
@@ -113,7 +115,8 @@ async def test_ccxt_and_ccxt_pro_read_markets_books_candles_and_trades(tmp_path:
         written = {t["tid"]: t for t in written_trades(node, "BTC", after=base)}
 
     # load_markets: perps from meta, spot from spotMeta, contexts from the fallback.
-    assert "BTC/USDC:USDC" in got["markets"] and "PURR/USDC" in got["markets"]
+    assert "BTC/USDC:USDC" in got["markets"]
+    assert "PURR/USDC" in got["markets"]
     for book in (got["book"], watched["book"]):
         assert [level[:2] for level in book["bids"]] == [
             [float(px), float(sz)] for px, sz, _ in expected_l2(bids, "B")
@@ -130,7 +133,9 @@ async def test_ccxt_and_ccxt_pro_read_markets_books_candles_and_trades(tmp_path:
     ]
     assert watched["ohlcv"][-1] == got["ohlcv"][-1]  # the current candle, from the channel
     # fetch_trades (userFills of a user): that user's BTC fills, oldest first.
-    mine = [f for f in node.fills(FILLS_USER)[len(node.fills(FILLS_USER, base)) :] if f.coin == "BTC"]
+    mine = [
+        f for f in node.fills(FILLS_USER)[len(node.fills(FILLS_USER, base)) :] if f.coin == "BTC"
+    ]
     assert [int(t["id"]) for t in got["trades"]] == [f.tid for f in mine] != []
     assert [t["price"] for t in got["trades"]] == [float(f.px) for f in mine]
     # watch_trades: trades the node wrote, with their prices, sizes and taker sides.
@@ -158,16 +163,6 @@ async def test_curl_reads_health(tmp_path: Path) -> None:
 
 # The simulated clock starts 3 s before a minute ends, so the runs below cross a 1m candle.
 SIM_CLOCK = {"start_time": datetime(2026, 5, 5, 17, 39, 57, tzinfo=UTC), "record_fills": True}
-
-
-def fill_dicts(fills: list[Any]) -> list[dict[str, Any]]:
-    """The simulator's fills as the official wire objects (``twapId`` null when unset)."""
-    out = []
-    for fill in fills:
-        wire = msgspec.to_builtins(fill)
-        wire.setdefault("twapId", None)
-        out.append(wire)
-    return out
 
 
 def written_statuses(node: Any, user: str, after: int) -> list[tuple[int, str, str]]:
@@ -218,11 +213,16 @@ async def test_sdk_info_calls_equal_the_simulators_truth(tmp_path: Path) -> None
 
         got = await trio.to_thread.run_sync(ask)
         books = handle.books
-        assert books is not None and books.height == height
+        assert books is not None
+        assert books.height == height
 
     bids, asks = node.coin_orders("BTC")
-    assert [(lv["px"], lv["sz"], lv["n"]) for lv in got["l2"]["levels"][0]] == expected_l2(bids, "B")
-    assert [(lv["px"], lv["sz"], lv["n"]) for lv in got["l2"]["levels"][1]] == expected_l2(asks, "A")
+    assert [(lv["px"], lv["sz"], lv["n"]) for lv in got["l2"]["levels"][0]] == expected_l2(
+        bids, "B"
+    )
+    assert [(lv["px"], lv["sz"], lv["n"]) for lv in got["l2"]["levels"][1]] == expected_l2(
+        asks, "A"
+    )
     assert {coin: Decimal(px) for coin, px in got["mids"].items()} == expected_mids(node)
 
     # The resting orders, newest first; trigger orders wait outside the book, which a
@@ -301,16 +301,18 @@ async def test_sdk_subscriptions_fire_with_the_simulators_data(tmp_path: Path) -
             await node.wait_for_height(paused + 80)
             height = await settle(handle, node)
             trades = written_trades(node, "BTC", after=paused)
-            new_fills = fill_dicts([f for f in node.fills(FILLS_USER, height)])[
+            new_fills = fill_dicts(list(node.fills(FILLS_USER, height)))[
                 len(node.fills(FILLS_USER, paused)) :
             ]
             bids, asks = node.coin_orders("BTC")
             candles = expected_candles(written_trades(node, "BTC", after=base), 60_000)
             await until(
-                lambda: sum(len(m["data"]) for m in got.get("trades", [])) == len(trades)
-                and candle_numbers(got["candle"][-1]["data"]) == candles[-1]
-                and got["l2Book"][-1]["data"]["levels"][0][0]["px"] == bids[0].limitPx
-                and sum(len(m["data"]["fills"]) for m in got["userFills"][1:]) == len(new_fills)
+                lambda: (
+                    sum(len(m["data"]) for m in got.get("trades", [])) == len(trades)
+                    and candle_numbers(got["candle"][-1]["data"]) == candles[-1]
+                    and got["l2Book"][-1]["data"]["levels"][0][0]["px"] == bids[0].limitPx
+                    and sum(len(m["data"]["fills"]) for m in got["userFills"][1:]) == len(new_fills)
+                )
             )
         finally:
             for info in clients:
@@ -322,7 +324,9 @@ async def test_sdk_subscriptions_fire_with_the_simulators_data(tmp_path: Path) -
     assert [(lv["px"], lv["sz"], lv["n"]) for lv in levels[1]] == expected_l2(asks, "A")
     bid, ask = got["bbo"][-1]["data"]["bbo"]
     assert (bid["px"], ask["px"]) == (bids[0].limitPx, asks[0].limitPx)
-    assert bid["sz"] == canonical(sum((Decimal(o.sz) for o in bids if o.limitPx == bid["px"]), Decimal()))
+    assert bid["sz"] == canonical(
+        sum((Decimal(o.sz) for o in bids if o.limitPx == bid["px"]), Decimal())
+    )
 
     # trades: every trade written after the pause, in order, with the taker's side.
     pushed = [trade for message in got["trades"] for trade in message["data"]]
@@ -339,7 +343,8 @@ async def test_sdk_subscriptions_fire_with_the_simulators_data(tmp_path: Path) -
     # candle: recomputed from the trades in the fill files (before and after subscribing).
     assert candle_numbers(got["candle"][0]["data"]) == before_candle[-1]
     assert candle_numbers(got["candle"][-1]["data"]) == candles[-1]
-    assert len(candles) >= 2 and got["candle"][-1]["data"]["t"] > got["candle"][0]["data"]["t"]
+    assert len(candles) >= 2
+    assert got["candle"][-1]["data"]["t"] > got["candle"][0]["data"]["t"]
 
     # orderUpdates: exactly the statuses the files hold for that user after the pause,
     # triggered orders and rejections included.
@@ -347,10 +352,17 @@ async def test_sdk_subscriptions_fire_with_the_simulators_data(tmp_path: Path) -
         ("orderUpdates", TRIGGER_USER, {"triggered"}),
         ("rejected", REJECTED_USER, set()),
     ):
-        updates = [(u["order"]["oid"], u["status"], u["order"]["coin"]) for m in got[name] for u in m["data"]]
+        updates = [
+            (u["order"]["oid"], u["status"], u["order"]["coin"])
+            for m in got[name]
+            for u in m["data"]
+        ]
         assert updates == written_statuses(node, user, paused) != []
         assert kinds <= {status for _, status, _ in updates}
-    assert all(status.endswith("Rejected") for _, status, _ in written_statuses(node, REJECTED_USER, paused))
+    assert all(
+        status.endswith("Rejected")
+        for _, status, _ in written_statuses(node, REJECTED_USER, paused)
+    )
 
     # userFills: the snapshot is the fills until the pause, newest first; then the new ones.
     snapshot = got["userFills"][0]["data"]
