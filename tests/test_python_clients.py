@@ -289,7 +289,7 @@ async def test_sdk_subscriptions_fire_with_the_simulators_data(tmp_path: Path) -
                 (second, {"type": "orderUpdates", "user": REJECTED_USER}, "rejected"),
             ]
             for info, subscription, name in subscriptions:
-                info.subscribe(subscription, collect(name))  # type: ignore[arg-type]
+                info.subscribe(subscription, collect(name))
             return [first, second]
 
         clients = await trio.to_thread.run_sync(connect)
