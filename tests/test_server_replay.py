@@ -215,7 +215,9 @@ async def test_real_users_open_orders_order_updates_and_fills(
         if user == trader
     ]
     expected_open = real_open_orders(mainnet, maker)
-    assert expected_open and statuses and fills
+    assert expected_open
+    assert statuses
+    assert fills
     assert len({s for _, s, _, _ in statuses}) >= 2  # more than one kind of status
     last = mainnet.heights[-1]
     async with replay_server(tmp_path, mainnet) as (handle, node):
