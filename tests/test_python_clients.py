@@ -73,7 +73,7 @@ async def test_ccxt_and_ccxt_pro_read_markets_books_candles_and_trades(tmp_path:
         urls["api"]["ws"]["public"] = handle.url  # type: ignore[index]
         base = bootstrap_height(handle)
         await node.wait_for_height(node.start_height + 80)
-        await settle(handle, node)
+        settled = await settle(handle, node)
         books = handle.books
         assert books is not None
         books_time = books.time
@@ -133,9 +133,9 @@ async def test_ccxt_and_ccxt_pro_read_markets_books_candles_and_trades(tmp_path:
     ]
     assert watched["ohlcv"][-1] == got["ohlcv"][-1]  # the current candle, from the channel
     # fetch_trades (userFills of a user): that user's BTC fills, oldest first.
-    mine = [
-        f for f in node.fills(FILLS_USER)[len(node.fills(FILLS_USER, base)) :] if f.coin == "BTC"
-    ]
+    # (at the first pause: the node wrote more blocks while ccxt.pro watched)
+    seen = node.fills(FILLS_USER, settled)[len(node.fills(FILLS_USER, base)) :]
+    mine = [f for f in seen if f.coin == "BTC"]
     assert [int(t["id"]) for t in got["trades"]] == [f.tid for f in mine] != []
     assert [t["price"] for t in got["trades"]] == [float(f.px) for f in mine]
     # watch_trades: trades the node wrote, with their prices, sizes and taker sides.
