@@ -1,6 +1,7 @@
 """Helpers for tests that run the real server: start it, talk to it, compare books."""
 
 import json
+import logging
 import sys
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -8,6 +9,7 @@ from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import msgspec
 import trio
 from fixtures import MainnetSlice
 from recorded_node import RecordedNode
@@ -146,15 +148,29 @@ async def sim_and_server(
     if fallback:
         sim_settings["fallback_port"] = 0
     sim_settings.update(sim or {})
-    async with trio.open_nursery() as nursery:
-        node = await nursery.start(run_simulator, SimConfig(**sim_settings))
-        if fallback:
-            config.setdefault("fallback_info_url", node.fallback_url)
-        handle = await nursery.start(hlbook.serve, server_config(tmp_path, node.info_url, **config))
-        with trio.fail_after(30):
-            await handle.wait_ready()
-        yield handle, node
-        nursery.cancel_scope.cancel()
+    logger = logging.getLogger("hlbook.supervisor")
+    loaded, level = _LoadedHeights(), logger.level
+    logger.addHandler(loaded)
+    logger.setLevel(min(logger.getEffectiveLevel(), logging.INFO))
+    try:
+        async with trio.open_nursery() as nursery:
+            node = await nursery.start(run_simulator, SimConfig(**sim_settings))
+            if fallback:
+                config.setdefault("fallback_info_url", node.fallback_url)
+            handle = await nursery.start(
+                hlbook.serve, server_config(tmp_path, node.info_url, **config)
+            )
+            with trio.fail_after(30):
+                await handle.wait_ready()
+            _loaded_at[id(handle)] = loaded.heights
+            try:
+                yield handle, node
+            finally:
+                del _loaded_at[id(handle)]
+            nursery.cancel_scope.cancel()
+    finally:
+        logger.removeHandler(loaded)
+        logger.setLevel(level)
 
 
 def canonical(value: Decimal) -> str:
@@ -232,3 +248,110 @@ def task_count() -> int:
     root = trio.lowlevel.current_root_task()
     assert root is not None
     return count(root)
+
+
+# -- what the simulated node wrote, read back from its files (independent of hlbook) -----
+
+
+def written_lines(node: "SimHandle", stream: Stream) -> list[dict[str, Any]]:
+    """Every line ``stream``'s hourly files hold, decoded as plain JSON, in height order."""
+    lines = []
+    for path in (node.stream_dir(stream) / "hourly").glob("*/*"):
+        for raw in path.read_bytes().splitlines():
+            if raw.strip():
+                lines.append(json.loads(raw))
+    return sorted(lines, key=lambda line: int(line["block_number"]))
+
+
+def written_trades(node: "SimHandle", coin: str, after: int = 0) -> list[dict[str, Any]]:
+    """The trades of ``coin`` in the fill files above height ``after``, in file order, as
+    ``{"px","sz","time","tid","side","users"}`` (``side`` the taker's; both fills of a trade
+    share its ``tid``)."""
+    trades: dict[int, dict[str, Any]] = {}
+    for line in written_lines(node, Stream.FILLS):
+        if int(line["block_number"]) <= after:
+            continue
+        for user, fill in line["events"]:
+            if fill["coin"] != coin:
+                continue
+            trade = trades.setdefault(
+                fill["tid"],
+                {
+                    "px": fill["px"],
+                    "sz": fill["sz"],
+                    "time": fill["time"],
+                    "tid": fill["tid"],
+                    "users": ["", ""],
+                },
+            )
+            trade["users"][0 if fill["side"] == "B" else 1] = user
+            if fill["crossed"]:
+                trade["side"] = fill["side"]
+    return list(trades.values())
+
+
+def expected_candles(trades: list[dict[str, Any]], length_ms: int) -> list[dict[str, Any]]:
+    """Fixed-length candles (``{t,T,o,c,h,l,v,n}``, Decimal prices) from trades in order."""
+    candles: dict[int, dict[str, Any]] = {}
+    for trade in trades:
+        px, sz = Decimal(trade["px"]), Decimal(trade["sz"])
+        start = trade["time"] // length_ms * length_ms
+        candle = candles.get(start)
+        if candle is None:
+            candles[start] = {"t": start, "T": start + length_ms - 1, "o": px, "c": px,
+                              "h": px, "l": px, "v": sz, "n": 1}  # fmt: skip
+        else:
+            candle.update(c=px, h=max(candle["h"], px), l=min(candle["l"], px))
+            candle["v"] += sz
+            candle["n"] += 1
+    return [candles[t] for t in sorted(candles)]
+
+
+def candle_numbers(candle: dict[str, Any]) -> dict[str, Any]:
+    """An official candle's ``{t,T,o,c,h,l,v,n}`` with the numbers as Decimals."""
+    out = {key: candle[key] for key in ("t", "T", "n")}
+    out.update({key: Decimal(candle[key]) for key in ("o", "c", "h", "l", "v")})
+    return out
+
+
+def expected_mids(node: "SimHandle", dex: str = "") -> dict[str, Decimal]:
+    """``allMids`` from the simulator's own books: (best bid + best ask) / 2 per coin."""
+    out = {}
+    for coin in node.coins():
+        if (coin.partition(":")[0] if ":" in coin else "") != dex:
+            continue
+        bids, asks = node.coin_orders(coin)
+        if bids and asks:
+            out[coin] = (Decimal(bids[0].limitPx) + Decimal(asks[0].limitPx)) / 2
+    return out
+
+
+def bootstrap_height(handle: hlbook.ServerHandle) -> int:
+    """The height of the (first) snapshot the :func:`sim_and_server` hlbook loaded: its
+    history holds the blocks above it. Read from hlbook's log line, not from its state."""
+    return _loaded_at[id(handle)][0]
+
+
+class _LoadedHeights(logging.Handler):
+    """Collects the heights of hlbook's "books loaded at height H" log lines."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.heights: list[int] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.msg.startswith("books loaded at height") and isinstance(record.args, tuple):
+            self.heights.append(int(record.args[0]))  # type: ignore[call-overload]
+
+
+_loaded_at: dict[int, list[int]] = {}
+
+
+def fill_dicts(fills: list[Any]) -> list[dict[str, Any]]:
+    """The simulator's fills as the official wire objects (``twapId`` null when unset)."""
+    out = []
+    for fill in fills:
+        wire = msgspec.to_builtins(fill)
+        wire.setdefault("twapId", None)
+        out.append(wire)
+    return out

@@ -9,6 +9,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import msgspec
@@ -136,13 +137,15 @@ class Process:
 
 
 @asynccontextmanager
-async def hlbook_process(*args: str) -> AsyncIterator[Process]:
+async def hlbook_process(*args: str, **popen: Any) -> AsyncIterator[Process]:
+    """``python -m hlbook ARGS`` with its stderr collected (``popen``: more Popen options)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     process = await trio.lowlevel.open_process(
         [sys.executable, "-m", "hlbook", *args],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=env,
+        **popen,
     )
     running = Process(process)
     async with trio.open_nursery() as nursery:
