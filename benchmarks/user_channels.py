@@ -15,7 +15,11 @@ over ``--rounds`` rounds:
   that work; the same in both), no per-user subscription;
 * **users**: the same, plus ``--users`` clients (default 1,000), each
   subscribed to ``orderUpdates`` and ``userFills`` of its own user (users of
-  the synthetic world, so every block has statuses for ≈14% of them).
+  the synthetic world, whose 5,000 users share the statuses evenly, so every
+  block has statuses for ≈13% of them: ≈140 messages per block, a heavy case —
+  on mainnet most statuses are a few market makers' rejections);
+* **idle users**: the same number of subscribed users, none of whom has any
+  activity: what the subscriptions cost by themselves.
 
 The clients' queues are emptied between blocks, outside the timing (what the
 flusher does). The figure is the users configuration's time per block over
@@ -122,27 +126,32 @@ def main() -> None:
         hit = {e.user for e in events if e.user in subscribed}  # type: ignore[union-attr]
         active += len(hit)
         statuses += sum(1 for e in events if e.user in subscribed)  # type: ignore[union-attr]
-    results: list[tuple[list[float], list[float], int]] = []
+    idle_users = [f"0x{index:040x}" for index in range(1, args.users + 1)]
+    results: list[tuple[list[float], list[float], int, list[float]]] = []
     for index in range(args.rounds):
-        # Alternate which goes first: a machine that gets busier should not favour one.
-        if index % 2 == 0:
-            none, _ = run_once(snap, lines, [], l2_coin)
-            with_users, messages = run_once(snap, lines, users, l2_coin)
-        else:
-            with_users, messages = run_once(snap, lines, users, l2_coin)
-            none, _ = run_once(snap, lines, [], l2_coin)
-        results.append((none, with_users, messages))
+        # Alternate the order: a machine that gets busier should not favour one.
+        configs = [("none", []), ("users", users), ("idle", idle_users)]
+        if index % 2:
+            configs.reverse()
+        done = {name: run_once(snap, lines, chosen, l2_coin) for name, chosen in configs}
+        (none, _), (with_users, messages), (idle, _) = done["none"], done["users"], done["idle"]
+        results.append((none, with_users, messages, idle))
         print(
             f"round {index + 1}: none mean {statistics.fmean(none):.2f} ms p50 "
             f"{percentile(none, 50):.2f} ms; {args.users} users mean "
             f"{statistics.fmean(with_users):.2f} ms p50 {percentile(with_users, 50):.2f} ms; "
-            f"ratio of means {statistics.fmean(with_users) / statistics.fmean(none):.3f}; "
+            f"idle users mean {statistics.fmean(idle):.2f} ms; ratios of means "
+            f"{statistics.fmean(with_users) / statistics.fmean(none):.3f} / "
+            f"{statistics.fmean(idle) / statistics.fmean(none):.3f}; "
             f"{messages / len(lines):.0f} per-user messages per block"
         )
-    ratios = [statistics.fmean(w) / statistics.fmean(n) for n, w, _ in results]
-    p50_ratios = [percentile(w, 50) / percentile(n, 50) for n, w, _ in results]
-    none_mean = statistics.median(statistics.fmean(n) for n, _, _ in results)
-    users_mean = statistics.median(statistics.fmean(w) for _, w, _ in results)
+    ratios = [statistics.fmean(w) / statistics.fmean(n) for n, w, _, _ in results]
+    idle_ratios = [statistics.fmean(i) / statistics.fmean(n) for n, _, _, i in results]
+    p50_ratios = [percentile(w, 50) / percentile(n, 50) for n, w, _, _ in results]
+    none_mean = statistics.median(statistics.fmean(n) for n, _, _, _ in results)
+    users_mean = statistics.median(statistics.fmean(w) for _, w, _, _ in results)
+    idle_mean = statistics.median(statistics.fmean(i) for _, _, _, i in results)
+    messages = int(statistics.median(m for _, _, m, _ in results))
     ratio = statistics.median(ratios)
     print()
     print(summary_header("user_channels"))
@@ -164,6 +173,13 @@ def main() -> None:
         f"(rounds: {', '.join(f'{r:.3f}' for r in ratios)}; p50s: "
         f"{', '.join(f'{r:.3f}' for r in p50_ratios)})  target < {TARGET:.2f}: "
         f"{'met' if ratio < TARGET else 'MISSED'}"
+    )
+    added = (users_mean - none_mean) * 1000 / max(messages / len(lines), 1)
+    print(
+        f"per-user messages: {messages / len(lines):.0f} per block, {added:.1f} us of book "
+        f"task each; {args.users} idle users (no activity): {idle_mean:.2f} ms per block, "
+        f"ratio {statistics.median(idle_ratios):.3f} (rounds: "
+        f"{', '.join(f'{r:.3f}' for r in idle_ratios)})"
     )
 
 
