@@ -203,8 +203,7 @@ async def run(args: argparse.Namespace) -> tuple[list[Round], dict[str, Any]]:
             client = LeanHttp(base)
             baselines = {}
             for kind in args.kinds:
-                body = orjson.dumps(BODIES[kind])
-                status, answer = await client.request("POST", "/info", body)
+                status, answer = await client.request("POST", "/info", orjson.dumps(BODIES[kind]))
                 if status != 200:
                     raise RuntimeError(f"{kind}: {status} {answer[:200]!r}")
                 notes[kind] = (len(answer), orjson.loads(answer))
@@ -264,18 +263,18 @@ def report(args: argparse.Namespace, rounds: list[Round], notes: dict[str, Any])
             if kind == "openOrders"
             else f"{sum(map(len, answer['levels']))} levels"
         )
-        mine = [done[kind][0] for done in rounds]
-        base = [done[kind][1] for done in rounds]
-        ratios = [m.rate / b.rate for m, b in zip(mine, base, strict=True)]
+        mine_all = [done[kind][0] for done in rounds]
+        base_all = [done[kind][1] for done in rounds]
+        ratios = [m.rate / b.rate for m, b in zip(mine_all, base_all, strict=True)]
         med = statistics.median
         print(
-            f"{kind:<10} ({size:,} B answer, {what}): hlbook {med(m.rate for m in mine):,.0f} "
-            f"req/s at {med(m.server_cpu for m in mine):.0%} CPU (p50 "
-            f"{med(m.p50 for m in mine):.2f} ms, p99 {med(m.p99 for m in mine):.2f} ms; "
-            f"{1e6 * med(m.server_cpu / m.rate for m in mine):.0f} us CPU per request); "
-            f"baseline {med(b.rate for b in base):,.0f} req/s at "
-            f"{med(b.server_cpu for b in base):.0%} CPU (load process "
-            f"{med(b.load_cpu for b in base):.0%}); ratio {med(ratios):.2f} "
+            f"{kind:<10} ({size:,} B answer, {what}): hlbook {med(m.rate for m in mine_all):,.0f} "
+            f"req/s at {med(m.server_cpu for m in mine_all):.0%} CPU (p50 "
+            f"{med(m.p50 for m in mine_all):.2f} ms, p99 {med(m.p99 for m in mine_all):.2f} ms; "
+            f"{1e6 * med(m.server_cpu / m.rate for m in mine_all):.0f} us CPU per request); "
+            f"baseline {med(b.rate for b in base_all):,.0f} req/s at "
+            f"{med(b.server_cpu for b in base_all):.0%} CPU (load process "
+            f"{med(b.load_cpu for b in base_all):.0%}); ratio {med(ratios):.2f} "
             f"(rounds: {', '.join(f'{r:.2f}' for r in ratios)})"
         )
 

@@ -484,8 +484,8 @@ async def measure(
                     cpu = meter.shares()
                     health1 = await health(url) if hlbook == "hlbook" else None
                     if load:
-                        line = await loader.wait_for(r"^RESULT ", limit=30)
-                        load_result = parse_tagged(line.string)
+                        found = await loader.wait_for(r"^RESULT ", limit=30)
+                        load_result = parse_tagged(found.string)
                 await trio.sleep(0.5)  # let messages of the last blocks arrive
                 clients.cancel_scope.cancel()
             errors = server.errors()

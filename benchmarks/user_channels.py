@@ -125,7 +125,7 @@ def main() -> None:
         events = decode_line(Stream.STATUSES, block.statuses).events
         hit = {e.user for e in events if e.user in subscribed}  # type: ignore[union-attr]
         active += len(hit)
-        statuses += sum(1 for e in events if e.user in subscribed)  # type: ignore[union-attr]
+        statuses += sum(e.user in subscribed for e in events)  # type: ignore[union-attr]
     idle_users = [f"0x{index:040x}" for index in range(1, args.users + 1)]
     results: list[tuple[list[float], list[float], int, list[float]]] = []
     for index in range(args.rounds):
