@@ -37,7 +37,7 @@ import os
 import statistics
 import sys
 import tempfile
-from contextlib import AsyncExitStack
+from contextlib import AsyncExitStack, suppress
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +101,11 @@ async def _baseline(body_file: str) -> None:
     ) + body
 
     async def handle(stream: trio.SocketStream) -> None:
+        # A load process stopped mid-request breaks its connections: that ends only them.
+        with suppress(trio.BrokenResourceError, trio.ClosedResourceError, OSError):
+            await answer_all(stream)
+
+    async def answer_all(stream: trio.SocketStream) -> None:
         buffer = b""
         while True:
             while b"\r\n\r\n" not in buffer:
@@ -162,6 +167,8 @@ async def _load(url: str, body: str, server_pid: int, args: argparse.Namespace) 
         line = await load.wait_for(r"^RESULT ", limit=args.duration + 30)
         cpu = meter.shares()
     result = parse_tagged(line.string)["post"]
+    if not result["count"]:
+        raise RuntimeError(f"no answer from {url} in {args.duration:g} s: {result}")
     return Phase(
         rate=result["rate"],
         p50=result["p50_ms"],
