@@ -179,7 +179,11 @@ def main() -> None:
     )
     # The least disturbed round of each configuration: on a busy machine even CPU time
     # grows (caches, shared cores), and the fastest run is the closest to the code's cost.
-    best = [min(statistics.fmean(r[i]) for r in results) for i in (0, 1, 3)]
+    best = [
+        min(statistics.fmean(none) for none, _, _, _ in results),
+        min(statistics.fmean(users) for _, users, _, _ in results),
+        min(statistics.fmean(idle) for _, _, _, idle in results),
+    ]
     print(
         f"fastest round of each: none {best[0]:.2f} ms, users {best[1]:.2f} ms "
         f"({best[1] / best[0]:.3f}x), idle users {best[2]:.2f} ms ({best[2] / best[0]:.3f}x)"
