@@ -21,6 +21,7 @@ import resource
 import secrets
 import shlex
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+import attrs
 import orjson
 import trio
 from trio_websocket import open_websocket_url
@@ -192,6 +194,8 @@ class Child:
         self.killed = False
         """True if it had to be killed because SIGINT did not stop it in time."""
         self._changed = trio.Event()
+        self.info_url = ""
+        """A node's info server URL (set by :func:`start_node`)."""
 
     @property
     def pid(self) -> int:
@@ -291,29 +295,73 @@ async def start_node_and_server(
     ``stack`` is a ``contextlib.AsyncExitStack`` that owns both processes.
     Returns them and the server's ``ws://`` URL once its books are loaded.
     """
-    data = tmp / "data"
-    argv = node_argv or hlbook_argv(
-        "simulate", "--node-data", str(data), "--info-port", "0", *sim_args
-    )
-    node: Child = await stack.enter_async_context(start_child("node", argv))
-    info_url = (await node.wait_for(r"info server: (\S+)")).group(1)
-    serve = [
-        "serve",
-        "--node-data", str(data),
-        "--info-url", info_url,
-        "--snapshot-path", str(tmp / "snapshot.json"),
-        "--port", "0",
-        *serve_args,
-    ]  # fmt: skip
-    server: Child = await stack.enter_async_context(start_child("server", hlbook_argv(*serve)))
-    url = (await server.wait_for(r"serving (ws://\S+)")).group(1)
-    await server.wait_for(r"books loaded at height")
+    node = await start_node(stack, tmp, sim_args, node_argv)
+    server, url = await start_server(stack, tmp, node.info_url, serve_args)
     return node, server, url
 
 
-async def health(url: str) -> dict[str, Any]:
-    """The server's ``{"method":"health"}`` answer (its ``data``), over a fresh connection."""
-    async with open_websocket_url(url) as ws:
+async def start_node(
+    stack: Any, tmp: Path, sim_args: Sequence[str], node_argv: Sequence[str] | None = None
+) -> Child:
+    """Start a simulated node writing into ``tmp/data``; its ``info_url`` is set."""
+    argv = node_argv or hlbook_argv(
+        "simulate", "--node-data", str(tmp / "data"), "--info-port", "0", *sim_args
+    )
+    node: Child = await stack.enter_async_context(start_child("node", argv))
+    node.info_url = (await node.wait_for(r"info server: (\S+)")).group(1)
+    return node
+
+
+async def start_server(
+    stack: Any, tmp: Path, info_url: str, serve_args: Sequence[str] = (), name: str = "server"
+) -> tuple[Child, str]:
+    """Start ``hlbook serve`` on ``tmp/data`` (owned by ``stack``); return it and its
+    ``ws://`` (or ``wss://``) URL once its books are loaded."""
+    serve = [
+        "serve",
+        "--node-data", str(tmp / "data"),
+        "--info-url", info_url,
+        "--snapshot-path", str(tmp / ("snapshot.json" if name == "server" else f"{name}.json")),
+        "--port", "0",
+        *serve_args,
+    ]  # fmt: skip
+    server: Child = await stack.enter_async_context(start_child(name, hlbook_argv(*serve)))
+    url = (await server.wait_for(r"serving (wss?://\S+)")).group(1)
+    await server.wait_for(r"books loaded at height")
+    return server, url
+
+
+def http_base(ws_url: str) -> str:
+    """``http://host:port`` (``https://``) of a server's ``ws://host:port/ws`` URL."""
+    parts = urlsplit(ws_url)
+    scheme = "https" if parts.scheme == "wss" else "http"
+    return f"{scheme}://{parts.netloc}"
+
+
+def tls_files(directory: Path) -> tuple[Path, Path, Path]:
+    """A throw-away CA and a ``127.0.0.1`` certificate (``trustme``): (cert, key, CA) PEMs."""
+    import trustme
+
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1", "localhost")
+    paths = directory / "cert.pem", directory / "key.pem", directory / "ca.pem"
+    cert.private_key_and_cert_chain_pem.write_to_path(str(paths[0]))
+    cert.private_key_pem.write_to_path(str(paths[1]))
+    ca.cert_pem.write_to_path(str(paths[2]))
+    return paths
+
+
+def client_ssl_context(ca_file: str | Path | None) -> ssl.SSLContext | None:
+    """A client context trusting ``ca_file`` (``None``: plain connections)."""
+    if ca_file is None:
+        return None
+    return ssl.create_default_context(cafile=str(ca_file))
+
+
+async def health(url: str, ca_file: str | Path | None = None) -> dict[str, Any]:
+    """The server's ``{"method":"health"}`` answer (its ``data``), over a fresh connection
+    (``ca_file``: the CA that signed a ``wss://`` server's certificate)."""
+    async with open_websocket_url(url, ssl_context=client_ssl_context(ca_file)) as ws:
         await ws.send_message('{"method":"health"}')
         with trio.fail_after(10):
             while True:
@@ -326,6 +374,18 @@ async def health(url: str) -> dict[str, Any]:
 # -- a lean WebSocket client ------------------------------------------------------------------
 
 _CONTROL_CLOSE, _CONTROL_PING = 0x8, 0x9
+
+
+async def open_stream(
+    host: str, port: int, ssl_context: ssl.SSLContext | None = None
+) -> trio.abc.Stream:
+    """A TCP connection, wrapped in TLS (handshake done) if ``ssl_context`` is given."""
+    tcp = await trio.open_tcp_stream(host, port)
+    if ssl_context is None:
+        return tcp
+    stream = trio.SSLStream(tcp, ssl_context, server_hostname=host)
+    await stream.do_handshake()
+    return stream
 
 
 def _masked_frame(opcode: int, payload: bytes) -> bytes:
@@ -359,8 +419,11 @@ class LeanClient:
         read_pause: float = 0.0,
         on_message: Callable[[bytes, float], None] | None = None,
         deflate: bool = False,
+        ssl_context: ssl.SSLContext | None = None,
     ) -> None:
         parts = urlsplit(url)
+        self.ssl_context = ssl_context
+        """For ``wss://`` URLs: the context that verifies the server."""
         self.read_pause = read_pause
         self.deflate = deflate
         """Offer permessage-deflate (frames are counted, not inflated: the server's cost
@@ -372,17 +435,18 @@ class LeanClient:
         """Called with the first bytes of each message and the ``time.monotonic()`` at
         which the read that completed it returned."""
         self.host = parts.hostname or "127.0.0.1"
-        self.port = parts.port or 80
+        self.tls = parts.scheme == "wss"
+        self.port = parts.port or (443 if self.tls else 80)
         self.path = parts.path or "/"
         self.messages = 0
         self.bytes = 0
         self.closed: str | None = None
-        self._stream: trio.SocketStream | None = None
+        self._stream: trio.abc.Stream | None = None
         self._buffer = bytearray()
 
     async def connect(self, requests: Sequence[str]) -> None:
         """Open the connection, complete the handshake and send ``requests``."""
-        stream = await trio.open_tcp_stream(self.host, self.port)
+        stream = await open_stream(self.host, self.port, self.ssl_context if self.tls else None)
         self._stream = stream
         key = base64.b64encode(secrets.token_bytes(16)).decode()
         await stream.send_all(
@@ -485,8 +549,10 @@ class LeanClient:
 async def _run_clients(args: argparse.Namespace) -> None:
     """Connect ``--clients`` lean clients, count for ``--duration`` s, print JSON lines."""
     requests: list[list[str]] = json.loads(args.requests)
+    context = client_ssl_context(args.ca)
     clients = [
-        LeanClient(args.url, args.read_pause, deflate=args.deflate) for _ in range(args.clients)
+        LeanClient(args.url, args.read_pause, deflate=args.deflate, ssl_context=context)
+        for _ in range(args.clients)
     ]
     limiter = trio.CapacityLimiter(args.connect_concurrency)
     failed: list[str] = []
@@ -560,8 +626,10 @@ def clients_argv(
     duration: float,
     read_pause: float = 0.01,
     deflate: bool = False,
+    ca_file: Path | None = None,
 ) -> list[str]:
-    """The command line of a lean-client process (``server_common.py clients``)."""
+    """The command line of a lean-client process (``server_common.py clients``);
+    ``ca_file`` verifies a ``wss://`` server."""
     return [
         sys.executable,
         str(Path(__file__).resolve()),
@@ -573,6 +641,247 @@ def clients_argv(
         "--duration", str(duration),
         "--read-pause", str(read_pause),
         *(["--deflate"] if deflate else []),
+        *(["--ca", str(ca_file)] if ca_file is not None else []),
+    ]  # fmt: skip
+
+
+# -- a lean HTTP client and a load process ---------------------------------------------------
+
+
+class LeanHttp:
+    """One keep-alive HTTP/1.1 connection that sends requests and times their answers.
+
+    It reads the status line, ``content-length`` and that many body bytes (hlbook
+    answers with a length, never chunked): cheap enough that one client process
+    can keep a one-core server busy.
+    """
+
+    def __init__(self, base_url: str, ssl_context: ssl.SSLContext | None = None) -> None:
+        parts = urlsplit(base_url)
+        self.host = parts.hostname or "127.0.0.1"
+        self.tls = parts.scheme == "https"
+        self.port = parts.port or (443 if self.tls else 80)
+        self.ssl_context = ssl_context if self.tls else None
+        self._stream: trio.abc.Stream | None = None
+        self._buffer = b""
+
+    async def request(self, method: str, path: str, body: bytes = b"") -> tuple[int, bytes]:
+        """``(status, body)`` of one request (connects, or reconnects after a close)."""
+        if self._stream is None:
+            self._stream = await open_stream(self.host, self.port, self.ssl_context)
+            self._buffer = b""
+        stream = self._stream
+        head = f"{method} {path} HTTP/1.1\r\nhost: {self.host}:{self.port}\r\n"
+        if body:
+            head += f"content-type: application/json\r\ncontent-length: {len(body)}\r\n"
+        await stream.send_all(head.encode() + b"\r\n" + body)
+        buffer = self._buffer
+        while b"\r\n\r\n" not in buffer:
+            chunk = await stream.receive_some(1 << 18)
+            if not chunk:
+                raise ConnectionError("closed before the answer")
+            buffer += chunk
+        head_bytes, _, buffer = buffer.partition(b"\r\n\r\n")
+        lines = head_bytes.split(b"\r\n")
+        status = int(lines[0].split(b" ", 2)[1])
+        length, close = 0, False
+        for line in lines[1:]:
+            name, _, value = line.partition(b":")
+            name = name.strip().lower()
+            if name == b"content-length":
+                length = int(value)
+            elif name == b"connection" and value.strip().lower() == b"close":
+                close = True
+        while len(buffer) < length:
+            chunk = await stream.receive_some(1 << 18)
+            if not chunk:
+                raise ConnectionError("closed mid-body")
+            buffer += chunk
+        answer, self._buffer = buffer[:length], buffer[length:]
+        if close:
+            await self.aclose()
+        return status, answer
+
+    async def aclose(self) -> None:
+        """Close the connection (the next request opens a new one)."""
+        if self._stream is not None:
+            stream, self._stream = self._stream, None
+            with trio.CancelScope(shield=True):
+                await stream.aclose()
+
+
+@attrs.define
+class Timings:
+    """Round-trip times (ms) of requests of one kind, and what they returned."""
+
+    times: list[float] = attrs.field(factory=list)
+    sizes: list[int] = attrs.field(factory=list)
+    statuses: dict[str, int] = attrs.field(factory=dict)
+    errors: list[str] = attrs.field(factory=list)
+
+    def summary(self, seconds: float) -> dict[str, Any]:
+        """JSON-ready figures over a window of ``seconds``."""
+        return {
+            "count": len(self.times),
+            "rate": len(self.times) / seconds if seconds else math.nan,
+            "p50_ms": percentile(self.times, 50),
+            "p99_ms": percentile(self.times, 99),
+            "max_ms": max(self.times, default=math.nan),
+            "median_bytes": percentile(self.sizes, 50),
+            "statuses": self.statuses,
+            "errors": len(self.errors),
+            "first_error": self.errors[0] if self.errors else None,
+        }
+
+
+async def _request_loop(
+    client: LeanHttp,
+    method: str,
+    path: str,
+    body: bytes,
+    every: float,
+    timings: Timings,
+    recording: list[bool],
+) -> None:
+    """Send requests, one every ``every`` s (0: back to back); record those in the window.
+
+    The clock is the schedule: a late answer delays the next request, never piles
+    them up (a closed loop), so the reported rate says what the server kept up with.
+    """
+    next_at = time.monotonic()
+    while True:
+        if every:
+            next_at += every
+        started = time.perf_counter()
+        try:
+            status, answer = await client.request(method, path, body)
+        except (OSError, ConnectionError, trio.BrokenResourceError, ValueError) as exc:
+            if recording[0]:
+                timings.errors.append(repr(exc))
+            await client.aclose()
+            await trio.sleep(0.05)
+            continue
+        if recording[0]:
+            timings.times.append((time.perf_counter() - started) * 1000)
+            timings.sizes.append(len(answer))
+            timings.statuses[str(status)] = timings.statuses.get(str(status), 0) + 1
+        if every:
+            delay = next_at - time.monotonic()
+            if delay > 0:
+                await trio.sleep(delay)
+            else:
+                next_at = time.monotonic()  # behind: do not burst to catch up
+
+
+PAGE_REQUESTS = [
+    orjson.dumps({"method": "subscribe", "subscription": sub}).decode()
+    for sub in (
+        {"type": "l2Book", "coin": "BTC", "nSigFigs": None},
+        {"type": "bbo", "coin": "BTC"},
+        {"type": "trades", "coin": "BTC"},
+    )
+]
+"""What the live page (``hlbook/web/app.js``) subscribes to for its default coin."""
+
+
+async def _run_load(args: argparse.Namespace) -> None:
+    """HTTP requests and/or a page stand-in against a server; print JSON lines."""
+    context = client_ssl_context(args.ca)
+    recording = [False]
+    post, scrape = Timings(), Timings()
+    page: LeanClient | None = None
+
+    def emit(tag: str, **values: Any) -> None:
+        print(f"{tag} {json.dumps(values)}", flush=True)
+
+    async with trio.open_nursery() as nursery:
+        if args.post:
+            every = args.connections / args.rate if args.rate else 0.0
+            for index in range(args.connections):
+                client = LeanHttp(args.url, context)
+                # Spread the connections' schedules over one interval.
+                nursery.start_soon(
+                    _delayed,
+                    every * index / args.connections,
+                    _request_loop(
+                        client, "POST", "/info", args.post.encode(), every, post, recording
+                    ),
+                )
+        if args.scrape_every:
+            client = LeanHttp(args.url, context)
+            nursery.start_soon(
+                _request_loop, client, "GET", "/metrics", b"", args.scrape_every, scrape, recording
+            )
+        if args.page:
+            ws_url = args.url.replace("http", "ws", 1) + "/ws"
+            page = LeanClient(ws_url, 0.0, deflate=True, ssl_context=context)
+            await page.connect(PAGE_REQUESTS)
+            nursery.start_soon(page.run)
+
+            async def ask_health() -> None:
+                # The page asks for health once a second.
+                while page is not None and page.closed is None:
+                    await trio.sleep(1.0)
+                    with suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                        await page.send_text('{"method":"health"}')
+
+            nursery.start_soon(ask_health)
+        emit("READY")
+        await trio.sleep(args.warmup)
+        recording[0] = True
+        page0 = page.messages if page is not None else 0
+        cpu0, t0 = time.process_time(), time.monotonic()
+        emit("START", t=t0)
+        await trio.sleep(args.duration)
+        recording[0] = False
+        t1, cpu1 = time.monotonic(), time.process_time()
+        seconds = t1 - t0
+        emit(
+            "RESULT",
+            seconds=seconds,
+            post=post.summary(seconds),
+            scrape=scrape.summary(seconds),
+            page_messages=(page.messages - page0) if page is not None else 0,
+            page_closed=page.closed if page is not None else None,
+            cpu=(cpu1 - cpu0) / seconds,
+        )
+        nursery.cancel_scope.cancel()
+
+
+async def _delayed(delay: float, job: Any) -> None:
+    await trio.sleep(delay)
+    await job
+
+
+def load_argv(
+    base_url: str,
+    *,
+    warmup: float,
+    duration: float,
+    post: str | None = None,
+    rate: float = 0.0,
+    connections: int = 1,
+    scrape_every: float = 0.0,
+    page: bool = False,
+    ca_file: Path | None = None,
+) -> list[str]:
+    """The command line of a load process (``server_common.py load``): ``post`` (a JSON
+    body) sent to ``POST /info`` over ``connections`` keep-alive connections at ``rate``
+    requests/s in all (0: as fast as answered), ``GET /metrics`` every ``scrape_every``
+    s, and with ``page`` a WebSocket client subscribed as the live page is."""
+    return [
+        sys.executable,
+        str(Path(__file__).resolve()),
+        "load",
+        "--url", base_url,
+        "--warmup", str(warmup),
+        "--duration", str(duration),
+        "--rate", str(rate),
+        "--connections", str(connections),
+        "--scrape-every", str(scrape_every),
+        *(["--post", post] if post else []),
+        *(["--page"] if page else []),
+        *(["--ca", str(ca_file)] if ca_file is not None else []),
     ]  # fmt: skip
 
 
@@ -596,16 +905,29 @@ def main() -> None:
     run.add_argument("--duration", type=float, default=10.0)
     run.add_argument("--connect-concurrency", type=int, default=64)
     run.add_argument("--deflate", action="store_true", help="offer permessage-deflate")
+    run.add_argument("--ca", help="CA file that verifies a wss:// server")
     run.add_argument(
         "--read-pause",
         type=float,
         default=0.01,
         help="seconds each client sleeps after a read (batches reads; 0: read at once)",
     )
+    load = commands.add_parser("load", help="HTTP requests and a page stand-in, timed")
+    load.add_argument("--url", required=True, help="the server's http:// (https://) base URL")
+    load.add_argument("--post", help="JSON body for POST /info")
+    load.add_argument("--rate", type=float, default=0.0, help="POST requests/s (0: flat out)")
+    load.add_argument("--connections", type=int, default=1)
+    load.add_argument("--scrape-every", type=float, default=0.0, help="GET /metrics period")
+    load.add_argument("--page", action="store_true", help="a client subscribed as the page")
+    load.add_argument("--warmup", type=float, default=1.0)
+    load.add_argument("--duration", type=float, default=10.0)
+    load.add_argument("--ca", help="CA file that verifies an https:// server")
     args = parser.parse_args()
-    raise_nofile(args.clients + 256)
     from hlbook.runner import run as run_until_signal
 
+    if args.command == "load":
+        sys.exit(run_until_signal(lambda: _run_load(args)))
+    raise_nofile(args.clients + 256)
     # SIGINT/SIGTERM end it cleanly: callers may stop it before --duration is over.
     sys.exit(run_until_signal(lambda: _run_clients(args)))
 

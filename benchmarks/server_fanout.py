@@ -8,7 +8,7 @@ so the client side is not the bottleneck) and the same N:
    permessage-deflate (compressed once per message for all of them):
    ``hlbook simulate`` writes blocks at a high rate (default
    40 blocks/s at scale 0.35: mainnet's event rate in smaller, more frequent
-   blocks) into ``hlbook serve``; every client subscribes to several
+   blocks) into ``hlbook serve``; every client subscribes to 21
    ``l2Book`` views, which change on most blocks. Far more messages are
    offered than one core can send: the per-client queues conflate the
    excess (the design) and the server sends as fast as it can. Before the
@@ -26,7 +26,12 @@ one CPU and everything else (simulator, clients, this script) on the
 others, so both servers get exactly one core and the phases do not depend
 on how the kernel spreads four processes over two cores.
 
-Usage: ``python benchmarks/server_fanout.py [--quick] [--rounds N] [--clients N] [--duration S]``
+With ``--tls``, each round also runs hlbook with a certificate (made on the
+fly with ``trustme``) and the same plain clients over ``wss://``: its rate
+as a multiple of hlbook's plain ``ws://`` rate in the same round.
+
+Usage: ``python benchmarks/server_fanout.py [--quick] [--rounds N] [--clients N] [--duration S]
+[--tls]``
 """
 
 import argparse
@@ -53,8 +58,10 @@ from server_common import (
     raise_nofile,
     split_cpus,
     start_child,
-    start_node_and_server,
+    start_node,
+    start_server,
     summary_header,
+    tls_files,
 )
 from trio_websocket import (
     ConnectionClosed,
@@ -177,10 +184,15 @@ async def _capture_l2(url: str) -> str:
 
 
 async def _count(
-    url: str, args: argparse.Namespace, meter: CpuMeter, *, deflate: bool = False
+    url: str,
+    args: argparse.Namespace,
+    meter: CpuMeter,
+    *,
+    deflate: bool = False,
+    ca_file: Path | None = None,
 ) -> Phase:
     """Run the client process against ``url`` and measure one window (``deflate``: the
-    clients offer permessage-deflate)."""
+    clients offer permessage-deflate; ``ca_file``: for a ``wss://`` URL)."""
     argv = clients_argv(
         url,
         args.clients,
@@ -188,6 +200,7 @@ async def _count(
         warmup=args.warmup,
         duration=args.duration,
         deflate=deflate,
+        ca_file=ca_file,
     )
     async with start_child("clients", argv) as clients:
         meter.pids["clients"] = clients.pid
@@ -216,9 +229,11 @@ async def _count(
 
 async def hlbook_phase(
     args: argparse.Namespace, tmp: Path, cpus: tuple[set[int], set[int]] | None
-) -> tuple[Phase, Phase, HlbookExtra, str]:
+) -> tuple[Phase, Phase, HlbookExtra, str, Phase | None]:
     """hlbook fed by the simulator: a window with plain clients, then one with clients that
-    negotiate permessage-deflate; hlbook's figures (plain window) and an l2Book message."""
+    negotiate permessage-deflate; hlbook's figures (plain window) and an l2Book message;
+    with ``--tls``, then a window with the same plain clients over ``wss://`` (a second
+    server with a certificate, on the same node, after the first one stopped)."""
     sim_args = [
         "--blocks-per-second", str(args.blocks_per_second),
         "--scale", str(args.scale),
@@ -230,8 +245,10 @@ async def hlbook_phase(
         "--idle-timeout", "600",
         "--max-connections", str(args.clients + 100),
     ]  # fmt: skip
-    async with AsyncExitStack() as stack:
-        node, server, url = await start_node_and_server(stack, tmp, sim_args, serve_args)
+    async with AsyncExitStack() as outer:
+        node = await start_node(outer, tmp, sim_args)
+        stack = await outer.enter_async_context(AsyncExitStack())
+        server, url = await start_server(stack, tmp, node.info_url, serve_args)
         if cpus is not None:
             pin(server.pid, cpus[0])
         payload = await _capture_l2(url)
@@ -249,6 +266,19 @@ async def hlbook_phase(
         after = await health(url)
         meter = CpuMeter({"server": server.pid, "node": node.pid})
         deflated = await _count(url, args, meter, deflate=True)
+        errors = server.errors()
+        await stack.aclose()
+        tls = None
+        if args.tls:
+            cert, key, ca = tls_files(tmp)
+            tls_args = [*serve_args, "--tls-cert", str(cert), "--tls-key", str(key)]
+            tls_server, tls_url = await start_server(outer, tmp, node.info_url, tls_args, "tls")
+            if cpus is not None:
+                pin(tls_server.pid, cpus[0])
+            await trio.sleep(args.warmup)
+            meter = CpuMeter({"server": tls_server.pid, "node": node.pid})
+            tls = await _count(tls_url, args, meter, ca_file=ca)
+            errors += tls_server.errors()
     idle_span = float(idle_after["uptime_s"] - idle_before["uptime_s"])
     span = float(after["uptime_s"] - before["uptime_s"])
 
@@ -271,11 +301,11 @@ async def hlbook_phase(
         book=rate(before, after, "pipeline", "book_seconds"),
         decode=rate(before, after, "pipeline", "decode_seconds"),
         lag_disconnects=len(after["connections"]["recent_lag_disconnects"]),
-        errors=server.errors(),
+        errors=errors,
         stop_seconds=server.stop_seconds,
         killed=server.killed,
     )
-    return phase, deflated, extra, payload
+    return phase, deflated, extra, payload, tls
 
 
 async def baseline_phase(
@@ -291,8 +321,8 @@ async def baseline_phase(
         return await _count(url, args, CpuMeter({"server": baseline.pid}))
 
 
-Round = tuple[Phase, Phase, HlbookExtra, Phase]
-"""hlbook plain, hlbook compressed, hlbook's figures, the baseline."""
+Round = tuple[Phase, Phase, HlbookExtra, Phase, Phase | None]
+"""hlbook plain, hlbook compressed, hlbook's figures, the baseline, hlbook over TLS."""
 
 
 async def run(args: argparse.Namespace) -> list[Round]:
@@ -305,10 +335,10 @@ async def run(args: argparse.Namespace) -> list[Round]:
     for _ in range(args.rounds):
         with tempfile.TemporaryDirectory(prefix="hlbook-fanout-") as tmp_name:
             tmp = Path(tmp_name)
-            phase, deflated, extra, payload = await hlbook_phase(args, tmp, cpus)
+            phase, deflated, extra, payload, tls = await hlbook_phase(args, tmp, cpus)
             (tmp / "payload.json").write_text(payload)
             base = await baseline_phase(args, tmp / "payload.json", cpus)
-        rounds.append((phase, deflated, extra, base))
+        rounds.append((phase, deflated, extra, base, tls))
     return rounds
 
 
@@ -317,7 +347,7 @@ async def run(args: argparse.Namespace) -> list[Round]:
 
 def report(args: argparse.Namespace, rounds: list[Round]) -> None:
     """Print each round, then the summary block."""
-    for index, (hl, dz, extra, base) in enumerate(rounds, 1):
+    for index, (hl, dz, extra, base, tls) in enumerate(rounds, 1):
         print(
             f"round {index}: hlbook {hl.rate:,.0f} msg/s (server CPU {hl.cpu['server']:.0%}, "
             f"waited for a CPU {hl.waits['server']:.0%}), compressed {dz.rate:,.0f} msg/s "
@@ -350,23 +380,29 @@ def report(args: argparse.Namespace, rounds: list[Round]) -> None:
             f"{hl.others:.0%} / {base.others:.0%} of a core during the two phases, hypervisor "
             f"steal {hl.steal:.0%} / {base.steal:.0%}"
         )
+        if tls is not None:
+            print(
+                f"  over wss://: {tls.rate:,.0f} msg/s (server CPU {tls.cpu['server']:.0%}, "
+                f"waited {tls.waits['server']:.0%}; client CPU {tls.cpu['clients']:.0%}; "
+                f"closed {tls.closed}); {tls.rate / hl.rate:.2f}x plain ws://"
+            )
         for line in extra.errors[:5]:
             print(f"  hlbook server error: {line}")
-    hl_rates = [hl.rate for hl, _, _, _ in rounds]
-    dz_rates = [dz.rate for _, dz, _, _ in rounds]
-    base_rates = [base.rate for _, _, _, base in rounds]
+    hl_rates = [hl.rate for hl, *_ in rounds]
+    dz_rates = [dz.rate for _, dz, *_ in rounds]
+    base_rates = [base.rate for _, _, _, base, _ in rounds]
     ratios = [h / b for h, b in zip(hl_rates, base_rates, strict=True)]
     dz_ratios = [d / b for d, b in zip(dz_rates, base_rates, strict=True)]
     ratio, dz_ratio = statistics.median(ratios), statistics.median(dz_ratios)
-    hl_cpu = statistics.median(hl.cpu["server"] for hl, _, _, _ in rounds)
-    dz_cpu = statistics.median(dz.cpu["server"] for _, dz, _, _ in rounds)
-    base_cpu = statistics.median(base.cpu["server"] for _, _, _, base in rounds)
-    idle = statistics.median(extra.idle_cpu for _, _, extra, _ in rounds)
+    hl_cpu = statistics.median(hl.cpu["server"] for hl, *_ in rounds)
+    dz_cpu = statistics.median(dz.cpu["server"] for _, dz, *_ in rounds)
+    base_cpu = statistics.median(base.cpu["server"] for _, _, _, base, _ in rounds)
+    idle = statistics.median(extra.idle_cpu for _, _, extra, *_ in rounds)
     hl_rate, base_rate = statistics.median(hl_rates), statistics.median(base_rates)
     dz_rate = statistics.median(dz_rates)
-    hl_size = statistics.median(hl.size for hl, _, _, _ in rounds)
-    dz_size = statistics.median(dz.size for _, dz, _, _ in rounds)
-    base_size = statistics.median(base.size for _, _, _, base in rounds)
+    hl_size = statistics.median(hl.size for hl, *_ in rounds)
+    dz_size = statistics.median(dz.size for _, dz, *_ in rounds)
+    base_size = statistics.median(base.size for _, _, _, base, _ in rounds)
     # Server CPU per message beyond what the feed costs with no client at all.
     fan_us = (hl_cpu - idle) / hl_rate * 1e6 if hl_rate else math.nan
     dz_us = (dz_cpu - idle) / dz_rate * 1e6 if dz_rate else math.nan
@@ -404,6 +440,16 @@ def report(args: argparse.Namespace, rounds: list[Round]) -> None:
         f"compressed/baseline: {dz_ratio:.2f} (rounds: {', '.join(f'{r:.2f}' for r in dz_ratios)})"
         f"  target >= {TARGET}: {verdict}"
     )
+    tls_pairs = [(tls, hl) for hl, _, _, _, tls in rounds if tls is not None]
+    if tls_pairs:
+        tls_ratios = [tls.rate / hl.rate for tls, hl in tls_pairs]
+        tls_rate = statistics.median(tls.rate for tls, _ in tls_pairs)
+        tls_cpu = statistics.median(tls.cpu["server"] for tls, _ in tls_pairs)
+        print(
+            f"tls      {tls_rate:9,.0f} msg/s  server CPU {tls_cpu:4.0%}  (wss://, plain clients, "
+            f"TLS 1.3 over loopback); tls/plain hlbook: {statistics.median(tls_ratios):.2f} "
+            f"(rounds: {', '.join(f'{r:.2f}' for r in tls_ratios)})"
+        )
 
 
 def main() -> None:
@@ -413,7 +459,13 @@ def main() -> None:
         "--rounds", type=int, default=4, help="hlbook/baseline pairs; short and many beat long"
     )
     parser.add_argument("--clients", type=int, default=100)
-    parser.add_argument("--subscriptions", type=int, default=8, help="l2Book views per client")
+    parser.add_argument(
+        "--subscriptions",
+        type=int,
+        default=21,
+        help="l2Book views per client (21, the most: with 8, hlbook sent every message offered "
+        "at 40%% of a core, and the ratio measured the offered load instead of hlbook)",
+    )
     parser.add_argument("--duration", type=float, default=5.0, help="seconds per server")
     parser.add_argument("--warmup", type=float, default=2.0)
     parser.add_argument("--idle-seconds", type=float, default=2.0, help="feed-only window")
@@ -424,6 +476,11 @@ def main() -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="run each server alone on one CPU (default: on)",
+    )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="also measure hlbook over wss:// (a trustme certificate) in every round",
     )
     parser.add_argument("--baseline", metavar="PAYLOAD_FILE", help=argparse.SUPPRESS)
     args = parser.parse_args()

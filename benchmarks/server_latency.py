@@ -45,6 +45,14 @@ The floor, measured in the same run on the same blocks:
 ``--rounds`` repeats hlbook and the baseline alternately; the summary shows
 each round's ratios and their median.
 
+``--with post`` and ``--with ops`` add, to every round, a run of hlbook with a
+load beside the clients, from a load process of its own
+(``server_common.py load``): ``POST /info`` ``l2Book`` at ``--post-rate``
+requests/s (their p50/p99 are reported), or a ``/metrics`` scrape every
+second with a stand-in for the open live page (see :data:`LOADS`). Its write
+-> ``l2Book`` p50 and p99 are reported as ratios to hlbook's without the load
+in the same round (target: within 10%).
+
 By-block layout is the headline: a block is complete when its line is read.
 The streaming layout is reported separately: a block there can only be known
 complete once every stream has moved past it, i.e. when the next block's
@@ -62,7 +70,7 @@ is ``health()["pipeline"]["book_seconds"]`` over the window's wall time (and
 over the whole ``uptime_s``), read with ``{"method":"health"}``.
 
 Usage: ``python benchmarks/server_latency.py [--quick] [--clients N] [--duration S]
-[--streaming-duration S] [--rounds N]``
+[--streaming-duration S] [--rounds N] [--with post] [--with ops] [--post-rate R]``
 """
 
 import argparse
@@ -86,6 +94,9 @@ from server_common import (
     LeanClient,
     command_line,
     health,
+    http_base,
+    load_argv,
+    parse_tagged,
     percentile,
     pin,
     split_cpus,
@@ -99,6 +110,8 @@ TARGET_P50_RATIO = 1.3
 TARGET_P99_RATIO = 2.0
 TARGET_STREAMING_RATIO = 1.5
 TARGET_BOOK_SHARE = 0.15
+TARGET_LOADED_RATIO = 1.1
+"""``--with`` loads: hlbook's write -> l2Book p50 and p99 with the load, over without."""
 L2_BTC = '{"method":"subscribe","subscription":{"type":"l2Book","coin":"BTC"}}'
 L2_PREFIX = '{"channel":"l2Book"'
 
@@ -372,6 +385,30 @@ class Window:
     server_errors: list[str]
     floor: list[float]
     """hlbook only: in-process milliseconds per written block (see the docstring)."""
+    load: dict[str, Any] | None = None
+    """``hlbook+LOAD`` only: the load process's result (see :data:`LOADS`)."""
+
+
+LOADS = ("post", "ops")
+"""``--with`` loads, each run as an extra hlbook phase in every round:
+
+* ``post``: ``POST /info`` ``l2Book`` BTC at ``--post-rate`` requests/s over 4
+  keep-alive connections;
+* ``ops``: ``GET /metrics`` once a second and a stand-in for the live page
+  (a WebSocket client that negotiates permessage-deflate as browsers do,
+  subscribes to what ``hlbook/web/app.js`` does for BTC — ``l2Book``, ``bbo``,
+  ``trades`` — and asks for ``health`` every second; no browser runs).
+"""
+
+
+def _load_argv(args: argparse.Namespace, load: str, url: str, duration: float) -> list[str]:
+    base = http_base(url)
+    if load == "post":
+        body = '{"type":"l2Book","coin":"BTC"}'
+        return load_argv(
+            base, warmup=0.5, duration=duration, post=body, rate=args.post_rate, connections=4
+        )
+    return load_argv(base, warmup=0.5, duration=duration, scrape_every=1.0, page=True)
 
 
 async def measure(
@@ -403,7 +440,8 @@ async def measure(
         ]  # fmt: skip
         received = Received()
         async with AsyncExitStack() as stack:
-            if kind == "hlbook":
+            hlbook, _, load = kind.partition("+")
+            if hlbook == "hlbook":
                 node, server, url = await start_node_and_server(
                     stack, tmp, [], serve_args, node_argv=node_argv
                 )
@@ -430,13 +468,24 @@ async def measure(
                         await trio.sleep(0.05)
                 await trio.sleep(args.warmup)
                 meter = CpuMeter({"server": server.pid, "node": node.pid, "clients": os.getpid()})
-                health0 = await health(url) if kind == "hlbook" else None
-                meter.mark()
-                t0 = time.monotonic()
-                await trio.sleep(duration)
-                t1 = time.monotonic()
-                cpu = meter.shares()
-                health1 = await health(url) if kind == "hlbook" else None
+                load_result = None
+                async with AsyncExitStack() as loading:
+                    if load:
+                        loader = await loading.enter_async_context(
+                            start_child("load", _load_argv(args, load, url, duration))
+                        )
+                        meter.pids["load"] = loader.pid
+                        await loader.wait_for(r"^START ", limit=30)
+                    health0 = await health(url) if hlbook == "hlbook" else None
+                    meter.mark()
+                    t0 = time.monotonic()
+                    await trio.sleep(duration)
+                    t1 = time.monotonic()
+                    cpu = meter.shares()
+                    health1 = await health(url) if hlbook == "hlbook" else None
+                    if load:
+                        found = await loader.wait_for(r"^RESULT ", limit=30)
+                        load_result = parse_tagged(found.string)
                 await trio.sleep(0.5)  # let messages of the last blocks arrive
                 clients.cancel_scope.cancel()
             errors = server.errors()
@@ -465,6 +514,7 @@ async def measure(
         health1,
         errors,
         floor,
+        load_result,
     )
 
 
@@ -496,6 +546,7 @@ class Figures:
     events_note: str
     errors: list[str]
     floor: list[float]
+    load: dict[str, Any] | None
 
 
 def figures(window: Window) -> Figures:
@@ -558,6 +609,7 @@ def figures(window: Window) -> Figures:
         events_note=note,
         errors=window.server_errors,
         floor=window.floor,
+        load=window.load,
     )
 
 
@@ -581,6 +633,8 @@ class Round:
     layout: str
     hlbook: Figures
     baseline: Figures
+    loaded: dict[str, Figures] = attrs.Factory(dict)
+    """``--with`` loads: hlbook with each load running, in the same round."""
 
     def ratios(self) -> tuple[float, float, float]:
         """hlbook / baseline: p50 and p99 from the write; p50 from the next block's write."""
@@ -605,7 +659,7 @@ def report(args: argparse.Namespace, rounds: list[Round]) -> None:
     layouts = list(dict.fromkeys(r.layout for r in rounds))
     for position, item in enumerate(rounds):
         index = position // len(layouts) + 1
-        for fig in (item.hlbook, item.baseline):
+        for fig in (item.hlbook, item.baseline, *item.loaded.values()):
             print(
                 f"round {index} {fig.layout} {fig.kind}: {fig.blocks} blocks written in the "
                 f"window, {fig.blocks_with_l2} with an l2Book message; "
@@ -613,7 +667,7 @@ def report(args: argparse.Namespace, rounds: list[Round]) -> None:
                 f"{fig.missing} expected client messages missing; {fig.unmapped} unmapped"
                 + (
                     f"; {fig.block_rate:.1f} blocks/s applied; {fig.events_note}"
-                    if fig.kind == "hlbook"
+                    if fig.kind.startswith("hlbook")
                     else ""
                 )
             )
@@ -624,6 +678,8 @@ def report(args: argparse.Namespace, rounds: list[Round]) -> None:
                 print(f"  from the next block's write: {_dist(fig.after_next)}")
             if fig.floor:
                 print(f"  in-process, per written block (no I/O): {_dist(fig.floor)}")
+            if fig.load is not None:
+                print(f"  load: {_load_text(fig.load)}; server CPU {fig.cpu['server']:.0%}")
             for line in fig.errors[:5]:
                 print(f"  server error: {line}")
     print()
@@ -672,6 +728,33 @@ def report(args: argparse.Namespace, rounds: list[Round]) -> None:
             f"{'':9} in-process floor per written block (decode+join+apply+publish, no I/O): "
             f"{_dist(floor)}"
         )
+        for load in args.loads:
+            loaded = [r.loaded[load] for r in mine]
+            pairs = [
+                (
+                    _ratio(f.all_pairs, r.hlbook.all_pairs, 50),
+                    _ratio(f.all_pairs, r.hlbook.all_pairs, 99),
+                )
+                for f, r in zip(loaded, mine, strict=True)
+            ]
+            lp50, lp99 = _median([a for a, _ in pairs]), _median([b for _, b in pairs])
+            values = [v for f in loaded for v in f.all_pairs]
+            ok = max(lp50, lp99) <= TARGET_LOADED_RATIO
+            cpu_on = _median([f.cpu["server"] for f in loaded])
+            cpu_off = _median([r.hlbook.cpu["server"] for r in mine])
+            print(
+                f"{'':9} with {load:<5}  write -> client l2Book  {_dist(values)}  "
+                f"[{len(values)} samples]"
+            )
+            print(
+                f"{'':9} with {load} / without, median of rounds: p50 {lp50:.2f}x  p99 "
+                f"{lp99:.2f}x  (target <= {TARGET_LOADED_RATIO:g}x: {'met' if ok else 'MISSED'})  "
+                f"[per round p50/p99: {', '.join(f'{a:.2f}/{b:.2f}' for a, b in pairs)}]; "
+                f"server CPU {cpu_on:.0%} with, {cpu_off:.0%} without"
+            )
+            for f in loaded:
+                assert f.load is not None
+                print(f"{'':9}   {load}: {_load_text(f.load)}")
         for fig in (r.hlbook for r in mine):
             book_verdict = "met" if fig.book_share < TARGET_BOOK_SHARE else "MISSED"
             print(
@@ -682,6 +765,23 @@ def report(args: argparse.Namespace, rounds: list[Round]) -> None:
                 f"waited for a CPU {fig.server_wait:.1%}; others {fig.others:.0%} of a core; "
                 f"steal {fig.steal:.1%}"
             )
+
+
+def _load_text(result: dict[str, Any]) -> str:
+    """One line of a load process's result."""
+    parts = []
+    for name in ("post", "scrape"):
+        timing = result[name]
+        if timing["count"]:
+            parts.append(
+                f"{name} {timing['rate']:.1f}/s p50 {timing['p50_ms']:.2f} ms p99 "
+                f"{timing['p99_ms']:.2f} ms max {timing['max_ms']:.1f} ms "
+                f"({timing['median_bytes']:,.0f} B, statuses {timing['statuses']}, "
+                f"{timing['errors']} errors)"
+            )
+    if result["page_messages"]:
+        parts.append(f"page stand-in {result['page_messages'] / result['seconds']:.0f} msg/s")
+    return "; ".join(parts) or "nothing measured"
 
 
 async def run(args: argparse.Namespace) -> list[Round]:
@@ -700,11 +800,14 @@ async def run(args: argparse.Namespace) -> list[Round]:
         for layout, duration in layouts:
             # Alternate which goes first: a machine that gets busier or quieter over the
             # run should not favour one of them.
-            kinds = ["hlbook", "baseline"] if index % 2 == 0 else ["baseline", "hlbook"]
+            kinds = ["hlbook", "baseline", *(f"hlbook+{load}" for load in args.loads)]
+            if index % 2:
+                kinds.reverse()
             done = {
                 k: figures(await measure(args, layout, duration, server_cpus, k)) for k in kinds
             }
-            rounds.append(Round(layout, done["hlbook"], done["baseline"]))
+            loaded = {load: done[f"hlbook+{load}"] for load in args.loads}
+            rounds.append(Round(layout, done["hlbook"], done["baseline"], loaded))
     return rounds
 
 
@@ -723,6 +826,19 @@ def main() -> None:
         "--server-root",
         help="run the hlbook server (and the node) from this checkout instead (e.g. an older "
         "revision, for a before/after comparison in one session); the floor is this one's",
+    )
+    parser.add_argument(
+        "--with",
+        dest="loads",
+        action="append",
+        choices=LOADS,
+        default=[],
+        help="also run hlbook with this load in every round and compare its latency with "
+        "hlbook's without (post: POST /info l2Book at --post-rate; ops: a /metrics scrape "
+        "every second and a stand-in for the live page); repeatable",
+    )
+    parser.add_argument(
+        "--post-rate", type=float, default=100.0, help="POST /info requests/s for --with post"
     )
     parser.add_argument("--warmup", type=float, default=3.0)
     parser.add_argument("--blocks-per-second", type=float, default=14.0)

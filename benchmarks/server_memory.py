@@ -13,10 +13,17 @@ scale 0.2, the demo's load). The server's resident set size
    seconds): first, last, min, max and the least-squares slope,
 4. a few seconds after they all disconnected.
 
-Usage: ``python benchmarks/server_memory.py [--quick] [--clients N] [--hold S]``
+With ``--metrics``, the hold is followed (clients still connected) by
+``--metrics-windows`` windows of ``--metrics-window`` seconds, alternately
+without and with a ``GET /metrics`` scrape every second from this process:
+each scrape's time (request to last byte) and size, and the server's CPU
+share in the windows without and with scraping (medians over the windows).
+
+Usage: ``python benchmarks/server_memory.py [--quick] [--clients N] [--hold S] [--metrics]``
 """
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -30,10 +37,13 @@ import trio
 from server_common import (
     CORES,
     CpuMeter,
+    LeanHttp,
     clients_argv,
     command_line,
     health,
+    http_base,
     parse_tagged,
+    percentile,
     raise_nofile,
     rss_bytes,
     slope_per_minute,
@@ -101,6 +111,45 @@ class Result:
     cpu: dict[str, float]
     others: float
     errors: list[str]
+    scrapes: "Scrapes | None" = None
+
+
+@attrs.define
+class Scrapes:
+    """``--metrics``: scrape times and sizes, server CPU per window without/with scraping."""
+
+    times: list[float] = attrs.field(factory=list)
+    """Milliseconds from sending the request to the last byte of the answer."""
+    sizes: list[int] = attrs.field(factory=list)
+    without: list[float] = attrs.field(factory=list)
+    with_: list[float] = attrs.field(factory=list)
+    others: list[float] = attrs.field(factory=list)
+    statuses: set[int] = attrs.field(factory=set)
+
+
+async def measure_scrapes(args: argparse.Namespace, url: str, pid: int) -> Scrapes:
+    """Alternate windows without and with a ``/metrics`` scrape every second."""
+    result = Scrapes()
+    client = LeanHttp(http_base(url))
+    try:
+        for window in range(args.metrics_windows):
+            scraping = window % 2 == 1
+            meter = CpuMeter({"server": pid})
+            meter.mark()
+            end = time.monotonic() + args.metrics_window
+            while (now := time.monotonic()) < end:
+                if scraping:
+                    started = time.perf_counter()
+                    status, body = await client.request("GET", "/metrics")
+                    result.times.append((time.perf_counter() - started) * 1000)
+                    result.sizes.append(len(body))
+                    result.statuses.add(status)
+                await trio.sleep(max(0.0, min(1.0, end - now) - (time.monotonic() - now)))
+            (result.with_ if scraping else result.without).append(meter.shares()["server"])
+            result.others.append(meter.others)
+    finally:
+        await client.aclose()
+    return result
 
 
 async def run(args: argparse.Namespace) -> Result:
@@ -144,6 +193,7 @@ async def run(args: argparse.Namespace) -> Result:
                 await held.record(server.pid, args.hold, 1.0)
                 health1 = await health(url)
                 cpu = meter.shares()
+                scrapes = await measure_scrapes(args, url, server.pid) if args.metrics else None
             await trio.sleep(min(args.settle, 2.0))  # the server notices the disconnects
             after_disconnect = rss_bytes(server.pid)
             errors = server.errors()
@@ -159,6 +209,7 @@ async def run(args: argparse.Namespace) -> Result:
         cpu=cpu,
         others=meter.others,
         errors=errors,
+        scrapes=scrapes,
     )
 
 
@@ -222,6 +273,29 @@ def report(args: argparse.Namespace, result: Result) -> None:
         f"after all disconnected: {result.after_disconnect / MB:.1f} MB; while held the server "
         f"sent {sent:,.0f} of {offered:,.0f} offered msg/s at {result.cpu['server']:.0%} CPU"
     )
+    scrapes = result.scrapes
+    if scrapes is not None and scrapes.times:
+        off, on = statistics.median(scrapes.without), statistics.median(scrapes.with_)
+        windows = ", ".join(
+            f"{'with' if i % 2 else 'without'} {share:.0%}"
+            for i, share in enumerate(
+                value
+                for pair in zip(scrapes.without, scrapes.with_, strict=False)
+                for value in pair
+            )
+        )
+        print(
+            f"/metrics at {result.ready['connected']} clients: {len(scrapes.times)} scrapes, "
+            f"p50 {percentile(scrapes.times, 50):.1f} ms  p99 {percentile(scrapes.times, 99):.1f} "
+            f"ms  max {max(scrapes.times):.1f} ms; {percentile(scrapes.sizes, 50) / 1024:.1f} KB "
+            f"(statuses {sorted(scrapes.statuses)})"
+        )
+        print(
+            f"server CPU without scraping {off:.1%}, with a scrape every second {on:.1%} "
+            f"({on / off:.2f}x; medians of {len(scrapes.without)}/{len(scrapes.with_)} windows of "
+            f"{args.metrics_window:g} s: {windows}; others "
+            f"{statistics.median(scrapes.others):.0%} of a core)"
+        )
 
 
 def main() -> None:
@@ -236,10 +310,20 @@ def main() -> None:
     parser.add_argument("--baseline-seconds", type=float, default=8.0)
     parser.add_argument("--blocks-per-second", type=float, default=14.0)
     parser.add_argument("--scale", type=float, default=0.2)
+    parser.add_argument(
+        "--metrics",
+        action="store_true",
+        help="after the hold: /metrics scrape time and size, server CPU without/with scraping",
+    )
+    parser.add_argument("--metrics-window", type=float, default=10.0, help="seconds per window")
+    parser.add_argument(
+        "--metrics-windows", type=int, default=6, help="windows, alternately without and with"
+    )
     args = parser.parse_args()
     if args.quick:
         args.clients = min(args.clients, 100)
         args.hold, args.warmup, args.settle, args.baseline_seconds = 1.5, 0.5, 0.5, 1.0
+        args.metrics_window, args.metrics_windows = 1.5, 2
     limit = raise_nofile(args.clients + 256)
     if limit < args.clients + 64:
         sys.exit(f"open-file limit {limit} is too low for {args.clients} clients")
