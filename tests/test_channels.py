@@ -102,3 +102,23 @@ def test_keys_of_different_channels_never_collide() -> None:
 def test_invalid_subscriptions_are_refused(subscription: dict[str, object]) -> None:
     with pytest.raises(InvalidSubscription):
         REGISTRY.parse(subscription)
+
+
+def test_per_user_channels_walk_the_smaller_of_the_news_and_the_subscribers() -> None:
+    from hlbook.channels.base import Shared
+    from hlbook.channels.userfills import UserFills, UserFillsKey
+
+    channel = UserFills(Shared())
+    keys = [UserFillsKey(f"0x{i:040x}", aggregate) for i in range(5) for aggregate in (False, True)]
+    for key in keys:
+        channel.added(key)
+    channel.removed(keys[0])  # user 0 keeps its aggregated key only
+    channel.removed(keys[9])
+    channel.removed(keys[9])  # twice: no harm
+    few = {f"0x{0:040x}": "a", f"0x{9:040x}": "nobody's"}  # fewer users than subscribed
+    assert list(channel.with_news(few)) == [(keys[1], "a")]
+    many = {f"0x{i:040x}": str(i) for i in range(100)}  # more users than subscribed
+    assert sorted(channel.with_news(many), key=repr) == sorted(
+        [(key, str(i // 2)) for i, key in enumerate(keys) if i not in (0, 9)], key=repr
+    )
+    assert list(channel.with_news({})) == []

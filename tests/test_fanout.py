@@ -370,3 +370,25 @@ def test_a_client_dropped_while_first_messages_are_served_costs_no_one_else() ->
     [message] = drain(other)
     assert message["data"]["Snapshot"]["coin"] == "BTC"
     assert message["data"]["Snapshot"]["height"] == 11
+
+
+def test_a_per_user_subscriber_dropped_mid_publication_costs_no_one_else() -> None:
+    books, hub = started_books(), Hub()
+    # The slow client is the only subscriber of its users' keys: dropping it in the middle
+    # of a channel's publication removes keys while the channel walks them.
+    slow, fast = ClientQueue(max_messages=1), ClientQueue()
+    for user in (BUYER, SELLER):
+        for kind in ("userFills", "userEvents"):
+            subscribe(hub, slow, {"type": kind, "user": user}, books)
+    subscribe(hub, fast, {"type": "userFills", "user": SELLER}, books)
+    delivered = []
+    for height in range(11, 14):
+        fills = [
+            fill(BUYER, height, side="B", crossed=True),
+            fill(SELLER, height, side="A", crossed=False),
+        ]
+        publish(hub, books.apply(make_block(height, fills=fills)), books)
+        delivered += [m["data"]["fills"][0]["tid"] for m in drain(fast)]
+    assert slow.close_reason is not None
+    assert slow.close_reason[0] == SLOW_CLIENT_CODE
+    assert delivered == [11, 12, 13]

@@ -11,8 +11,8 @@ applies the policy. Channels hold no Trio and do no I/O.
 
 import abc
 import enum
-from collections.abc import Callable, Collection, Hashable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
+from collections.abc import Callable, Collection, Hashable, Iterable, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 import attrs
 
@@ -32,6 +32,7 @@ __all__ = [
     "InvalidSubscription",
     "Policy",
     "Shared",
+    "UserChannel",
     "optional_bool",
     "optional_int",
     "required_str",
@@ -181,3 +182,46 @@ class Channel(abc.ABC):
     ) -> Iterable[tuple[Hashable, Message]]:
         """After :attr:`stage` of ``block``: the message of each key in ``keys`` that changed."""
         return ()
+
+
+_News = TypeVar("_News")
+
+
+class UserChannel(Channel):
+    """A channel whose keys are about one user each (a ``user`` attribute).
+
+    It keeps its subscribed keys by user, so that a block's news by user reaches
+    them by walking whichever is smaller: the users with news in the block, or
+    the subscribed ones. Users nobody subscribed to cost a dictionary lookup at
+    most, and subscribers with nothing new cost nothing when the block is small.
+    """
+
+    def __init__(self, shared: Shared) -> None:
+        self._by_user: dict[str, list[Hashable]] = {}
+
+    def added(self, key: Hashable) -> None:
+        self._by_user.setdefault(key.user, []).append(key)  # type: ignore[attr-defined]
+
+    def removed(self, key: Hashable) -> None:
+        user: str = key.user  # type: ignore[attr-defined]
+        keys = self._by_user.get(user)
+        if keys is not None and key in keys:
+            keys.remove(key)
+            if not keys:
+                del self._by_user[user]
+
+    def with_news(self, news: Mapping[str, _News]) -> Iterator[tuple[Hashable, _News]]:
+        """Each subscribed key whose user has an entry in ``news``, with that entry."""
+        subscribed = self._by_user
+        if len(news) < len(subscribed):
+            for user, entry in news.items():
+                keys = subscribed.get(user)
+                if keys:
+                    for key in keys:
+                        yield key, entry
+        else:
+            for user, keys in subscribed.items():
+                found = news.get(user)
+                if found:
+                    for key in keys:
+                        yield key, found

@@ -5,7 +5,8 @@ Subscription: ``user``. Data, per block with news for that user: a list of
 "status": S, "statusTimestamp": ms}`` — every status the node wrote for the
 user's orders, rejections included (the official feed shows them too). Users
 nobody subscribed to cost nothing: the block's statuses are grouped by user
-once, and only subscribed users' order objects are decoded.
+once, and only subscribed users' order objects are decoded (walking the smaller of
+the block's users and the subscribed ones: :class:`~hlbook.channels.base.UserChannel`).
 """
 
 from collections.abc import Collection, Hashable, Iterable, Mapping
@@ -17,7 +18,7 @@ import orjson
 
 from hlbook.book.books import Books
 from hlbook.book.l4 import CoinBook
-from hlbook.channels.base import Channel, Policy, Shared, user_address
+from hlbook.channels.base import Policy, UserChannel, user_address
 from hlbook.history.wire import open_order_wire
 from hlbook.model import Block
 from hlbook.node.formats import StatusEvent, time_ms
@@ -47,15 +48,12 @@ def order_update(event: StatusEvent, block_time: int) -> dict[str, Any] | None:
     return {"order": open_order_wire(order), "status": event.status, "statusTimestamp": when}
 
 
-class OrderUpdates(Channel):
+class OrderUpdates(UserChannel):
     """The ``orderUpdates`` channel."""
 
     name = "orderUpdates"
     stage = Stage.STATUSES
     policy = Policy.LOSSLESS
-
-    def __init__(self, shared: Shared) -> None:
-        pass
 
     def parse(self, raw: Mapping[str, Any]) -> Hashable:
         return OrderUpdatesKey(user_address(raw))
@@ -69,12 +67,7 @@ class OrderUpdates(Channel):
     ) -> Iterable[tuple[Hashable, Message]]:
         if not block.statuses:
             return
-        by_user = block.statuses_by_user
-        for key in keys:
-            assert isinstance(key, OrderUpdatesKey)
-            events = by_user.get(key.user)
-            if not events:
-                continue
+        for key, events in self.with_news(block.statuses_by_user):
             updates = [u for e in events if (u := order_update(e, block.time)) is not None]
             if updates:
                 yield key, Message(orjson.dumps({"channel": "orderUpdates", "data": updates}))

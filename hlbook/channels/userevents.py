@@ -13,7 +13,7 @@ import orjson
 
 from hlbook.book.books import Books
 from hlbook.book.l4 import CoinBook
-from hlbook.channels.base import Channel, Policy, Shared, user_address
+from hlbook.channels.base import Policy, UserChannel, user_address
 from hlbook.history.wire import fill_wire
 from hlbook.model import Block
 from hlbook.server.frames import Message
@@ -29,15 +29,12 @@ class UserEventsKey:
     user: str
 
 
-class UserEvents(Channel):
+class UserEvents(UserChannel):
     """The ``userEvents`` channel (its messages say ``"channel": "user"``)."""
 
     name = "userEvents"
     stage = Stage.FILLS
     policy = Policy.LOSSLESS
-
-    def __init__(self, shared: Shared) -> None:
-        pass
 
     def parse(self, raw: Mapping[str, Any]) -> Hashable:
         return UserEventsKey(user_address(raw))
@@ -51,10 +48,6 @@ class UserEvents(Channel):
     ) -> Iterable[tuple[Hashable, Message]]:
         if not block.fills:
             return
-        by_user = block.fills_by_user
-        for key in keys:
-            assert isinstance(key, UserEventsKey)
-            events = by_user.get(key.user)
-            if events:
-                data = {"fills": [fill_wire(fill) for _, fill in events]}
-                yield key, Message(orjson.dumps({"channel": "user", "data": data}))
+        for key, events in self.with_news(block.fills_by_user):
+            data = {"fills": [fill_wire(fill) for _, fill in events]}
+            yield key, Message(orjson.dumps({"channel": "user", "data": data}))

@@ -16,7 +16,7 @@ import orjson
 
 from hlbook.book.books import Books
 from hlbook.book.l4 import CoinBook
-from hlbook.channels.base import Channel, Policy, Shared, optional_bool, user_address
+from hlbook.channels.base import Policy, Shared, UserChannel, optional_bool, user_address
 from hlbook.history.requests import FILLS_LIMIT
 from hlbook.history.wire import aggregate_by_time, fill_wire
 from hlbook.model import Block
@@ -34,7 +34,7 @@ class UserFillsKey:
     aggregate: bool = False
 
 
-class UserFills(Channel):
+class UserFills(UserChannel):
     """The ``userFills`` channel."""
 
     name = "userFills"
@@ -42,6 +42,7 @@ class UserFills(Channel):
     policy = Policy.LOSSLESS
 
     def __init__(self, shared: Shared) -> None:
+        super().__init__(shared)
         self.shared = shared
 
     def parse(self, raw: Mapping[str, Any]) -> Hashable:
@@ -69,12 +70,8 @@ class UserFills(Channel):
     ) -> Iterable[tuple[Hashable, Message]]:
         if not block.fills:
             return
-        by_user = block.fills_by_user
-        for key in keys:
+        for key, events in self.with_news(block.fills_by_user):
             assert isinstance(key, UserFillsKey)
-            events = by_user.get(key.user)
-            if not events:
-                continue
             fills = [fill_wire(fill) for _, fill in events]
             if key.aggregate:
                 fills = aggregate_by_time(fills, newest_first=False)

@@ -418,7 +418,9 @@ class Hub:
             keys = self._keys[channel]
             if not keys:
                 continue
-            for key, message in channel.publish(block, books, touched, keys):
+            # Built first, then offered: offering can drop a slow client, and with it keys
+            # of the set the channel would still be walking.
+            for key, message in list(channel.publish(block, books, touched, keys)):
                 self._offer(channel, key, message, books)
         if self._waiting:
             self._serve_waiting(books, stage)
