@@ -22,7 +22,7 @@ from hlbook.stages import Stage
 __all__ = ["AllMids", "AllMidsKey", "parse_dex"]
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)  # hashed several times per message offered
 class AllMidsKey:
     """The mids of one dex."""
 

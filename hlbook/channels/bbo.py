@@ -19,7 +19,7 @@ __all__ = ["Bbo", "BboKey"]
 _Best = tuple[LevelView | None, LevelView | None]
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)  # hashed several times per message offered
 class BboKey:
     """The ``bbo`` of one coin."""
 

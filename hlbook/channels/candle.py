@@ -25,7 +25,7 @@ from hlbook.stages import Stage
 __all__ = ["CandleChannel", "CandleKey"]
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)  # hashed several times per message offered
 class CandleKey:
     """One coin's candles at one interval."""
 

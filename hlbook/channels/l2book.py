@@ -34,7 +34,7 @@ __all__ = ["FAST_LEVELS", "L2Book", "L2Key"]
 FAST_LEVELS = 5
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)  # hashed several times per message offered
 class L2Key:
     """One ``l2Book`` view."""
 

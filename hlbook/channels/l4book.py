@@ -31,7 +31,7 @@ __all__ = ["L4Book", "L4Key"]
 _encoder = msgspec.json.Encoder()
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)  # hashed several times per message offered
 class L4Key:
     """The L4 book of one coin."""
 

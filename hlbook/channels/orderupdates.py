@@ -28,7 +28,7 @@ from hlbook.stages import Stage
 __all__ = ["OrderUpdates", "OrderUpdatesKey", "order_update"]
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)  # hashed several times per message offered
 class OrderUpdatesKey:
     """One user's order updates."""
 

@@ -19,7 +19,7 @@ __all__ = ["Trades", "TradesKey"]
 _encoder = msgspec.json.Encoder()
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)  # hashed several times per message offered
 class TradesKey:
     """The trades of one coin."""
 

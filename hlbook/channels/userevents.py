@@ -22,7 +22,7 @@ from hlbook.stages import Stage
 __all__ = ["UserEvents", "UserEventsKey"]
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)  # hashed several times per message offered
 class UserEventsKey:
     """One user's events."""
 

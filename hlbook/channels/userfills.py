@@ -26,7 +26,7 @@ from hlbook.stages import Stage
 __all__ = ["UserFills", "UserFillsKey"]
 
 
-@attrs.frozen
+@attrs.frozen(cache_hash=True)  # hashed several times per message offered
 class UserFillsKey:
     """One user's fills, aggregated or not."""
 
