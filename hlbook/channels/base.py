@@ -216,7 +216,7 @@ class UserChannel(Channel):
         if len(news) < len(subscribed):
             for user, entry in news.items():
                 keys = subscribed.get(user)
-                if keys:
+                if keys and entry:
                     for key in keys:
                         yield key, entry
         else:
