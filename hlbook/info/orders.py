@@ -89,6 +89,12 @@ class OrdersInfo(InfoHandler):
                 found = order
         else:
             found = next((o for o in books.orders_of(parsed.user) if o.cloid == parsed.cloid), None)
+        if found is None and books.details_height < books.height:
+            # An order whose last diff is applied but whose status is not attached yet is
+            # in neither the book nor the history: wait (bounded) for the statuses, as
+            # the orderUpdates push of that block does.
+            with trio.move_on_after(_DETAILS_WAIT):
+                await self._wait_for_details(books.height)
         if found is not None:
             return orjson.dumps(order_status_wire(found, "open", found.timestamp))
         return orjson.dumps((await self._history.finished_order(parsed)).data)
