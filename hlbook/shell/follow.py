@@ -40,18 +40,15 @@ from hlbook.node.formats import Layout
 from hlbook.relay.client import NatsConnection, NatsOptions, open_nats
 from hlbook.relay.consumer import BlockMessage, Bootstrap, Consumer, ConsumerStats, Gap
 from hlbook.relay.names import RelayNames
-from hlbook.shell.ingest import _Waiters
+from hlbook.shell.path import SupervisedPath
 from hlbook.shell.snapshots import load_in_thread
 from hlbook.source import OrderedBlocks
 from hlbook.stages import BlockSink
-from hlbook.supervisor import Action, Settings, Status, Supervisor, SupervisorStats, WantSnapshot
+from hlbook.supervisor import Action, Settings, Supervisor, WantSnapshot
 
 __all__ = ["RelayPath"]
 
 log = logging.getLogger("hlbook.relay")
-
-_STEP = 8
-"""Outputs the supervisor works through between checkpoints (as the primary's data path)."""
 
 
 @attrs.frozen(eq=False)
@@ -63,7 +60,7 @@ class _Loaded:
 _Event = _Loaded | BlockMessage | Gap
 
 
-class RelayPath:
+class RelayPath(SupervisedPath):
     """Owns the supervisor (and so the books) and the NATS consumer that feeds it."""
 
     def __init__(
@@ -79,45 +76,16 @@ class RelayPath:
         self.options = options
         self.names = names or RelayNames(config.nats_prefix)
         settings = attrs.evolve(Settings.from_config(config), validate_every=0.0, layout_auto=False)
-        self.supervisor = Supervisor(sink, settings)
-        self.supervisor.step_limit = _STEP
-        self.supervisor.pause_after_diffs = True
-        self.ready = trio.Event()
-        """Set once the first snapshot is loaded."""
+        super().__init__(Supervisor(sink, settings))
         self.tailers: dict[Any, Any] = {}
         """No node files (health lists none)."""
-        self.started_at = time.monotonic()
-        self.last_block_wall: float | None = None
         self.connection: NatsConnection | None = None
         self.consumer: Consumer | None = None
         self.loads = 0
         self.load_failures = 0
         self._consumer_settings = consumer_settings or {}
-        self._heights = _Waiters()
-        self._details = _Waiters()
-        self._seen_height = -1
 
     # -- reading (the same face as DataPath) ----------------------------------------------
-
-    @property
-    def books(self) -> Books | None:
-        """The live books (``None`` until the first snapshot is loaded)."""
-        return self.supervisor.books
-
-    @property
-    def status(self) -> Status:
-        """The supervisor's status."""
-        return self.supervisor.status
-
-    @property
-    def detail(self) -> str:
-        """What the status means right now."""
-        return self.supervisor.detail
-
-    @property
-    def stats(self) -> SupervisorStats:
-        """The supervisor's counters."""
-        return self.supervisor.stats
 
     @property
     def layout(self) -> Layout | None:
@@ -156,18 +124,6 @@ class RelayPath:
             out["stream"] = self.names.stream
             out["bucket"] = self.names.bucket
         return out
-
-    async def wait_for_height(self, height: int) -> None:
-        """Return once the books have applied the diffs of ``height`` (or a later block)."""
-        books = self.books
-        if books is None or books.height < height:
-            await self._heights.wait(height)
-
-    async def wait_for_details(self, height: int) -> None:
-        """Return once the books have the statuses of ``height`` attached (or later)."""
-        books = self.books
-        if books is None or books.details_height < height:
-            await self._details.wait(height)
 
     # -- running ------------------------------------------------------------------------
 
@@ -216,7 +172,7 @@ class RelayPath:
         async with receive:
             while True:
                 self._carry_out(actions, consumer)
-                self._after_step()
+                self._books_moved()
                 if sup.backlog:
                     await trio.lowlevel.checkpoint()
                     started = time.perf_counter()
@@ -253,18 +209,6 @@ class RelayPath:
                 log.warning("%s: bootstrapping again from NATS", action.reason)
                 consumer.request_bootstrap(need)
             # Validation and restarts are a node's business: a relay has neither.
-
-    def _after_step(self) -> None:
-        books = self.books
-        if books is None:
-            return
-        if not self.ready.is_set():
-            self.ready.set()
-        if books.height != self._seen_height:
-            self._seen_height = books.height
-            self.last_block_wall = time.time()
-        self._heights.reached(books.height)
-        self._details.reached(books.details_height)
 
 
 def _want(action: Action) -> bool:

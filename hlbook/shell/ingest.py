@@ -35,6 +35,7 @@ from hlbook.errors import DivergenceError, HlbookError
 from hlbook.node.files import StreamTailer, stream_dir
 from hlbook.node.formats import Layout, SnapshotSide, Stream
 from hlbook.node.join import BlockJoiner
+from hlbook.shell.path import SupervisedPath
 from hlbook.shell.snapshots import Bootstrap, decode_in_thread, load_in_thread
 from hlbook.shell.tail import (
     CaughtUp,
@@ -56,19 +57,13 @@ from hlbook.supervisor import (
     FetchCheck,
     RestartIngestion,
     Settings,
-    Status,
     Supervisor,
-    SupervisorStats,
     WantSnapshot,
 )
 
 __all__ = ["DataPath"]
 
 log = logging.getLogger("hlbook.ingest")
-
-_STEP = 8
-"""Source outputs the supervisor works through between checkpoints (a mainnet block
-is ~7 ms of work: a backlog of held blocks must not stall the event loop)."""
 
 
 @attrs.frozen
@@ -110,29 +105,6 @@ class _Shape:
 _Event = SourceEvent | _Loaded | _LoadFailed | _CheckSnapshot | _CheckFailed | _Advanced | _Shape
 
 
-class _Waiters:
-    """Tasks waiting for a height to be reached."""
-
-    def __init__(self) -> None:
-        self._waiting: list[tuple[int, trio.Event]] = []
-
-    async def wait(self, height: int) -> None:
-        event = trio.Event()
-        self._waiting.append((height, event))
-        await event.wait()
-
-    def reached(self, height: int) -> None:
-        if not self._waiting:
-            return
-        keep = []
-        for wanted, event in self._waiting:
-            if height >= wanted:
-                event.set()
-            else:
-                keep.append((wanted, event))
-        self._waiting = keep
-
-
 def _take_waiting(receive: trio.MemoryReceiveChannel[_Event], queued: deque[_Event]) -> None:
     """Also take what is already waiting, the diff stream's events first.
 
@@ -152,52 +124,21 @@ def _take_waiting(receive: trio.MemoryReceiveChannel[_Event], queued: deque[_Eve
         queued.extend(ordered)
 
 
-class DataPath:
+class DataPath(SupervisedPath):
     """Owns the supervisor (and so the books) and everything that feeds it.
     Started by :func:`hlbook.serve`."""
 
     def __init__(self, config: Config, sink: BlockSink) -> None:
+        super().__init__(Supervisor(sink, Settings.from_config(config)))
         self.config = config
-        self.supervisor = Supervisor(sink, Settings.from_config(config))
-        self.supervisor.step_limit = _STEP
-        # l2Book/bbo go out (the flusher writes them) before the statuses' work of a block.
-        self.supervisor.pause_after_diffs = True
-        self.ready = trio.Event()
-        """Set once the first snapshot is loaded."""
         self.tailers: dict[Stream, StreamTailer] = {}
-        self.started_at = time.monotonic()
-        self.last_block_wall: float | None = None
-        """Wall time when the books last moved (for health)."""
         self.joiner: BlockJoiner | None = None
-        self._heights = _Waiters()
-        self._details = _Waiters()
         self._snapshots = Bootstrap(config)
         self._want: WantSnapshot | None = None
         self._want_changed = trio.Event()
         self._checks: trio.MemorySendChannel[FetchCheck | AdvanceCheck] | None = None
-        self._seen_height = -1
 
     # -- reading ------------------------------------------------------------------------------
-
-    @property
-    def books(self) -> Books | None:
-        """The live books (``None`` until the first snapshot is loaded)."""
-        return self.supervisor.books
-
-    @property
-    def status(self) -> Status:
-        """The supervisor's status."""
-        return self.supervisor.status
-
-    @property
-    def detail(self) -> str:
-        """What the status means right now."""
-        return self.supervisor.detail
-
-    @property
-    def stats(self) -> SupervisorStats:
-        """The supervisor's counters."""
-        return self.supervisor.stats
 
     @property
     def layout(self) -> Layout | None:
@@ -207,18 +148,6 @@ class DataPath:
     def joiner_stats(self) -> dict[str, object] | None:
         """The joiner's counters, for health."""
         return attrs.asdict(self.joiner.stats()) if self.joiner is not None else None
-
-    async def wait_for_height(self, height: int) -> None:
-        """Return once the books have applied the diffs of ``height`` (or a later block)."""
-        books = self.books
-        if books is None or books.height < height:
-            await self._heights.wait(height)
-
-    async def wait_for_details(self, height: int) -> None:
-        """Return once the books have the statuses of ``height`` attached (or later)."""
-        books = self.books
-        if books is None or books.details_height < height:
-            await self._details.wait(height)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -412,16 +341,7 @@ class DataPath:
     def _after_step(self, joiner: BlockJoiner, gates: dict[Stream, Gate]) -> None:
         for stream, gate in gates.items():
             gate.set(not joiner.paused(stream))
-        books = self.books
-        if books is None:
-            return
-        if not self.ready.is_set():
-            self.ready.set()
-        if books.height != self._seen_height:
-            self._seen_height = books.height
-            self.last_block_wall = time.time()
-        self._heights.reached(books.height)
-        self._details.reached(books.details_height)
+        self._books_moved()
 
     # -- snapshots ------------------------------------------------------------------------------
 
