@@ -114,15 +114,16 @@ class Process:
             self._changed.set()
             self._changed = trio.Event()
 
-    async def wait_for(self, pattern: str, limit: float = 30.0) -> re.Match[str]:
+    async def wait_for(self, pattern: str, limit: float = 30.0, start: int = 0) -> re.Match[str]:
+        """The first line from ``start`` on that matches ``pattern`` (waiting for it)."""
         regex = re.compile(pattern)
         with trio.fail_after(limit):
-            seen = 0
+            seen = start
             while True:
                 for line in self.lines[seen:]:
                     if found := regex.search(line):
                         return found
-                seen = len(self.lines)
+                seen = max(seen, len(self.lines))
                 if self.process.returncode is not None:
                     raise AssertionError(
                         f"exited {self.process.returncode}:\n" + "\n".join(self.lines)

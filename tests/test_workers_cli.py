@@ -16,6 +16,7 @@ import httpx
 import pytest
 import trio
 from server_support import order_tuples, subscribe
+from test_cli import Process
 from trio_websocket import ConnectionClosed, WebSocketConnection, open_websocket_url
 
 pytestmark = pytest.mark.slow
@@ -23,39 +24,8 @@ pytestmark = pytest.mark.slow
 COIN = "BTC"
 
 
-class Supervisor:
+class Supervisor(Process):
     """A running ``hlbook serve --workers N`` with its stderr collected line by line."""
-
-    def __init__(self, process: trio.Process) -> None:
-        self.process = process
-        self.lines: list[str] = []
-        self._changed = trio.Event()
-
-    async def pump(self) -> None:
-        assert self.process.stderr is not None
-        buffer = b""
-        async for chunk in self.process.stderr:
-            buffer += chunk
-            *complete, buffer = buffer.split(b"\n")
-            self.lines.extend(line.decode() for line in complete)
-            self._changed.set()
-            self._changed = trio.Event()
-
-    async def wait_for(self, pattern: str, limit: float = 30.0, start: int = 0) -> re.Match[str]:
-        regex = re.compile(pattern)
-        with trio.fail_after(limit):
-            seen = start
-            while True:
-                for line in self.lines[seen:]:
-                    if found := regex.search(line):
-                        return found
-                seen = max(seen, len(self.lines))
-                if self.process.returncode is not None:
-                    raise AssertionError(
-                        f"exited {self.process.returncode}:\n" + "\n".join(self.lines)
-                    )
-                with trio.move_on_after(0.1):
-                    await self._changed.wait()
 
     def pids(self) -> dict[int, int]:
         """The newest pid of each worker, from the supervisor's log."""
