@@ -67,11 +67,13 @@ class OrdersInfo(InfoHandler):
     async def _ready_books(self, user: str) -> Books:
         """The books, once ``user``'s resting orders all have their details (bounded wait)."""
         books = books_or_error(self._books)
-        if not books.user_ready(user):
-            with trio.move_on_after(_DETAILS_WAIT):
-                await self._wait_for_details(books.height)
-            books = books_or_error(self._books)
-        return books
+        return books if books.user_ready(user) else await self._caught_up(books)
+
+    async def _caught_up(self, books: Books) -> Books:
+        """The books once the statuses of ``books.height`` are attached (bounded wait)."""
+        with trio.move_on_after(_DETAILS_WAIT):
+            await self._wait_for_details(books.height)
+        return books_or_error(self._books)
 
     async def _orders_of(self, user: str) -> list[Order]:
         return (await self._ready_books(user)).orders_of(user)
@@ -93,8 +95,7 @@ class OrdersInfo(InfoHandler):
             # An order whose last diff is applied but whose status is not attached yet is
             # in neither the book nor the history: wait (bounded) for the statuses, as
             # the orderUpdates push of that block does.
-            with trio.move_on_after(_DETAILS_WAIT):
-                await self._wait_for_details(books.height)
+            await self._caught_up(books)
         if found is not None:
             return orjson.dumps(order_status_wire(found, "open", found.timestamp))
         return orjson.dumps((await self._history.finished_order(parsed)).data)
