@@ -17,8 +17,9 @@ Three measures, each against a baseline taken in the same run:
   the primary's publish buffer and the most heights the relay was behind the
   primary's complete blocks;
 * **bytes per block** — in that run, the primary's published bytes per block
-  (``/health`` ``publish.published_bytes / published``: the compressed frames
-  on the stream) against the node's files for the same blocks (all three
+  (``/health`` ``publish``: ``published_bytes`` and ``diffs_bytes`` over
+  ``published``: the compressed frames on the stream, each block's early
+  diffs included) against the node's files for the same blocks (all three
   streams' bytes / blocks written). ``benchmarks/relay_codec.py`` has the
   per-codec table on the mainnet slice;
 * **bootstrap** — books from a ``--snapshot-orders`` synthetic snapshot
@@ -83,6 +84,9 @@ class Latency:
     added_p99: float
     blocks: int
     frame_bytes: float
+    """Stream bytes per block: the block frame and its early diffs."""
+    early_bytes: float
+    """Of which the early diffs (a copy of the block's diffs, sent ahead of it)."""
     node_bytes: float
     primary_cpu_ms: float
     """CPU per block written during the window (ms), each process."""
@@ -237,7 +241,9 @@ async def latency_round(args: argparse.Namespace) -> Latency:
         added_p50=percentile(added, 50),
         added_p99=percentile(added, 99),
         blocks=len(both),
-        frame_bytes=published["published_bytes"] / max(published["published"], 1),
+        frame_bytes=(published["published_bytes"] + published["diffs_bytes"])
+        / max(published["published"], 1),
+        early_bytes=published["diffs_bytes"] / max(published["published"], 1),
         node_bytes=node_bytes,
         primary_cpu_ms=cpu["primary"] * 1000 / window_blocks,
         relay_cpu_ms=cpu["relay"] * 1000 / window_blocks,
@@ -356,7 +362,8 @@ async def main_async(args: argparse.Namespace) -> None:
         f"{med['relay_book_ms']:.2f}), nats-server {med['nats_cpu_ms']:.2f} ms"
     )
     lines.append(
-        f"bytes per block: stream frame {med['frame_bytes']:.0f} B vs node files "
+        f"bytes per block on the stream: {med['frame_bytes']:.0f} B (the block frame and "
+        f"{med['early_bytes']:.0f} B of early diffs) vs node files "
         f"{med['node_bytes']:.0f} B: {med['node_bytes'] / med['frame_bytes']:.1f}x smaller"
     )
     lines.append(

@@ -234,12 +234,15 @@ _PUBLISH_COUNTERS = {
     "gaps": "Runs of dropped blocks",
     "retries": "Publish attempts retried",
     "snapshots": "Book snapshots stored in the object store",
+    "diffs_published": "Early diffs (each block's diffs ahead of it) acknowledged by JetStream",
+    "diffs_dropped": "Early diffs not sent (buffer full or a gap open; their block carries them)",
 }
 _RELAY_COUNTERS = {
     "delivered": "Blocks received from the stream (--source)",
     "bootstraps": "Snapshots the relay bootstrapped from",
     "gaps": "Gaps in the stream (each a re-bootstrap)",
     "skipped": "Duplicate or redelivered block messages skipped",
+    "diffs_delivered": "Early diffs received (l2Book and bbo published before the block)",
 }
 
 

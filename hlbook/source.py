@@ -23,7 +23,10 @@ finished. Two sources exist or are planned:
   of a block as soon as it is complete;
 * a stream of whole blocks in height order, such as a NATS JetStream
   subject written by another hlbook: :class:`OrderedBlocks`; a missing
-  height is a :class:`Gap`.
+  height is a :class:`Gap`. Such a stream may also carry each block's diffs
+  *early*, ahead of the whole block (a primary sends them as soon as they are
+  applied): they become a :class:`Part` at once, and the whole block completes
+  that same :class:`~hlbook.model.Block` when it arrives.
 """
 
 from collections import deque
@@ -98,11 +101,20 @@ class OrderedBlocks:
     """A source of whole blocks that arrive in height order (e.g. from a relay stream).
 
     :meth:`block` takes the next block; a height that does not follow the last
-    one is a :class:`Gap`. Nothing depends on time.
+    one is a :class:`Gap`. :meth:`diffs` takes a block's diffs sent ahead of
+    it: they are handed out as a diffs :class:`Part` once every earlier
+    block's diffs have been (early or with their block), else kept for a while
+    (``max_early``) or ignored: the whole block still brings them, so an early
+    copy that is lost, late or out of turn costs latency, never data. Nothing
+    depends on time.
     """
 
-    def __init__(self, max_held: int = 200) -> None:
+    def __init__(self, max_held: int = 200, max_early: int = 64) -> None:
         self.max_held = max_held
+        self.max_early = max_early
+        self._parts: dict[int, Block] = {}  # height -> a Block handed out as a diffs Part
+        self._early: dict[int, Block] = {}  # prev -> early diffs waiting for their turn
+        self._diffs_to: int | None = None  # the last height whose diffs were handed out
         self._holding = True
         self._held: deque[Output] = deque()
         self._last: int | None = None  # the last height received
@@ -140,11 +152,56 @@ class OrderedBlocks:
             out.append(Gap(last, block.height, "the stream skipped these heights"))
         self._last = block.height
         self._seen = (block.height, block.time)
-        out.append(block)
         if self._holding:
             self._held.extend(out)
+            self._held.append(block)
             return []
+        shared = self._parts.pop(block.height, None)
+        if shared is not None:  # its diffs went out early: complete that same Block
+            shared.__dict__.pop("statuses_by_coin", None)
+            shared.__dict__.pop("statuses_by_user", None)
+            shared.__dict__.pop("fills_by_user", None)
+            shared.statuses = block.statuses
+            shared.fills = block.fills
+            block = shared
+        out.append(block)
+        if self._diffs_to is None or block.height > self._diffs_to:
+            self._diffs_to = block.height
+        out += self._early_turn()
         return out
+
+    def diffs(self, block: Block, *, prev: int | None = None) -> list[Output]:
+        """A block's diffs sent ahead of it (``block`` has no other events yet).
+
+        ``prev`` is the height of the block whose diffs came before these.
+        """
+        height = block.height
+        done = self._diffs_to
+        if self._holding or done is None or height <= done:
+            return []  # bootstrapping (the whole blocks are held), or already handed out
+        if prev != done and not (prev is None and height == done + 1):
+            if len(self._early) >= self.max_early:
+                del self._early[min(self._early)]
+            self._early[prev if prev is not None else height - 1] = block
+            return []
+        return self._hand_out(block)
+
+    def _hand_out(self, block: Block) -> list[Output]:
+        self._parts[block.height] = block
+        self._diffs_to = block.height
+        return [Part(Stream.DIFFS, block), *self._early_turn()]
+
+    def _early_turn(self) -> list[Output]:
+        """Early diffs kept for later whose turn has come (those passed are forgotten)."""
+        early, done = self._early, self._diffs_to
+        if not early or done is None:
+            return []
+        waiting = early.pop(done, None)
+        for key in [key for key in early if key < done]:
+            del early[key]
+        if waiting is None or waiting.height <= done:
+            return []
+        return self._hand_out(waiting)
 
     def gap(self, after: int, before: int, reason: str) -> list[Output]:
         """The stream says blocks between ``after`` and ``before`` are lost."""
@@ -158,6 +215,8 @@ class OrderedBlocks:
     def hold(self, unapplied: Sequence[Output] = ()) -> None:
         """See :class:`BlockSource`."""
         self._holding = True
+        self._parts.clear()
+        self._early.clear()
         kept = [item for item in unapplied if not isinstance(item, Part)]
         blocks = [item.height for item in kept if isinstance(item, Block)]
         self._retained_from = blocks[0] if blocks else (self._last or 0) + 1
@@ -191,6 +250,7 @@ class OrderedBlocks:
             self._release_time = after if after is not None else (seen[1] if seen else None)
         if self._last is None or self._last < height:
             self._last = height
+        self._diffs_to = max([height, *(item.height for item in out if isinstance(item, Block))])
         return out
 
     def poll(self, now: float) -> list[Output]:

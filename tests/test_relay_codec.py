@@ -16,10 +16,14 @@ from hlbook.model import Block
 from hlbook.relay.codec import (
     Codec,
     FrameError,
+    FrameKind,
     decode_block,
+    decode_diffs,
     decode_snapshot_frame,
     encode_block,
+    encode_diffs,
     encode_snapshot_frame,
+    frame_kind,
     frame_prev,
 )
 
@@ -143,6 +147,38 @@ def test_mainnet_frames_are_much_smaller_than_the_node_files(mainnet: MainnetSli
     frames = sum(len(encode_block(b)) for b in mainnet_blocks())
     # zstd level 1 measured ~25x on this slice (benchmarks/relay_codec.py): 10x is a floor.
     assert frames * 10 < node_bytes
+
+
+@pytest.mark.parametrize("codec", CODECS)
+def test_early_diffs_carry_a_blocks_diffs_alone(codec: Codec) -> None:
+    for original in mainnet_blocks():
+        data = encode_diffs(original, prev=original.height - 1, codec=codec)
+        assert frame_kind(data) is FrameKind.DIFFS
+        assert frame_prev(data) == original.height - 1
+        frame = decode_diffs(data)
+        expected = Block(original.height, original.time, [], original.diffs, [])
+        assert same_block(frame.block, expected)
+        assert frame.prev == original.height - 1
+        # A block's early diffs are much smaller than the block.
+        assert len(data) < len(encode_block(original, codec=codec))
+
+
+def test_a_diffs_frame_is_no_block_and_a_block_no_diffs_frame() -> None:
+    item = small_block(5)
+    assert frame_kind(encode_block(item)) is FrameKind.BLOCK
+    with pytest.raises(FrameError, match="not a relay block frame"):
+        decode_block(encode_diffs(item))
+    with pytest.raises(FrameError, match="not a relay diffs frame"):
+        decode_diffs(encode_block(item))
+    with pytest.raises(FrameError, match="not a relay frame"):
+        frame_kind(b"XX" + encode_block(item)[2:])
+    with pytest.raises(FrameError, match="no prev"):
+        frame_prev(encode_snapshot_frame(3, b"[3,[]]"))
+    with pytest.raises(FrameError, match="diffs body"):
+        decode_diffs(_frame(b"HD", 1, Codec.NONE, 0, b'{"block_number": "x"}'))
+    good = encode_diffs(item)
+    with pytest.raises(FrameError, match="corrupt"):
+        decode_diffs(good[:12] + bytes(b ^ 0x5A for b in good[12:]))
 
 
 def test_an_empty_block_round_trips() -> None:

@@ -25,6 +25,7 @@ from hlbook.model import Block
 from hlbook.relay import (
     BlockMessage,
     Bootstrap,
+    DiffsMessage,
     Gap,
     Publisher,
     StreamSettings,
@@ -70,15 +71,78 @@ async def test_published_blocks_are_consumed_in_order_equal_to_the_originals(
     assert (stats.published, stats.dropped, stats.duplicates) == (len(originals), 0, 0)
 
 
-async def test_the_publisher_is_a_block_sink_publishing_whole_blocks_only(tmp_path: Path) -> None:
+async def test_the_publisher_is_a_block_sink_publishing_early_diffs_then_whole_blocks(
+    tmp_path: Path,
+) -> None:
+    originals = list(mainnet_blocks())[:6]
+    base = originals[0].height - 1
+    async with (
+        nats_server(tmp_path) as server,
+        open_publisher(options(server), start_height=base) as publisher,
+    ):
+        publisher.put_snapshot(base, snapshot_bytes(base))
+        # The diffs stage of the next block before the statuses of this one, as a lagging node.
+        publisher.publish(Stage.DIFFS, originals[0], None, {})  # type: ignore[arg-type]
+        for item, following in zip(originals, [*originals[1:], None], strict=True):
+            if following is not None:
+                publisher.publish(Stage.DIFFS, following, None, {})  # type: ignore[arg-type]
+            for stage in (Stage.STATUSES, Stage.FILLS, Stage.BLOCK):
+                publisher.publish(stage, item, None, {})  # type: ignore[arg-type]
+        with trio.fail_after(30):
+            await publisher.flush()
+        stats = publisher.stats
+        assert (stats.published, stats.diffs_published, stats.diffs_dropped) == (6, 6, 0)
+        async with open_nats(options(server)) as connection:
+            assert await stream_messages(connection) == 12
+        early = Drained()
+        async with consumer_of(server, diffs=True) as consumer:
+            with trio.fail_after(60):
+                await drain_until(consumer, early, originals[-1].height)
+        plain = Drained()
+        async with consumer_of(server) as consumer:
+            with trio.fail_after(60):
+                await drain_until(consumer, plain, originals[-1].height)
+    heights = [h.height for h in originals]
+    kinds = [
+        (type(e).__name__, e.block.height)
+        for e in early.events
+        if isinstance(e, BlockMessage | DiffsMessage)
+    ]
+    assert kinds == [
+        ("DiffsMessage", heights[0]),
+        *[
+            pair
+            for index, height in enumerate(heights)
+            for pair in (
+                ([("DiffsMessage", heights[index + 1])] if index + 1 < len(heights) else [])
+                + [("BlockMessage", height)]
+            )
+        ],
+    ]
+    diffs = [e for e in early.events if isinstance(e, DiffsMessage)]
+    assert [d.prev for d in diffs] == [base, *heights[:-1]]
+    assert all(
+        d.block.diffs == o.diffs and not d.block.statuses
+        for d, o in zip(diffs, originals, strict=True)
+    )
+    assert all(same_block(a, b) for a, b in zip(early.blocks, originals, strict=True))
+    # Without diffs=True a consumer passes over them: the same blocks, nothing else.
+    assert [type(e).__name__ for e in plain.events] == ["Bootstrap"] + ["BlockMessage"] * 6
+    assert all(same_block(a, b) for a, b in zip(plain.blocks, originals, strict=True))
+
+
+async def test_early_diffs_can_be_turned_off(tmp_path: Path) -> None:
     blocks = small_blocks(FIRST, 3)
-    async with nats_server(tmp_path) as server, open_publisher(options(server)) as publisher:
+    async with (
+        nats_server(tmp_path) as server,
+        open_publisher(options(server), early_diffs=False) as publisher,
+    ):
         for item in blocks:
             for stage in Stage:
                 publisher.publish(stage, item, None, {})  # type: ignore[arg-type]
         with trio.fail_after(30):
             await publisher.flush()
-        assert publisher.stats.published == 3
+        assert (publisher.stats.published, publisher.stats.diffs_published) == (3, 0)
         async with open_nats(options(server)) as connection:
             assert await stream_messages(connection) == 3
 
@@ -263,9 +327,13 @@ async def test_publisher_with_nats_down_never_blocks_and_stays_bounded(tmp_path:
             for item in blocks[1000:2000]:  # with the publisher's tasks running in between
                 assert not publisher.offer(item)
                 await trio.sleep(0)
+            # Early diffs that do not fit are dropped too, but they are no gap: the
+            # blocks carry their diffs.
+            assert not publisher.offer_diffs(blocks[1999])
             stats = publisher.stats
             assert (stats.buffered, stats.published, stats.dropped) == (100, 0, 1900)
             assert stats.gaps == 1
+            assert (stats.diffs_dropped, stats.diffs_published) == (1, 0)
             assert publisher.wants_snapshot
             # NATS comes back: the buffer drains, then new blocks flow; the gap is repaired
             # by the snapshot the publisher asks for.
@@ -274,6 +342,7 @@ async def test_publisher_with_nats_down_never_blocks_and_stays_bounded(tmp_path:
                 await publisher.flush()
             assert publisher.stats.published == 100
             for item in blocks[2000:]:
+                assert publisher.offer_diffs(item)
                 assert publisher.offer(item)
             last = blocks[-1].height
             publisher.put_snapshot(last, snapshot_bytes(last))
@@ -285,7 +354,8 @@ async def test_publisher_with_nats_down_never_blocks_and_stays_bounded(tmp_path:
             async with consumer_of(server) as consumer:
                 with trio.fail_after(60):
                     await drain_until(consumer, got, last)
-    assert publisher.stats.published == 200
+    assert (publisher.stats.published, publisher.stats.diffs_published) == (200, 100)
+    assert publisher.stats.gaps == 1
     assert [b.height for b in got.bootstraps] == [last]  # the newest snapshot: nothing after it
     assert not got.gaps
 

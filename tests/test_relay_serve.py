@@ -177,6 +177,10 @@ async def test_a_relays_clients_get_exactly_the_primarys_messages(
         published = primary.handle.health()["publish"]
         assert published["dropped"] == 0
         assert published["published"] >= final - base
+        # The relay published l2Book and bbo from the early diffs, before the blocks.
+        assert published["diffs_published"] >= final - base
+        assert health["relay"]["diffs_delivered"] >= (final - base) // 2
+        assert health["pipeline"]["diffs_first"] >= (final - base) // 2
         nursery.cancel_scope.cancel()
 
 

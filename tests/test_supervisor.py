@@ -679,6 +679,122 @@ def test_an_ordered_block_stream_is_a_source_too() -> None:
     ]
 
 
+def _relay_chain() -> list[Block]:
+    from fixtures import block
+
+    return [
+        block(
+            H + 1,
+            [status(1, tif="Gtc", limitPx="99.0"), status(2)],
+            [new(1, px="99.0"), new(2, px="100.0")],
+        ),
+        block(H + 2, [status(1, "open", sz="0.5")], [update(1, "1.0", "0.5", px="99.0")]),
+        block(
+            H + 3,
+            [status(2, "canceled"), status(3, side="A", limitPx="101.0", cloid="0x" + "ab" * 16)],
+            [remove(2), new(3, side="A", px="101.0")],
+        ),
+        block(
+            H + 4,
+            [status(1, "filled")],
+            [remove(1, px="99.0")],
+            [fill(USER, 7, side="B", crossed=False, px="99.0", sz="0.5")],
+        ),
+    ]
+
+
+def _early(item: Block) -> Block:
+    """A block's diffs alone, as a primary sends them ahead of the block."""
+    return Block(item.height, item.time, [], list(item.diffs), [])
+
+
+def _books_bytes(books: Books | None) -> bytes:
+    from hlbook.shell.publish import capture_books, encode_captured
+
+    assert books is not None
+    return encode_captured(books.height, capture_books(books))
+
+
+def test_early_diffs_publish_l2_at_once_and_the_block_completes_them() -> None:
+    """A relay stream: each block's diffs ahead of it, some out of turn, one lost."""
+    chain = _relay_chain()
+    reference = Supervisor(Recorder(), Settings(validate_every=0))
+    ref_source = OrderedBlocks()
+    (want,) = reference.attach(ref_source, 0.0, contiguous=False)
+    assert isinstance(want, WantSnapshot)
+    reference.snapshot_loaded(snapshot_books(), "relay", want.generation, 0.0)
+    for item in chain:
+        reference.receive(ref_source.block(item), 0.0)
+
+    sink = Recorder()
+    sup = Supervisor(sink, Settings(validate_every=0))
+    source = OrderedBlocks()
+    (want,) = sup.attach(source, 0.0, contiguous=False)
+    assert isinstance(want, WantSnapshot)
+    # While bootstrapping early diffs are ignored: their blocks are held.
+    assert source.diffs(_early(chain[0]), prev=H) == []
+    sup.snapshot_loaded(snapshot_books(), "relay", want.generation, 0.0)
+    sink.take()
+
+    one, two, three, four = chain
+    steps: list[tuple[str, Sequence[Any]]] = [
+        ("diffs", source.diffs(_early(one), prev=H)),
+        ("diffs", source.diffs(_early(two), prev=H + 1)),
+        ("block", source.block(one, prev=H)),
+        ("diffs", source.diffs(_early(four), prev=H + 3)),  # before its turn: kept
+        # the early diffs of H + 3 are lost
+        ("block", source.block(two, prev=H + 1)),
+        ("block", source.block(three, prev=H + 2)),  # hands out H + 4's kept diffs after it
+        ("block", source.block(four, prev=H + 3)),
+        ("diffs", source.diffs(_early(four), prev=H + 3)),  # redelivered: nothing
+    ]
+    published: list[list[tuple[str, int]]] = []
+    calls: list[tuple[Any, ...]] = []
+    whole_blocks: list[Block] = []
+    publish = sink.publish
+
+    def keep(stage: Stage, item: Block, books: Books, touched: Mapping[str, CoinBook]) -> None:
+        if stage is Stage.BLOCK:
+            whole_blocks.append(item)
+        publish(stage, item, books, touched)
+
+    sink.publish = keep  # type: ignore[method-assign]
+    for _kind, outputs in steps:
+        sup.receive(outputs, 0.0)
+        calls += sink.calls
+        published.append(sink.take())
+    assert published == [
+        [("diffs", H + 1)],
+        [("diffs", H + 2)],
+        [("statuses", H + 1), ("fills", H + 1), ("block", H + 1)],
+        [],
+        [("statuses", H + 2), ("fills", H + 2), ("block", H + 2)],
+        [
+            ("diffs", H + 3),
+            ("statuses", H + 3),
+            ("fills", H + 3),
+            ("block", H + 3),
+            ("diffs", H + 4),
+        ],
+        [("statuses", H + 4), ("fills", H + 4), ("block", H + 4)],
+        [],
+    ]
+    # l2Book went out before the statuses of its block were known...
+    first = next(call for call in calls if call[0] is Stage.DIFFS)
+    assert (first[1], first[2], first[3]) == (H + 1, H + 1, H)
+    # ...and the blocks that completed them carried everything: the same books.
+    assert _books_bytes(sup.books) == _books_bytes(reference.books)
+    assert sup.books is not None
+    assert sup.books.details_height == H + 4
+    assert [call[1] for call in calls if call[0] is Stage.BLOCK] == [H + 1, H + 2, H + 3, H + 4]
+    for got, original in zip(whole_blocks, chain, strict=True):
+        assert (got.statuses, got.diffs, got.fills) == (
+            original.statuses,
+            original.diffs,
+            original.fills,
+        )
+
+
 def _block(height: int) -> Block:
     from fixtures import block
 

@@ -2,7 +2,8 @@
 
 A primary :class:`Publisher` (a :class:`~hlbook.stages.BlockSink`) publishes every
 applied block to a JetStream stream — one compressed message per block, message
-id = height, so that two primaries publishing the same chain de-duplicate — and
+id = height, so that two primaries publishing the same chain de-duplicate, each
+preceded by a copy of its diffs sent as soon as they are applied — and
 stores book snapshots in the JetStream object store. A relay's :class:`Consumer`
 bootstraps from the newest snapshot and follows the blocks after it, in order,
 across disconnects; a gap the stream cannot fill is an explicit :class:`Gap`.
@@ -29,11 +30,21 @@ from hlbook.relay.codec import (
     FrameError,
     SnapshotFrame,
     decode_block,
+    decode_diffs,
     decode_snapshot_frame,
     encode_block,
+    encode_diffs,
     encode_snapshot_frame,
 )
-from hlbook.relay.consumer import BlockMessage, Bootstrap, Consumer, ConsumerStats, Gap, RelayEvent
+from hlbook.relay.consumer import (
+    BlockMessage,
+    Bootstrap,
+    Consumer,
+    ConsumerStats,
+    DiffsMessage,
+    Gap,
+    RelayEvent,
+)
 from hlbook.relay.names import RelayNames, StreamSettings
 from hlbook.relay.publisher import Publisher, PublisherStats, open_publisher
 from hlbook.relay.server import NatsServer, NatsServerConfig, open_nats_server, run_nats_server
@@ -48,6 +59,7 @@ __all__ = [
     "Codec",
     "Consumer",
     "ConsumerStats",
+    "DiffsMessage",
     "FrameError",
     "Gap",
     "GapInfo",
@@ -65,8 +77,10 @@ __all__ = [
     "StreamSettings",
     "Verdict",
     "decode_block",
+    "decode_diffs",
     "decode_snapshot_frame",
     "encode_block",
+    "encode_diffs",
     "encode_snapshot_frame",
     "open_asyncio_thread",
     "open_nats",

@@ -5,11 +5,12 @@ No Trio and no NATS here: bytes in, values out.
 A **frame** is a 12-byte header and a compressed body::
 
     offset size
-         0    2  magic: b"HB" (a block) or b"HS" (a snapshot)
+         0    2  magic: b"HB" (a block), b"HD" (a block's diffs, sent early)
+                 or b"HS" (a snapshot)
          2    1  format version: 1
          3    1  codec of the body: 1 zstd, 2 zlib, 0 none
-         4    8  big-endian unsigned: a block's ``prev`` height (0 = unknown),
-                 a snapshot's height
+         4    8  big-endian unsigned: a block's (or diffs') ``prev`` height
+                 (0 = unknown), a snapshot's height
         12    …  the compressed body
 
 A block's body is the node's own by-block lines for that height, statuses,
@@ -19,6 +20,13 @@ validates a block with the same code as a primary reads the node's files, and
 the decoded events equal the originals. ``block_time`` is written with
 millisecond precision from :attr:`Block.time`; ``local_time`` is left empty
 (the node's wall clock is not part of a block).
+
+A **diffs frame** carries one block's diff line alone: the publisher sends it
+as soon as the block's diffs are applied, before the block's statuses (5–10x
+larger, and often later) are even read, so a relay can publish ``l2Book`` and
+``bbo`` without waiting for them. The whole block follows as usual and is
+self-sufficient: a relay that missed or skipped the early diffs loses nothing.
+Its ``prev`` is the height of the diffs frame offered before it.
 
 ``prev`` chains the blocks a publisher offered: the height of the block offered
 before this one (or of the books the publisher started from). In the node's
@@ -71,11 +79,15 @@ __all__ = [
     "BlockFrame",
     "Codec",
     "FrameError",
+    "FrameKind",
     "SnapshotFrame",
     "decode_block",
+    "decode_diffs",
     "decode_snapshot_frame",
     "encode_block",
+    "encode_diffs",
     "encode_snapshot_frame",
+    "frame_kind",
     "frame_prev",
 ]
 
@@ -87,6 +99,7 @@ MAX_SNAPSHOT_BYTES = 8 * 1024 * 1024 * 1024
 
 _HEADER = struct.Struct(">2sBBQ")
 _BLOCK_MAGIC = b"HB"
+_DIFFS_MAGIC = b"HD"
 _SNAPSHOT_MAGIC = b"HS"
 _VERSION = 1
 _STREAM_ORDER = (Stream.STATUSES, Stream.DIFFS, Stream.FILLS)
@@ -105,6 +118,14 @@ class Codec(enum.IntEnum):
     NONE = 0
     ZSTD = 1
     ZLIB = 2
+
+
+class FrameKind(enum.Enum):
+    """What a message's frame holds (its magic)."""
+
+    BLOCK = _BLOCK_MAGIC
+    DIFFS = _DIFFS_MAGIC
+    SNAPSHOT = _SNAPSHOT_MAGIC
 
 
 DEFAULT_LEVELS = {Codec.NONE: 0, Codec.ZSTD: 1, Codec.ZLIB: 6}
@@ -169,7 +190,7 @@ def _header(data: bytes, magic: bytes) -> tuple[int, int]:
         raise FrameError(f"frame of {len(data)} bytes is shorter than its header")
     found, version, codec, value = _HEADER.unpack_from(data)
     if found != magic:
-        raise FrameError(f"not a relay {'block' if magic == _BLOCK_MAGIC else 'snapshot'} frame")
+        raise FrameError(f"not a relay {FrameKind(magic).name.lower()} frame")
     if version != _VERSION:
         raise FrameError(f"frame format version {version} (this hlbook reads {_VERSION})")
     return codec, value
@@ -196,9 +217,31 @@ def encode_block(
     return header + _compress(body, codec, level)
 
 
+def encode_diffs(
+    block: Block, *, prev: int | None = None, codec: Codec = Codec.ZSTD, level: int | None = None
+) -> bytes:
+    """A block's diffs alone as a diffs frame (see the module docstring)."""
+    line = DiffLine(
+        block_time=_node_time(block.time), block_number=block.height, events=block.diffs
+    )
+    header = _HEADER.pack(_DIFFS_MAGIC, _VERSION, codec, prev or 0)
+    return header + _compress(encode(line), codec, level)
+
+
+def frame_kind(data: bytes) -> FrameKind:
+    """What ``data`` is, from its magic alone. Raises :class:`FrameError` for neither."""
+    try:
+        return FrameKind(data[:2])
+    except ValueError:
+        raise FrameError(f"not a relay frame (magic {data[:2]!r})") from None
+
+
 def frame_prev(data: bytes) -> int | None:
-    """A block frame's ``prev`` from its header alone (no decompression)."""
-    _codec, prev = _header(data, _BLOCK_MAGIC)
+    """A block or diffs frame's ``prev`` from its header alone (no decompression)."""
+    kind = frame_kind(data)
+    if kind is FrameKind.SNAPSHOT:
+        raise FrameError("a snapshot frame has no prev")
+    _codec, prev = _header(data, kind.value)
     return prev or None
 
 
@@ -229,6 +272,22 @@ def decode_block(data: bytes, *, limit: int = MAX_BLOCK_BYTES) -> BlockFrame:
             f"block body mixes heights {height}, {diffs.block_number}, {fills.block_number}"
         )
     block = Block(height, time_ms(statuses.block_time), statuses.events, diffs.events, fills.events)
+    return BlockFrame(block, prev or None)
+
+
+def decode_diffs(data: bytes, *, limit: int = MAX_BLOCK_BYTES) -> BlockFrame:
+    """Decode and validate a diffs frame: a block whose only final events are its diffs.
+
+    Raises :class:`FrameError` for a bad frame.
+    """
+    codec, prev = _header(data, _DIFFS_MAGIC)
+    body = _decompress(data[_HEADER.size :], codec, limit)
+    try:
+        line = decode_line(Stream.DIFFS, body)
+    except NodeFormatError as exc:
+        raise FrameError(f"diffs body: {exc}") from exc
+    assert isinstance(line, DiffLine)
+    block = Block(line.block_number, time_ms(line.block_time), [], line.events, [])
     return BlockFrame(block, prev or None)
 
 

@@ -6,6 +6,10 @@
   always the first event, and the first after every :class:`Gap`;
 * :class:`BlockMessage` — the next block, after the last one delivered
   (duplicates and heights at or below it are skipped);
+* :class:`DiffsMessage` — with ``diffs=True`` only: a block's diffs sent
+  ahead of it by the primary (see :mod:`hlbook.relay.names`); the block
+  itself still follows as a :class:`BlockMessage`. Without ``diffs`` they are
+  passed over;
 * :class:`Gap` — the stream cannot continue the chain (retention removed blocks
   the consumer still needed, a publisher dropped blocks, an undecodable
   message). The consumer then waits for a snapshot that repairs it (height at
@@ -40,10 +44,26 @@ from hlbook.model import Block
 from hlbook.relay.bridge import BridgeClosedError
 from hlbook.relay.chain import ChainFollower, GapInfo, Verdict
 from hlbook.relay.client import NatsConnection, NatsUnavailableError
-from hlbook.relay.codec import FrameError, decode_block, decode_snapshot_frame, frame_prev
-from hlbook.relay.names import HEIGHT_HEADER, SEQ_HEADER, TIME_HEADER, RelayNames
+from hlbook.relay.codec import (
+    FrameError,
+    FrameKind,
+    decode_block,
+    decode_diffs,
+    decode_snapshot_frame,
+    frame_kind,
+    frame_prev,
+)
+from hlbook.relay.names import HEIGHT_HEADER, SEQ_HEADER, TIME_HEADER, RelayNames, message_height
 
-__all__ = ["BlockMessage", "Bootstrap", "Consumer", "ConsumerStats", "Gap", "RelayEvent"]
+__all__ = [
+    "BlockMessage",
+    "Bootstrap",
+    "Consumer",
+    "ConsumerStats",
+    "DiffsMessage",
+    "Gap",
+    "RelayEvent",
+]
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +93,18 @@ class BlockMessage:
 
 
 @attrs.frozen
+class DiffsMessage:
+    """A block's diffs ahead of it, at stream sequence ``seq`` (``block`` has only diffs).
+
+    ``prev`` is the height of the diffs the publisher sent before these.
+    """
+
+    block: Block
+    seq: int
+    prev: int | None
+
+
+@attrs.frozen
 class Gap:
     """The chain broke (see :class:`~hlbook.relay.chain.GapInfo`); a :class:`Bootstrap` follows."""
 
@@ -80,7 +112,7 @@ class Gap:
     reason: str
 
 
-RelayEvent: TypeAlias = Bootstrap | BlockMessage | Gap
+RelayEvent: TypeAlias = Bootstrap | BlockMessage | DiffsMessage | Gap
 
 
 @attrs.define
@@ -89,6 +121,10 @@ class ConsumerStats:
 
     bootstraps: int = 0
     delivered: int = 0
+    diffs_delivered: int = 0
+    """Early diffs handed over (``diffs=True``)."""
+    diffs_refused: int = 0
+    """Early diffs that could not be decoded (their block brings them anyway)."""
     skipped: int = 0
     gaps: int = 0
     subscriptions: int = 0
@@ -117,6 +153,7 @@ class Consumer:
         fetch_wait: float = 2.0,
         snapshot_poll: float = 1.0,
         inactive_threshold: float = 60.0,
+        diffs: bool = False,
     ) -> None:
         if batch < 1:
             raise ValueError("batch must be at least 1")
@@ -126,6 +163,8 @@ class Consumer:
         self.fetch_wait = fetch_wait
         self.snapshot_poll = snapshot_poll
         self.inactive_threshold = inactive_threshold
+        self.diffs = diffs
+        """Hand over the early diffs as :class:`DiffsMessage`\\ s (else pass over them)."""
         self.stats = ConsumerStats()
         self._follower: ChainFollower | None = None
         self._need: int | None = 0  # bootstrap first, from any snapshot
@@ -174,6 +213,8 @@ class Consumer:
         seq = msg.metadata.sequence.stream
         self._behind = msg.metadata.num_pending
         height, prev = _height_and_prev(msg)
+        if _is_diffs(msg):
+            return self._diffs_from(msg, seq, height, follower)
         before = (follower.height, follower.seq)
         verdict = follower.check(seq, height, prev) if height is not None else Verdict.DELIVER
         if verdict is Verdict.SKIP:
@@ -204,6 +245,24 @@ class Consumer:
                 return self._gap(info, "the stream skips blocks")
         self.stats.delivered += 1
         return BlockMessage(frame.block, seq, frame.prev)
+
+    def _diffs_from(
+        self, msg: Msg, seq: int, height: int | None, follower: ChainFollower
+    ) -> DiffsMessage | None:
+        """Early diffs: never part of the chain, so never a gap (their block follows)."""
+        if seq <= follower.seq:
+            return None  # redelivered after a resume
+        follower.seq = seq  # every message up to here is taken care of
+        if not self.diffs or (height is not None and height <= follower.height):
+            return None
+        try:
+            frame = decode_diffs(msg.data)
+        except FrameError as exc:
+            self.stats.diffs_refused += 1
+            log.warning("NATS: undecodable early diffs at stream seq %d (ignored): %s", seq, exc)
+            return None
+        self.stats.diffs_delivered += 1
+        return DiffsMessage(frame.block, seq, frame.prev)
 
     def _gap(self, info: GapInfo, reason: str) -> Gap:
         self.stats.gaps += 1
@@ -426,11 +485,17 @@ def _header_int(headers: dict[str, object] | None, key: str) -> int | None:
     return None
 
 
+def _is_diffs(msg: Msg) -> bool:
+    try:
+        return frame_kind(msg.data) is FrameKind.DIFFS
+    except FrameError:
+        return False  # judged (and refused) as a block
+
+
 def _height_and_prev(msg: Msg) -> tuple[int | None, int | None]:
     """The height (``Nats-Msg-Id``) and ``prev`` of a block message, without decoding it."""
     headers = msg.headers or {}
-    text = headers.get("Nats-Msg-Id", "")
-    height = int(text) if text.isascii() and text.isdigit() else None
+    height = message_height(headers.get("Nats-Msg-Id", ""))
     try:
         prev = frame_prev(msg.data)
     except FrameError:

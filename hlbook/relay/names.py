@@ -16,14 +16,18 @@ object          ``snapshot-<height>``       one snapshot; the newest few are kep
 One message per block on one subject: a block's three node streams travel
 together (a relay needs all three to serve every channel), the stream sequence
 is the block order, and the de-duplication by ``Nats-Msg-Id`` = height is
-exact. The node's layout (by-block or streaming) does not change the names:
-it only decides whether heights are consecutive, which ``prev`` handles
-(:mod:`hlbook.relay.codec`).
+exact. Ahead of each block, on the same subject, comes a copy of its diffs
+alone (``Nats-Msg-Id`` = ``<height>.diffs``), sent as soon as the primary has
+applied them: relays publish ``l2Book`` and ``bbo`` from it without waiting
+for the block's much larger statuses. The node's layout (by-block or
+streaming) does not change the names: it only decides whether heights are
+consecutive, which ``prev`` handles (:mod:`hlbook.relay.codec`).
 
 Block message headers: ``Nats-Msg-Id`` = the height (decimal), ``Hlbook-Prev``
 = the previous height in the publisher's chain (0 = unknown). The body is a
-block frame. Snapshot object headers: ``Hlbook-Height`` and ``Hlbook-Seq`` (the
-stream sequence of the last block message at or below that height when the
+block frame (a diffs frame for the early diffs). Snapshot object headers:
+``Hlbook-Height`` and ``Hlbook-Seq`` (the
+stream sequence of the last message at or below that height when the
 snapshot was stored: a consumer resumes right after it and skips heights up to
 the snapshot's) and, when known, ``Hlbook-Time`` (the block time at that height,
 ms). The object's data is a snapshot frame.
@@ -40,12 +44,28 @@ __all__ = [
     "TIME_HEADER",
     "RelayNames",
     "StreamSettings",
+    "diffs_message_id",
+    "message_height",
 ]
 
 PREV_HEADER = "Hlbook-Prev"
 HEIGHT_HEADER = "Hlbook-Height"
 SEQ_HEADER = "Hlbook-Seq"
 TIME_HEADER = "Hlbook-Time"
+
+_DIFFS_SUFFIX = ".diffs"
+
+
+def diffs_message_id(height: int) -> str:
+    """The ``Nats-Msg-Id`` of the early diffs of the block at ``height``."""
+    return f"{height}{_DIFFS_SUFFIX}"
+
+
+def message_height(msg_id: str) -> int | None:
+    """The height a block's (or its early diffs') ``Nats-Msg-Id`` names, else ``None``."""
+    digits = msg_id.removesuffix(_DIFFS_SUFFIX)
+    return int(digits) if digits.isascii() and digits.isdigit() else None
+
 
 _PREFIX = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
 

@@ -2,6 +2,12 @@
 
 :class:`Publisher` is a :class:`~hlbook.stages.BlockSink`: at
 :attr:`~hlbook.stages.Stage.BLOCK` it :meth:`~Publisher.offer`\\ s the block.
+Before that, at :attr:`~hlbook.stages.Stage.DIFFS`, it offers the block's
+diffs alone (:meth:`~Publisher.offer_diffs`, ``early_diffs``): a relay
+publishes ``l2Book`` and ``bbo`` from them without waiting for the block's
+statuses, which are 5–10x larger and often later. They are a copy: the whole
+block still carries them, and an early-diffs message that cannot be buffered
+is dropped and counted without a gap.
 ``offer`` is synchronous and never blocks: it encodes the block into a frame
 (:func:`~hlbook.relay.codec.encode_block`, ~1 ms of CPU for a mainnet block,
 see ``benchmarks/relay_codec.py``) and appends it to the bounded
@@ -48,7 +54,7 @@ from hlbook.model import Block
 from hlbook.relay.bridge import BridgeClosedError
 from hlbook.relay.chain import OutBuffer, Outgoing
 from hlbook.relay.client import NatsConnection, NatsOptions, NatsUnavailableError, open_nats
-from hlbook.relay.codec import Codec, encode_block, encode_snapshot_frame
+from hlbook.relay.codec import Codec, encode_block, encode_diffs, encode_snapshot_frame
 from hlbook.relay.names import (
     HEIGHT_HEADER,
     PREV_HEADER,
@@ -56,6 +62,7 @@ from hlbook.relay.names import (
     TIME_HEADER,
     RelayNames,
     StreamSettings,
+    diffs_message_id,
 )
 from hlbook.stages import Stage
 
@@ -87,6 +94,11 @@ class PublisherStats:
     buffered: int = 0
     buffered_bytes: int = 0
     published_bytes: int = 0
+    diffs_published: int = 0
+    """Early-diffs messages acknowledged (see :meth:`Publisher.offer_diffs`)."""
+    diffs_bytes: int = 0
+    diffs_dropped: int = 0
+    """Early-diffs messages not sent (buffer full, a gap open, too large): no gap."""
     last_height: int | None = None
     last_seq: int | None = None
     snapshots: int = 0
@@ -168,8 +180,11 @@ class Publisher:
         level: int | None = None,
         start_height: int | None = None,
         batch: int = 64,
+        early_diffs: bool = True,
     ) -> None:
         self.connection = connection
+        self.early_diffs = early_diffs
+        """Offer each block's diffs ahead of it at :attr:`Stage.DIFFS` (:meth:`offer_diffs`)."""
         self.batch = batch
         """At most this many blocks per bridge call (each still acknowledged in turn)."""
         self.names = names or RelayNames()
@@ -178,6 +193,7 @@ class Publisher:
         self.level = level
         self._out = OutBuffer(max_blocks, max_bytes)
         self._prev = start_height
+        self._diffs_prev = start_height
         self._next_index = 0
         self._last_ack_seq = 0
         self._snapshot: _SnapshotJob | None = None
@@ -217,9 +233,29 @@ class Publisher:
         self._wake_sender.set()
         return True
 
+    def offer_diffs(self, block: Block) -> bool:
+        """Encode ``block``'s diffs alone and queue them ahead of the block; never blocks.
+
+        Call it when the diffs are final, before :meth:`offer` of the same block.
+        Returns ``False`` when they are not sent (the buffer is full, or a gap is
+        open): counted in ``diffs_dropped``, and no gap, since the block itself
+        carries them too.
+        """
+        prev, self._diffs_prev = self._diffs_prev, block.height
+        data = encode_diffs(block, prev=prev, codec=self.codec, level=self.level)
+        if self._out.dropping or not self._out.fits(len(data)):
+            self._stats.diffs_dropped += 1
+            return False
+        index = self._next_index
+        self._next_index += 1
+        self._out.push(Outgoing(index, block.height, prev, data, diffs=True))
+        self._wake_sender.set()
+        return True
+
     def reset_chain(self, height: int | None) -> None:
         """The books were rebuilt at ``height`` (``None``: unknown): the chain restarts there."""
         self._prev = height
+        self._diffs_prev = height
         self._wants += 1
 
     def put_snapshot(self, height: int, data: bytes | None, *, time: int | None = None) -> bool:
@@ -279,9 +315,11 @@ class Publisher:
     def publish(
         self, stage: Stage, block: Block, books: "Books", touched: Mapping[str, "CoinBook"]
     ) -> None:
-        """Offer each block once it is complete (:attr:`Stage.BLOCK`)."""
+        """Offer each block's diffs (:attr:`Stage.DIFFS`) and the block once complete."""
         if stage is Stage.BLOCK:
             self.offer(block)
+        elif stage is Stage.DIFFS and self.early_diffs:
+            self.offer_diffs(block)
 
     def resync(self, books: "Books", coins: Iterable[str] | None = None) -> None:
         """A re-bootstrap restarts the chain at the books' height (relays re-bootstrap too)."""
@@ -386,7 +424,8 @@ class Publisher:
         async def _call(_nc: Client, js: JetStreamContext) -> list[api.PubAck]:
             acks: list[api.PubAck] = []
             for item in items:
-                headers = {"Nats-Msg-Id": str(item.height), PREV_HEADER: str(item.prev or 0)}
+                msg_id = diffs_message_id(item.height) if item.diffs else str(item.height)
+                headers = {"Nats-Msg-Id": msg_id, PREV_HEADER: str(item.prev or 0)}
                 try:
                     acks.append(
                         await js.publish(subject, item.data, stream=stream, headers=headers)
@@ -415,6 +454,11 @@ class Publisher:
         if job is not None and not job.ready and item.index <= job.index:
             job.seq = ack.seq
         stats = self._stats
+        if item.diffs:
+            stats.diffs_published += 1
+            stats.diffs_bytes += len(item.data)
+            self._progressed()
+            return
         stats.published += 1
         stats.published_bytes += len(item.data)
         stats.duplicates += bool(ack.duplicate)
@@ -437,6 +481,10 @@ class Publisher:
                 acks = await self._publish(items)
             except nats.errors.MaxPayloadError as exc:
                 item = self._out.pop()  # the block that failed: the acknowledged ones are gone
+                if item.diffs:  # the block carries them too: no gap
+                    self._stats.diffs_dropped += 1
+                    self._progressed()
+                    continue
                 self._out.dropped += 1  # a gap of its own, whatever the buffer is doing
                 self._out.gaps += 1
                 self._stats.too_large += 1

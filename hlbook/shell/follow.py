@@ -14,6 +14,10 @@ type, the page and the metrics work unchanged. It drives the very same
   the loaded books at every bootstrap (subscribers get fresh snapshots, as
   after a primary's resync), then feeds it each block with its ``prev`` link,
   so streaming-layout heights that skip empty blocks are no gap;
+* each block's early diffs (:class:`~hlbook.relay.DiffsMessage`, sent by the
+  primary as soon as it applied them) go to the source first: ``l2Book``,
+  ``bbo`` and mids are published from them, the rest when the whole block
+  arrives;
 * a :class:`~hlbook.relay.Gap` (retention removed blocks the relay still
   needed, a primary dropped some) makes the supervisor resync; the consumer
   is already waiting for a snapshot past the gap. If the supervisor itself
@@ -38,7 +42,14 @@ from hlbook.config import Config
 from hlbook.errors import HlbookError
 from hlbook.node.formats import Layout
 from hlbook.relay.client import NatsConnection, NatsOptions, open_nats
-from hlbook.relay.consumer import BlockMessage, Bootstrap, Consumer, ConsumerStats, Gap
+from hlbook.relay.consumer import (
+    BlockMessage,
+    Bootstrap,
+    Consumer,
+    ConsumerStats,
+    DiffsMessage,
+    Gap,
+)
 from hlbook.relay.names import RelayNames
 from hlbook.shell.path import SupervisedPath
 from hlbook.shell.snapshots import load_in_thread
@@ -57,7 +68,7 @@ class _Loaded:
     bootstrap: Bootstrap
 
 
-_Event = _Loaded | BlockMessage | Gap
+_Event = _Loaded | BlockMessage | DiffsMessage | Gap
 
 
 class RelayPath(SupervisedPath):
@@ -134,7 +145,12 @@ class RelayPath(SupervisedPath):
         )
         async with open_nats(self.options) as connection:
             self.connection = connection
-            settings = {"fetch_wait": 1.0, "snapshot_poll": 0.5, **self._consumer_settings}
+            settings = {
+                "fetch_wait": 1.0,
+                "snapshot_poll": 0.5,
+                "diffs": True,
+                **self._consumer_settings,
+            }
             consumer = Consumer(connection, self.names, **settings)
             self.consumer = consumer
             send, receive = trio.open_memory_channel[_Event](16)
@@ -194,6 +210,9 @@ class RelayPath(SupervisedPath):
                 elif isinstance(item, BlockMessage):
                     if source is not None:
                         actions = sup.receive(source.block(item.block, prev=item.prev), now)
+                elif isinstance(item, DiffsMessage):
+                    if source is not None:
+                        actions = sup.receive(source.diffs(item.block, prev=item.prev), now)
                 elif isinstance(item, Gap):
                     # The consumer already waits for a snapshot past the gap.
                     stats.gaps += 1

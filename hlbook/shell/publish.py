@@ -1,10 +1,12 @@
 """``--publish``: every applied block, and a book snapshot now and then, to NATS JetStream.
 
 :class:`PublishSink` is the :class:`~hlbook.stages.BlockSink` the data path
-calls; it hands each complete block (:attr:`~hlbook.stages.Stage.BLOCK`) to a
-:class:`~hlbook.relay.Publisher`, whose bounded buffer and background sender
-mean a slow or unreachable NATS never holds up the book task (a full buffer
-drops blocks: a counted, logged gap relays repair from the next snapshot).
+calls; it hands each block's diffs as soon as they are applied
+(:attr:`~hlbook.stages.Stage.DIFFS`) and each complete block
+(:attr:`~hlbook.stages.Stage.BLOCK`) to a :class:`~hlbook.relay.Publisher`,
+whose bounded buffer and background sender mean a slow or unreachable NATS
+never holds up the book task (a full buffer drops blocks: a counted, logged gap
+relays repair from the next snapshot).
 
 Snapshots are taken at a block boundary where the books are exactly "after
 block ``H``": the diffs *and* the statuses of ``H`` applied and nothing later
@@ -137,7 +139,8 @@ class PublishSink:
     def publish(
         self, stage: Stage, block: "Block", books: "Books", touched: Mapping[str, "CoinBook"]
     ) -> None:
-        """Offer each block at :attr:`Stage.BLOCK`; take a snapshot when due and possible.
+        """Offer each block's diffs at :attr:`Stage.DIFFS` and the block at :attr:`Stage.BLOCK`
+        (see :meth:`Publisher.publish`); take a snapshot when due and possible.
 
         A snapshot can be taken after any stage that leaves the books exactly
         after one block (diffs and statuses at the same height ``H``). Every block
@@ -145,9 +148,8 @@ class PublishSink:
         it is applied), so a relay that resumes after the stream position of the
         blocks offered so far and skips heights up to ``H`` misses nothing.
         """
-        if stage is Stage.BLOCK:
-            self.publisher.offer(block)
         publisher = self.publisher
+        publisher.publish(stage, block, books, touched)
         if self._due is None and publisher.wants_snapshot and not publisher.snapshot_pending:
             self._due = _Due("a gap in what was published")
         if self._due is None:
