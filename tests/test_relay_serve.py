@@ -243,16 +243,16 @@ async def test_relay_killed_and_restarted_and_a_relay_started_late(tmp_path: Pat
         nursery.cancel_scope.cancel()
 
 
-async def _stream_heights(nats_url: str) -> list[int]:
+async def _stream_ids(nats_url: str) -> list[str]:
     """The ``Nats-Msg-Id`` of every message in the block stream, in stream order."""
     names = RelayNames()
 
-    async def read(_nc: Client, js: JetStreamContext) -> list[int]:
+    async def read(_nc: Client, js: JetStreamContext) -> list[str]:
         info = await js.stream_info(names.stream)
         out = []
         for seq in range(info.state.first_seq, info.state.last_seq + 1):
             msg = await js.get_msg(names.stream, seq)
-            out.append(int((msg.headers or {})["Nats-Msg-Id"]))
+            out.append((msg.headers or {})["Nats-Msg-Id"])
         return out
 
     async with open_nats(hlbook.relay.NatsOptions(servers=(nats_url,))) as connection:
@@ -275,9 +275,15 @@ async def test_two_primaries_publishing_the_same_blocks_store_each_once(tmp_path
         with trio.fail_after(10):
             while any(s.handle.health()["publish"]["buffered"] for s in (one, two)):
                 await trio.sleep(0.05)
-        heights = await _stream_heights(nats.url)
+        ids = await _stream_ids(nats.url)
+        heights = [int(i) for i in ids if i.isdigit()]
+        early = [i for i in ids if not i.isdigit()]
         assert len(heights) == len(set(heights))
         assert heights == sorted(heights)
+        # Each block's early diffs are de-duplicated the same way.
+        assert all(i.endswith(".diffs") for i in early)
+        assert len(early) == len(set(early))
+        assert len(early) >= 15
         duplicates = sum(s.handle.health()["publish"]["duplicates"] for s in (one, two))
         assert duplicates >= 15
         assert same_books(one.handle, relay.handle) == []

@@ -130,13 +130,14 @@ class AsyncioThread:
 
     def spawn(
         self, fn: Callable[P, Coroutine[Any, Any, object]], *args: P.args, **kwargs: P.kwargs
-    ) -> None:
+    ) -> bool:
         """Start ``fn(*args, **kwargs)`` on the asyncio loop without waiting for it.
 
-        For best-effort cleanup only: its outcome is discarded (and logged if it fails).
+        For best-effort work only: its outcome is discarded (and logged if it
+        fails). Returns ``False`` if it could not be started (the thread is closed).
         """
         if self._closed:
-            return
+            return False
 
         async def _quietly() -> None:
             try:
@@ -144,8 +145,11 @@ class AsyncioThread:
             except Exception:
                 log.debug("a background asyncio call failed", exc_info=True)
 
-        with contextlib.suppress(RuntimeError):  # the loop is closed
+        try:
             asyncio.run_coroutine_threadsafe(_quietly(), self._loop)
+        except RuntimeError:  # the loop is closed
+            return False
+        return True
 
 
 @asynccontextmanager

@@ -89,17 +89,12 @@ class ChainFollower:
 
 @attrs.frozen
 class Outgoing:
-    """One encoded block (or a block's early diffs) waiting to be published.
-
-    ``index`` numbers accepted offers.
-    """
+    """One encoded block waiting to be published. ``index`` numbers accepted offers."""
 
     index: int
     height: int
     prev: int | None
     data: bytes
-    diffs: bool = False
-    """A diffs frame sent ahead of its block: losing one is no gap."""
 
 
 @attrs.define

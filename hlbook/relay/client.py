@@ -188,16 +188,19 @@ class NatsConnection:
 
         return await self.bridge.run(_run)
 
-    def spawn(self, fn: Callable[[Client, JetStreamContext], Awaitable[object]]) -> None:
-        """Start ``fn(client, jetstream)`` without waiting (best-effort cleanup); no-op offline."""
+    def spawn(self, fn: Callable[[Client, JetStreamContext], Awaitable[object]]) -> bool:
+        """Start ``fn(client, jetstream)`` without waiting (best-effort work).
+
+        Returns ``False``, doing nothing, while there is no connection.
+        """
         client, js = self._client, self._js
         if client is None or js is None or not self.connected:
-            return
+            return False
 
         async def _run() -> None:
             await fn(client, js)
 
-        self.bridge.spawn(_run)
+        return self.bridge.spawn(_run)
 
     # -- the connection task -------------------------------------------------------
 

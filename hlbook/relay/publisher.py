@@ -6,7 +6,9 @@ Before that, at :attr:`~hlbook.stages.Stage.DIFFS`, it offers the block's
 diffs alone (:meth:`~Publisher.offer_diffs`, ``early_diffs``): a relay
 publishes ``l2Book`` and ``bbo`` from them without waiting for the block's
 statuses, which are 5–10x larger and often later. They are a copy: the whole
-block still carries them, and an early-diffs message that cannot be buffered
+block still carries them, so they skip the buffer and its order — handed
+straight to the asyncio loop, acknowledged there, never retried — and one
+that cannot be sent (no connection, blocks being dropped, too many in flight)
 is dropped and counted without a gap.
 ``offer`` is synchronous and never blocks: it encodes the block into a frame
 (:func:`~hlbook.relay.codec.encode_block`, ~1 ms of CPU for a mainnet block,
@@ -36,6 +38,7 @@ offered before it is acknowledged or dropped. Only the newest pending snapshot
 is kept (an older one not yet stored is replaced and counted).
 """
 
+import contextlib
 import io
 import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
@@ -98,7 +101,7 @@ class PublisherStats:
     """Early-diffs messages acknowledged (see :meth:`Publisher.offer_diffs`)."""
     diffs_bytes: int = 0
     diffs_dropped: int = 0
-    """Early-diffs messages not sent (buffer full, a gap open, too large): no gap."""
+    """Early-diffs messages not sent or not stored (see :meth:`Publisher.offer_diffs`): no gap."""
     last_height: int | None = None
     last_seq: int | None = None
     snapshots: int = 0
@@ -181,10 +184,14 @@ class Publisher:
         start_height: int | None = None,
         batch: int = 64,
         early_diffs: bool = True,
+        max_diffs_in_flight: int = 16,
     ) -> None:
         self.connection = connection
         self.early_diffs = early_diffs
         """Offer each block's diffs ahead of it at :attr:`Stage.DIFFS` (:meth:`offer_diffs`)."""
+        self.max_diffs_in_flight = max_diffs_in_flight
+        """Early diffs sent and not acknowledged yet, at most (beyond, they are dropped)."""
+        self._diffs_in_flight = 0
         self.batch = batch
         """At most this many blocks per bridge call (each still acknowledged in turn)."""
         self.names = names or RelayNames()
@@ -234,23 +241,53 @@ class Publisher:
         return True
 
     def offer_diffs(self, block: Block) -> bool:
-        """Encode ``block``'s diffs alone and queue them ahead of the block; never blocks.
+        """Send ``block``'s diffs alone, ahead of the block; never blocks.
 
-        Call it when the diffs are final, before :meth:`offer` of the same block.
-        Returns ``False`` when they are not sent (the buffer is full, or a gap is
-        open): counted in ``diffs_dropped``, and no gap, since the block itself
-        carries them too.
+        Call it when the diffs are final, before :meth:`offer` of the same
+        block. They go straight to the asyncio loop, not through the buffer:
+        the block follows with them anyway, so they need no order with the
+        blocks, no retry and no bound but :attr:`max_diffs_in_flight`. Returns
+        ``False`` when they are not sent: no connection (or none the stream was
+        made sure of yet), blocks being dropped, or too many in flight. Counted
+        in ``diffs_dropped``, with those that fail to be stored.
         """
         prev, self._diffs_prev = self._diffs_prev, block.height
-        data = encode_diffs(block, prev=prev, codec=self.codec, level=self.level)
-        if self._out.dropping or not self._out.fits(len(data)):
+        if (
+            self._out.dropping
+            or self._diffs_in_flight >= self.max_diffs_in_flight
+            or self._ensured_epoch != self.connection.epoch
+        ):
             self._stats.diffs_dropped += 1
             return False
-        index = self._next_index
-        self._next_index += 1
-        self._out.push(Outgoing(index, block.height, prev, data, diffs=True))
-        self._wake_sender.set()
+        data = encode_diffs(block, prev=prev, codec=self.codec, level=self.level)
+        headers = {"Nats-Msg-Id": diffs_message_id(block.height), PREV_HEADER: str(prev or 0)}
+        subject, stream = self.names.subject, self.names.stream
+        token = trio.lowlevel.current_trio_token()
+
+        async def _send(_nc: Client, js: JetStreamContext) -> None:
+            stored = False
+            try:
+                await js.publish(subject, data, stream=stream, headers=headers)
+                stored = True
+            finally:
+                with contextlib.suppress(trio.RunFinishedError):
+                    token.run_sync_soon(self._diffs_settled, stored, len(data))
+
+        if not self.connection.spawn(_send):
+            self._stats.diffs_dropped += 1
+            return False
+        self._diffs_in_flight += 1
         return True
+
+    def _diffs_settled(self, stored: bool, size: int) -> None:
+        """An early-diffs message was acknowledged (``stored``) or failed (Trio side)."""
+        self._diffs_in_flight -= 1
+        if stored:
+            self._stats.diffs_published += 1
+            self._stats.diffs_bytes += size
+        else:
+            self._stats.diffs_dropped += 1
+        self._progressed()
 
     def reset_chain(self, height: int | None) -> None:
         """The books were rebuilt at ``height`` (``None``: unknown): the chain restarts there."""
@@ -365,9 +402,9 @@ class Publisher:
         self._progress = trio.Event()
 
     async def flush(self) -> None:
-        """Wait until every block offered so far is acknowledged or dropped."""
+        """Wait until every block offered so far is acknowledged or dropped (early diffs too)."""
         target = self._next_index - 1
-        while self._settled_index() < target:
+        while self._settled_index() < target or self._diffs_in_flight:
             await self._progress.wait()
 
     async def flush_snapshots(self) -> None:
@@ -382,7 +419,29 @@ class Publisher:
         async with trio.open_nursery() as nursery:
             nursery.start_soon(self._sender)
             nursery.start_soon(self._snapshotter)
+            nursery.start_soon(self._ensurer)
             task_status.started()
+
+    async def ready(self) -> None:
+        """Wait until connected with the stream made sure of (early diffs are sent from then)."""
+        while not (self.connection.connected and self._ensured_epoch == self.connection.epoch):
+            await self._progress.wait()
+
+    async def _ensurer(self) -> None:
+        """Make sure of the stream on every (re)connection, before any block needs it."""
+        delay = 0.05
+        while True:
+            await self.connection.wait_connected()
+            if self._ensured_epoch == self.connection.epoch:
+                await trio.sleep(0.25)  # an epoch check: cheap, and reconnections are rare
+                continue
+            try:
+                await self._ensure()
+            except _RETRYABLE as exc:
+                self._failed("creating the stream", exc)
+                delay = await self._backoff(delay)
+                continue
+            delay = 0.05
 
     async def _ensure(self) -> None:
         epoch = self.connection.epoch
@@ -395,6 +454,7 @@ class Publisher:
 
         await self.connection.call(_setup)
         self._ensured_epoch = epoch
+        self._progressed()
 
     def _failed(self, what: str, exc: BaseException) -> None:
         text = f"{type(exc).__name__}: {exc}"
@@ -424,8 +484,7 @@ class Publisher:
         async def _call(_nc: Client, js: JetStreamContext) -> list[api.PubAck]:
             acks: list[api.PubAck] = []
             for item in items:
-                msg_id = diffs_message_id(item.height) if item.diffs else str(item.height)
-                headers = {"Nats-Msg-Id": msg_id, PREV_HEADER: str(item.prev or 0)}
+                headers = {"Nats-Msg-Id": str(item.height), PREV_HEADER: str(item.prev or 0)}
                 try:
                     acks.append(
                         await js.publish(subject, item.data, stream=stream, headers=headers)
@@ -454,11 +513,6 @@ class Publisher:
         if job is not None and not job.ready and item.index <= job.index:
             job.seq = ack.seq
         stats = self._stats
-        if item.diffs:
-            stats.diffs_published += 1
-            stats.diffs_bytes += len(item.data)
-            self._progressed()
-            return
         stats.published += 1
         stats.published_bytes += len(item.data)
         stats.duplicates += bool(ack.duplicate)
@@ -481,10 +535,6 @@ class Publisher:
                 acks = await self._publish(items)
             except nats.errors.MaxPayloadError as exc:
                 item = self._out.pop()  # the block that failed: the acknowledged ones are gone
-                if item.diffs:  # the block carries them too: no gap
-                    self._stats.diffs_dropped += 1
-                    self._progressed()
-                    continue
                 self._out.dropped += 1  # a gap of its own, whatever the buffer is doing
                 self._out.gaps += 1
                 self._stats.too_large += 1
