@@ -475,6 +475,39 @@ async def test_a_corrupt_block_message_is_a_gap_not_a_crash(tmp_path: Path) -> N
     assert got.bootstraps[-1].height == blocks[-1].height
 
 
+async def test_corrupt_early_diffs_are_ignored_not_a_gap(tmp_path: Path) -> None:
+    blocks = small_blocks(FIRST, 6)
+    async with (
+        nats_server(tmp_path) as server,
+        open_publisher(options(server), start_height=FIRST - 1) as publisher,
+    ):
+        with trio.fail_after(30):
+            await publisher.ready()
+        publisher.put_snapshot(FIRST - 1, snapshot_bytes(FIRST - 1))
+
+        async def garbage(_nc: Client, js: JetStreamContext) -> None:
+            await js.publish(
+                "hlbook.blocks", b"HD\x01\x01garbage", headers={"Nats-Msg-Id": f"{FIRST}.diffs"}
+            )
+
+        await publisher.connection.call(garbage)
+        for item in blocks:
+            publisher.offer_diffs(item)  # the first is a duplicate of the garbage: dropped
+            publisher.offer(item)
+        with trio.fail_after(30):
+            await publisher.flush()
+        got = Drained()
+        async with consumer_of(server, diffs=True) as consumer:
+            with trio.fail_after(60):
+                await drain_until(consumer, got, blocks[-1].height)
+    assert got.heights == [b.height for b in blocks]
+    assert not got.gaps
+    assert consumer.stats.diffs_refused == 1
+    early = [e.block.height for e in got.events if isinstance(e, DiffsMessage)]
+    # The first early diffs had the garbage's id: JetStream kept the garbage only.
+    assert early == [b.height for b in blocks[1:]]
+
+
 async def test_connection_state_and_failed_connects_are_reported(tmp_path: Path) -> None:
     async with nats_server(tmp_path) as server:
         server.kill()

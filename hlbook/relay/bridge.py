@@ -23,15 +23,13 @@ Trio's, in the same thread):
   0.40 ms through this bridge and 0.61 ms through trio-asyncio; a batch fetch
   adds 0.03 ms per message. A mainnet block arrives every ~70 ms.
 
-The GIL decides how soon the asyncio thread runs. While the Trio thread is
-busy (the book task applying a block's statuses takes milliseconds of pure
-Python), a thread that wants the GIL waits for the interpreter's switch
-interval, 5 ms by default: a block's early diffs, ready to go, would wait that
-long before nats-py could write them, and again at the relay before it could
-read them. So :func:`open_asyncio_thread` lowers the process's switch interval
-to :data:`SWITCH_INTERVAL` (0.5 ms; never raises it). That costs the busy
-thread a forced hand-off at most every 0.5 ms, and only while another thread
-is waiting; ``benchmarks/relay_feed.py`` measures the latency it saves.
+The GIL decides how soon the asyncio thread runs: while the Trio thread is
+busy in pure Python (the book task parsing a block's statuses), a thread that
+wants the GIL waits up to the interpreter's switch interval (5 ms). Lowering
+it (``sys.setswitchinterval``) lets nats-py in sooner, but just as much lets
+every other thread (the history writer) interrupt the book task: tried at
+0.5 ms, the primary's own write → ``l2Book`` p50 went from 5.3 to 9.7 ms in
+``benchmarks/relay_feed.py``. So the bridge leaves it alone.
 
 Cancellation is structured: when the Trio caller is cancelled, the asyncio task
 is cancelled and the caller waits (shielded, bounded by ``cancel_timeout``) until
@@ -41,7 +39,6 @@ the coroutine has really finished, so no NATS operation outlives its caller.
 import asyncio
 import contextlib
 import logging
-import sys
 import threading
 from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
@@ -49,12 +46,9 @@ from typing import Any, ParamSpec, TypeVar
 
 import trio
 
-__all__ = ["SWITCH_INTERVAL", "AsyncioThread", "BridgeClosedError", "open_asyncio_thread"]
+__all__ = ["AsyncioThread", "BridgeClosedError", "open_asyncio_thread"]
 
 log = logging.getLogger(__name__)
-
-SWITCH_INTERVAL = 0.0005
-"""The thread switch interval (s) the bridge sets at most (see the module docstring)."""
 
 T = TypeVar("T")
 P = ParamSpec("P")
@@ -157,18 +151,12 @@ async def open_asyncio_thread(
     name: str = "hlbook-asyncio",
     *,
     cancel_timeout: float = 5.0,
-    switch_interval: float | None = SWITCH_INTERVAL,
 ) -> AsyncIterator[AsyncioThread]:
     """Start an asyncio loop in a daemon thread; on exit, cancel its tasks and join it.
 
     Whatever the block leaves running on the loop is cancelled by
     ``asyncio.run``'s own shutdown (tasks, async generators, the default executor).
-    The process's thread switch interval is lowered to ``switch_interval``
-    (``None``: left alone) and stays so (see the module docstring).
     """
-    if switch_interval is not None and sys.getswitchinterval() > switch_interval:
-        log.debug("thread switch interval lowered to %.2f ms", switch_interval * 1000)
-        sys.setswitchinterval(switch_interval)
     started = threading.Event()
     holder: list[asyncio.AbstractEventLoop] = []
     stop: list[asyncio.Event] = []
