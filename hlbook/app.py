@@ -51,7 +51,13 @@ from hlbook.server.slots import Kind
 from hlbook.shell.connection import Server, ServerLimits
 from hlbook.shell.follow import RelayPath
 from hlbook.shell.ingest import DataPath
-from hlbook.shell.publish import PublishSink, connection_health, names_of, nats_options
+from hlbook.shell.publish import (
+    PublishSink,
+    connection_health,
+    names_of,
+    nats_options,
+    stream_settings,
+)
 from hlbook.stages import BlockSink, Sinks
 from hlbook.supervisor import Status
 from hlbook.web import load_page
@@ -367,7 +373,13 @@ async def _publishing(config: Config) -> AsyncIterator[PublishSink | None]:
         open_nats(nats_options(config, config.publish)) as connection,
         trio.open_nursery() as nursery,
     ):
-        publisher = Publisher(connection, names_of(config), max_blocks=config.publish_buffer)
+        publisher = Publisher(
+            connection,
+            names_of(config),
+            settings=stream_settings(config),
+            max_blocks=config.publish_buffer,
+            early_diffs=config.publish_early_diffs,
+        )
         await nursery.start(publisher.run)
         sink = PublishSink(publisher, config.publish_snapshot_every)
         await nursery.start(sink.run)

@@ -75,7 +75,15 @@ def _demo_options() -> tuple[Option, ...]:
 
 _RELAY_FROM_NODE = {"info_url", "fallback_info_url", "info_timeout", "stale_after"}
 """Node-input settings a relay keeps: where to pass on info types it cannot answer."""
-_PUBLISH_ONLY = {"publish", "publish_snapshot_every", "publish_buffer"}
+_PUBLISH_ONLY = {
+    "publish",
+    "publish_snapshot_every",
+    "publish_buffer",
+    "publish_early_diffs",
+    "publish_max_age",
+    "publish_max_bytes",
+    "publish_replicas",
+}
 
 
 def _relay_options() -> tuple[Option, ...]:

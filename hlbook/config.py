@@ -509,6 +509,43 @@ class Config:
             group=NATS,
         ),
     )
+    publish_early_diffs: bool = attrs.field(
+        default=True,
+        metadata=setting(
+            "also send each block's diffs ahead of it, as soon as they are applied, so relays "
+            "publish l2Book and bbo without waiting for the block's statuses",
+            group=NATS,
+        ),
+    )
+    publish_max_age: float = attrs.field(
+        default=2 * 3600.0,
+        validator=attrs.validators.gt(0),
+        metadata=setting(
+            "retention of the block stream when hlbook creates it: blocks older than this are "
+            "removed (a relay further behind re-bootstraps from a snapshot)",
+            metavar="SECONDS",
+            group=NATS,
+        ),
+    )
+    publish_max_bytes: int = attrs.field(
+        default=8 * 1024**3,
+        validator=attrs.validators.gt(0),
+        metadata=setting(
+            "retention of the block stream when hlbook creates it: at most this many bytes",
+            metavar="BYTES",
+            group=NATS,
+        ),
+    )
+    publish_replicas: int = attrs.field(
+        default=1,
+        validator=[attrs.validators.ge(1), attrs.validators.le(5)],
+        metadata=setting(
+            "replicas of the block stream and snapshot bucket when hlbook creates them "
+            "(a JetStream cluster keeps up to 5)",
+            metavar="N",
+            group=NATS,
+        ),
+    )
     source: tuple[str, ...] = attrs.field(
         default=(),
         converter=_strings,

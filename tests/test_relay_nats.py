@@ -145,6 +145,24 @@ async def test_early_diffs_can_be_turned_off(tmp_path: Path) -> None:
             assert await stream_messages(connection) == 3
 
 
+async def test_a_stream_the_publisher_creates_has_the_retention_asked_for(
+    tmp_path: Path,
+) -> None:
+    settings = StreamSettings(max_age=600.0, max_bytes=10**8, duplicate_window=120.0)
+    async with (
+        nats_server(tmp_path) as server,
+        open_publisher(options(server), settings=settings) as publisher,
+    ):
+        with trio.fail_after(30):
+            await publisher.ready()
+
+        async def config(_nc: Client, js: JetStreamContext) -> tuple[object, ...]:
+            c = (await js.stream_info("HLBOOK_BLOCKS")).config
+            return c.max_age, c.max_bytes, c.duplicate_window, c.num_replicas
+
+        assert await publisher.connection.call(config) == (600.0, 10**8, 120.0, 1)
+
+
 async def test_two_publishers_of_the_same_heights_store_each_block_once(tmp_path: Path) -> None:
     blocks = small_blocks(FIRST, 120)
     async with (

@@ -14,10 +14,10 @@ from fixtures import block, new, remove, status, update
 from test_cli import hlbook_process
 
 from hlbook.book.books import Books
-from hlbook.cli import main
+from hlbook.cli import build_parser, config_from_args, main
 from hlbook.config import Config
 from hlbook.node.formats import encode_snapshot
-from hlbook.shell.publish import capture_books, encode_captured, nats_options
+from hlbook.shell.publish import capture_books, encode_captured, nats_options, stream_settings
 from hlbook.source import OrderedBlocks
 
 H = 1000
@@ -90,6 +90,37 @@ def test_nats_settings_are_checked_and_become_connection_options(tmp_path: Path)
     ):
         with pytest.raises(ValueError, match=r"NATS|source|nats"):
             Config(**bad)
+
+
+def test_stream_retention_flags_become_stream_settings() -> None:
+    args = build_parser().parse_args(
+        [
+            "serve",
+            "--publish",
+            "nats://a:4222",
+            "--publish-max-age",
+            "600",
+            "--publish-max-bytes",
+            "1000000",
+            "--publish-replicas",
+            "3",
+        ]
+    )
+    config = config_from_args(args, {})
+    assert config.publish_early_diffs
+    settings = stream_settings(config)
+    assert (settings.max_age, settings.max_bytes, settings.replicas) == (600.0, 1_000_000, 3)
+    assert settings.duplicate_window == 300.0
+    # A retention shorter than the de-duplication window caps the window.
+    assert stream_settings(Config(publish_max_age=60)).duplicate_window == 60.0
+    for bad in ({"publish_replicas": 0}, {"publish_replicas": 6}, {"publish_max_age": 0}):
+        with pytest.raises(ValueError, match="publish"):
+            Config(**bad)  # type: ignore[arg-type]
+    args = build_parser().parse_args(["serve", "--no-publish-early-diffs"])
+    assert not config_from_args(args, {}).publish_early_diffs
+    # A relay publishes nothing: no such flags.
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["relay", "--source", "nats://a", "--publish-replicas", "3"])
 
 
 def test_relay_needs_a_source_and_has_no_node_flags(capsys: pytest.CaptureFixture[str]) -> None:

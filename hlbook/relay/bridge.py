@@ -26,10 +26,10 @@ Trio's, in the same thread):
 The GIL decides how soon the asyncio thread runs: while the Trio thread is
 busy in pure Python (the book task parsing a block's statuses), a thread that
 wants the GIL waits up to the interpreter's switch interval (5 ms). Lowering
-it (``sys.setswitchinterval``) lets nats-py in sooner, but just as much lets
-every other thread (the history writer) interrupt the book task: tried at
-0.5 ms, the primary's own write → ``l2Book`` p50 went from 5.3 to 9.7 ms in
-``benchmarks/relay_feed.py``. So the bridge leaves it alone.
+it to 0.5 ms (``sys.setswitchinterval``) was tried in interleaved rounds of
+``benchmarks/relay_feed.py``: the relay's added latency read 7.6 and 6.0 ms
+with it, 7.6 and 6.0 ms without, and the primary's own latency did not move
+either; so the bridge leaves the process's setting alone.
 
 Cancellation is structured: when the Trio caller is cancelled, the asyncio task
 is cancelled and the caller waits (shielded, bounded by ``cancel_timeout``) until

@@ -35,7 +35,7 @@ from hlbook.book.resting import Resting, full_order
 from hlbook.config import Config
 from hlbook.node.formats import Order, encode_snapshot
 from hlbook.relay.client import NatsConnection, NatsOptions
-from hlbook.relay.names import RelayNames
+from hlbook.relay.names import RelayNames, StreamSettings
 from hlbook.relay.publisher import Publisher
 from hlbook.stages import Stage
 
@@ -44,7 +44,14 @@ if TYPE_CHECKING:
     from hlbook.book.l4 import CoinBook
     from hlbook.model import Block
 
-__all__ = ["Captured", "PublishSink", "capture_books", "encode_captured", "nats_options"]
+__all__ = [
+    "Captured",
+    "PublishSink",
+    "capture_books",
+    "encode_captured",
+    "nats_options",
+    "stream_settings",
+]
 
 log = logging.getLogger("hlbook.publish")
 
@@ -69,6 +76,17 @@ def nats_options(config: Config, servers: Iterable[str]) -> NatsOptions:
         tls_ca=config.nats_tls_ca,
         tls_cert=config.nats_tls_cert,
         tls_key=config.nats_tls_key,
+    )
+
+
+def stream_settings(config: Config) -> StreamSettings:
+    """How ``--publish`` creates the stream and bucket when they do not exist yet."""
+    return StreamSettings(
+        max_age=config.publish_max_age,
+        max_bytes=config.publish_max_bytes,
+        replicas=config.publish_replicas,
+        # Two primaries' copies of a height arrive within seconds; a short retention caps it.
+        duplicate_window=min(StreamSettings().duplicate_window, config.publish_max_age),
     )
 
 
