@@ -29,7 +29,8 @@ Three measures, each against a baseline taken in the same run:
 
 ``--rounds`` repeats each measure; the summary shows every round and the median.
 Run: ``python benchmarks/relay_feed.py [--rounds N] [--duration S] [--clients N]
-[--snapshot-orders N]`` (``--quick`` for a smoke run).
+[--snapshot-orders N] [--no-early-diffs]`` (``--quick`` for a smoke run;
+``--no-early-diffs``: the primary sends whole blocks only, as before early diffs).
 """
 
 import argparse
@@ -153,6 +154,7 @@ async def latency_round(args: argparse.Namespace) -> Latency:
                 "serve", "--node-data", str(tmp / "data"), "--info-url", info_url,
                 "--snapshot-path", str(tmp / "snapshot.json"), "--ingest", "by-block",
                 "--publish", nats.url, "--validate-every", "0", *common,
+                *(["--no-publish-early-diffs"] if args.no_early_diffs else []),
             )  # fmt: skip
             primary = await stack.enter_async_context(start_child("primary", primary_argv))
             primary_url = (await primary.wait_for(r"serving (ws://\S+)")).group(1)
@@ -336,7 +338,8 @@ async def main_async(args: argparse.Namespace) -> None:
     lines.append(
         f"machine: {os.cpu_count()} cores, shared; {args.clients} lean clients per server, "
         f"{args.duration:g} s per round, {args.blocks_per_second:g} blocks/s at scale "
-        f"{args.scale:g}; {args.rounds} rounds (median)"
+        f"{args.scale:g}; {args.rounds} rounds (median); early diffs "
+        f"{'off' if args.no_early_diffs else 'on'}"
     )
     lines.append("latency, block written -> l2Book BTC received (ms):")
     for i, r in enumerate(latency, 1):
@@ -398,6 +401,11 @@ def main() -> None:
     parser.add_argument("--scale", type=float, default=1.0)
     parser.add_argument("--snapshot-orders", type=int, default=440_000)
     parser.add_argument("--quick", action="store_true", help="a smoke run (seconds)")
+    parser.add_argument(
+        "--no-early-diffs",
+        action="store_true",
+        help="the primary sends whole blocks only (relays wait for each block's statuses)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.rounds, args.duration, args.clients = 1, 3.0, 2
