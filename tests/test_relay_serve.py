@@ -321,10 +321,10 @@ async def test_retention_expiring_blocks_the_relay_needed_means_a_re_bootstrap(
         simulator(tmp_path) as node,
         trio.open_nursery() as nursery,
     ):
-        # The operator's stream keeps only the last 20 blocks.
+        # The operator's stream keeps only the last 20 blocks (and their early diffs).
         async with open_nats(options(nats)) as connection:
             await connection.wait_connected()
-            settings = StreamSettings(max_msgs=20)
+            settings = StreamSettings(max_msgs=40)
 
             async def create(_nc: Client, js: JetStreamContext) -> None:
                 await ensure_stream(js, RelayNames(), settings)

@@ -703,6 +703,21 @@ def _relay_chain() -> list[Block]:
     ]
 
 
+class _Keeper(Recorder):
+    """A :class:`Recorder` that also keeps the blocks published at :attr:`Stage.BLOCK`."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.whole: list[Block] = []
+
+    def publish(
+        self, stage: Stage, block: Block, books: Books, touched: Mapping[str, CoinBook]
+    ) -> None:
+        if stage is Stage.BLOCK:
+            self.whole.append(block)
+        super().publish(stage, block, books, touched)
+
+
 def _early(item: Block) -> Block:
     """A block's diffs alone, as a primary sends them ahead of the block."""
     return Block(item.height, item.time, [], list(item.diffs), [])
@@ -726,7 +741,7 @@ def test_early_diffs_publish_l2_at_once_and_the_block_completes_them() -> None:
     for item in chain:
         reference.receive(ref_source.block(item), 0.0)
 
-    sink = Recorder()
+    sink = _Keeper()
     sup = Supervisor(sink, Settings(validate_every=0))
     source = OrderedBlocks()
     (want,) = sup.attach(source, 0.0, contiguous=False)
@@ -750,15 +765,6 @@ def test_early_diffs_publish_l2_at_once_and_the_block_completes_them() -> None:
     ]
     published: list[list[tuple[str, int]]] = []
     calls: list[tuple[Any, ...]] = []
-    whole_blocks: list[Block] = []
-    publish = sink.publish
-
-    def keep(stage: Stage, item: Block, books: Books, touched: Mapping[str, CoinBook]) -> None:
-        if stage is Stage.BLOCK:
-            whole_blocks.append(item)
-        publish(stage, item, books, touched)
-
-    sink.publish = keep  # type: ignore[method-assign]
     for _kind, outputs in steps:
         sup.receive(outputs, 0.0)
         calls += sink.calls
@@ -787,7 +793,7 @@ def test_early_diffs_publish_l2_at_once_and_the_block_completes_them() -> None:
     assert sup.books is not None
     assert sup.books.details_height == H + 4
     assert [call[1] for call in calls if call[0] is Stage.BLOCK] == [H + 1, H + 2, H + 3, H + 4]
-    for got, original in zip(whole_blocks, chain, strict=True):
+    for got, original in zip(sink.whole, chain, strict=True):
         assert (got.statuses, got.diffs, got.fills) == (
             original.statuses,
             original.diffs,
