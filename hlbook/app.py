@@ -52,6 +52,7 @@ from hlbook.shell.connection import Server, ServerLimits
 from hlbook.shell.follow import RelayPath
 from hlbook.shell.ingest import DataPath
 from hlbook.shell.publish import PublishSink, connection_health, names_of, nats_options
+from hlbook.shell.writer import Flusher, FlushSink
 from hlbook.stages import BlockSink, Sinks
 from hlbook.supervisor import Status
 from hlbook.web import load_page
@@ -317,8 +318,11 @@ async def _serve(
             _publishing(config) as publishing,
             trio.open_nursery() as nursery,
         ):
-            # The recorder first: the candle channel publishes what it just built.
-            sinks: list[BlockSink] = [recorder, hub, FeedSink(feeds)]
+            # The recorder first: the candle channel publishes what it just built. The
+            # fan-out's messages are written to the sockets right after it, before the
+            # in-process feeds and NATS publishing take their share of the step.
+            flusher = Flusher()
+            sinks: list[BlockSink] = [recorder, hub, FlushSink(flusher), FeedSink(feeds)]
             if publishing is not None:
                 sinks.append(publishing)
             data_path: DataPath | RelayPath
@@ -340,6 +344,7 @@ async def _serve(
                 access=access,
                 ssl_context=ssl_context,
                 page=load_page().respond,
+                flusher=flusher,
             )
             server.routes.observe = metrics.observe_http
             server.routes.extra["/metrics"] = lambda _request: _scrape(metrics)

@@ -10,9 +10,12 @@ times cheaper than re-parsing (see ``benchmarks/``).
 """
 
 import re
+from collections.abc import Mapping
 from decimal import MAX_PREC, Context, Decimal
+from typing import Final
 
 __all__ = [
+    "PARSED",
     "SCALE",
     "SCALE_DIGITS",
     "NumberError",
@@ -38,6 +41,9 @@ _CACHE_LIMIT = 1 << 16
 _POW10 = [10**i for i in range(SCALE_DIGITS + 1)]
 
 _parse_cache: dict[str, int] = {}
+PARSED: Final[Mapping[str, int]] = _parse_cache
+"""What :func:`parse` has cached (text -> scaled integer), read-only: a hot loop may
+look a value up here (``PARSED.get(text)``) and call :func:`parse` only on a miss."""
 _fmt_cache: dict[int, str] = {}
 
 
