@@ -15,6 +15,7 @@ from decimal import MAX_PREC, Context, Decimal
 from typing import Final
 
 __all__ = [
+    "FORMATTED",
     "PARSED",
     "SCALE",
     "SCALE_DIGITS",
@@ -45,6 +46,8 @@ PARSED: Final[Mapping[str, int]] = _parse_cache
 """What :func:`parse` has cached (text -> scaled integer), read-only: a hot loop may
 look a value up here (``PARSED.get(text)``) and call :func:`parse` only on a miss."""
 _fmt_cache: dict[int, str] = {}
+FORMATTED: Final[Mapping[int, str]] = _fmt_cache
+"""What :func:`fmt` has cached (scaled integer -> text), read-only, like :data:`PARSED`."""
 
 
 class NumberError(ValueError):

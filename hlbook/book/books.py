@@ -56,7 +56,7 @@ from hlbook.node.formats import (
     normalize_side,
     time_ms,
 )
-from hlbook.numbers import PARSED, canonical, exact, fmt, parse
+from hlbook.numbers import FORMATTED, PARSED, canonical, exact, fmt, parse
 
 __all__ = ["WATCHED_USERS", "Applied", "Books"]
 
@@ -558,6 +558,9 @@ class Books:
         ops: list[_Op] = []
         append = ops.append
         number = PARSED.get
+        text = FORMATTED.get
+        interned = _interned.get
+        bare = _BARE
         # The block's own effect so far: oid -> (order, size) or None once removed.
         overlay: dict[int, tuple[Resting, int] | None] = {}
         for event in block.diffs:
@@ -605,7 +608,27 @@ class Books:
                     )
                 if details is None:
                     details = _book_statuses(block.statuses)
-                order, size = _resting_order(event, new, details.get(oid), px, block)
+                detail = details.get(oid)
+                side = event.side
+                if detail is None and side is not UNSET:
+                    # It rests from its diff alone (the diffs' stage, before the statuses):
+                    # _resting_order without a detail, inlined.
+                    size = number(new.sz)
+                    if size is None:
+                        size = parse(new.sz)
+                    sz = text(size) or fmt(size)
+                    order = Resting(
+                        interned(event.user) or _intern(event.user),
+                        interned(coin) or _intern(coin),
+                        text(px) or fmt(px),
+                        sz,
+                        block.time,
+                        sz,
+                        None,
+                        bare[side],
+                    )
+                else:
+                    order, size = _resting_order(event, new, detail, px, block)
                 append((_NEW, order, px, new.insertBefore, size, oid))
                 overlay[oid] = (order, size)
                 continue
