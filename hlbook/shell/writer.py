@@ -337,7 +337,6 @@ class Flusher:
         if not self._dirty:
             return
         dirty, self._dirty = self._dirty, {}
-
         for writer in dirty:
             writer.write_now()
 
