@@ -37,6 +37,9 @@ import trio
 from trio_websocket import open_websocket_url
 
 ROOT = Path(__file__).resolve().parent.parent
+child_root = ROOT
+"""Where children run: ``python -m hlbook`` imports hlbook from its working directory
+first, before ``PYTHONPATH`` (a benchmark's ``--server-root`` must set both)."""
 PAGE = os.sysconf("SC_PAGE_SIZE")
 TICKS = os.sysconf("SC_CLK_TCK")
 CORES = len(os.sched_getaffinity(0))
@@ -242,7 +245,7 @@ class Child:
 
 @asynccontextmanager
 async def start_child(name: str, argv: Sequence[str]) -> AsyncIterator[Child]:
-    """Run ``argv`` (from the repository root) until the block ends, then stop it.
+    """Run ``argv`` (from :data:`child_root`) until the block ends, then stop it.
 
     Stopping sends SIGINT (hlbook's commands exit cleanly on it) and kills the
     child only if it has not exited after 15 s.
@@ -253,7 +256,7 @@ async def start_child(name: str, argv: Sequence[str]) -> AsyncIterator[Child]:
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
-        cwd=ROOT,
+        cwd=child_root,
         env=env,
     )
     child = Child(name, process)

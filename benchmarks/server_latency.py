@@ -87,6 +87,7 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import server_common
 import trio
 from server_common import (
     CORES,
@@ -873,6 +874,8 @@ def main() -> None:
     if args.server_root:
         # Children import hlbook from there (start_child copies this environment).
         os.environ["PYTHONPATH"] = str(Path(args.server_root).resolve())
+        # ... and `python -m hlbook` would import this checkout's from its working directory.
+        server_common.child_root = Path(args.server_root).resolve()
     if args.quick:
         args.clients = min(args.clients, 10)
         args.duration, args.streaming_duration, args.warmup = 1.5, 1.0, 0.5

@@ -58,6 +58,7 @@ from hlbook.shell.publish import (
     nats_options,
     stream_settings,
 )
+from hlbook.shell.writer import Flusher, FlushSink
 from hlbook.stages import BlockSink, Sinks
 from hlbook.supervisor import Status
 from hlbook.web import load_page
@@ -323,8 +324,11 @@ async def _serve(
             _publishing(config) as publishing,
             trio.open_nursery() as nursery,
         ):
-            # The recorder first: the candle channel publishes what it just built.
-            sinks: list[BlockSink] = [recorder, hub, FeedSink(feeds)]
+            # The recorder first: the candle channel publishes what it just built. The
+            # fan-out's messages are written to the sockets right after it, before the
+            # in-process feeds and NATS publishing take their share of the step.
+            flusher = Flusher()
+            sinks: list[BlockSink] = [recorder, hub, FlushSink(flusher), FeedSink(feeds)]
             if publishing is not None:
                 sinks.append(publishing)
             data_path: DataPath | RelayPath
@@ -346,6 +350,7 @@ async def _serve(
                 access=access,
                 ssl_context=ssl_context,
                 page=load_page().respond,
+                flusher=flusher,
             )
             server.routes.observe = metrics.observe_http
             server.routes.extra["/metrics"] = lambda _request: _scrape(metrics)

@@ -6,6 +6,7 @@ call it directly.
 """
 
 import argparse
+import gc
 import logging
 import os
 import sys
@@ -17,7 +18,7 @@ from pathlib import Path
 import attrs
 import trio
 
-from hlbook.app import serve
+from hlbook.app import ServerHandle, serve
 from hlbook.config import (
     NODE,
     Config,
@@ -246,6 +247,22 @@ def example_config() -> str:
     return render_example(serve_options(), header)
 
 
+async def _freeze_when_ready(handle: ServerHandle) -> None:
+    """Once the books are loaded, exempt everything alive from the garbage collector.
+
+    A full collection walks every tracked object: with hlbook's modules and a
+    7k-order book loaded (60k objects) that took 22-30 ms on this project's
+    2-core test machine, paid by whichever block was being applied (one
+    collection every few tens of seconds lands on a block's ``l2Book``).
+    After ``gc.freeze()`` collections walk only what was allocated since. The
+    process configures this, like logging: ``serve`` itself leaves the
+    collector alone.
+    """
+    await handle.wait_ready()
+    gc.freeze()
+    log.info("books ready: %d objects exempted from garbage collection", gc.get_freeze_count())
+
+
 def _run_serve(args: argparse.Namespace) -> int:
     settings = _start("serve", args)
     if isinstance(settings, int):
@@ -270,6 +287,7 @@ def _run_serve(args: argparse.Namespace) -> int:
                 config.node_data,
                 extra={"url": handle.url, "http_url": handle.http_url},
             )
+            await _freeze_when_ready(handle)
 
     return run(main)
 
@@ -308,6 +326,7 @@ def _run_relay(args: argparse.Namespace) -> int:
                 ", ".join(config.source),
                 extra={"url": handle.url, "http_url": handle.http_url},
             )
+            await _freeze_when_ready(handle)
 
     return run(main)
 

@@ -10,9 +10,13 @@ times cheaper than re-parsing (see ``benchmarks/``).
 """
 
 import re
+from collections.abc import Mapping
 from decimal import MAX_PREC, Context, Decimal
+from typing import Final
 
 __all__ = [
+    "FORMATTED",
+    "PARSED",
     "SCALE",
     "SCALE_DIGITS",
     "NumberError",
@@ -38,7 +42,12 @@ _CACHE_LIMIT = 1 << 16
 _POW10 = [10**i for i in range(SCALE_DIGITS + 1)]
 
 _parse_cache: dict[str, int] = {}
+PARSED: Final[Mapping[str, int]] = _parse_cache
+"""What :func:`parse` has cached (text -> scaled integer), read-only: a hot loop may
+look a value up here (``PARSED.get(text)``) and call :func:`parse` only on a miss."""
 _fmt_cache: dict[int, str] = {}
+FORMATTED: Final[Mapping[int, str]] = _fmt_cache
+"""What :func:`fmt` has cached (scaled integer -> text), read-only, like :data:`PARSED`."""
 
 
 class NumberError(ValueError):

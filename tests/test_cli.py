@@ -176,6 +176,10 @@ async def test_serve_process_serves_and_stops_cleanly_on_sigint(tmp_path: Path) 
         ) as proc:  # fmt: skip
             url = (await proc.wait_for(r"serving (ws://\S+)")).group(1)
             await proc.wait_for(r"books loaded at height")
+            # Once ready, what is alive is exempt from the collector (no full-collection
+            # pauses of every module and book on the blocks' path).
+            frozen = await proc.wait_for(r"books ready: (\d+) objects exempted from garbage")
+            assert int(frozen.group(1)) > 10_000
             async with open_websocket_url(url) as ws:
                 assert (await request(ws, subscribe("BTC", "l2Book")))["channel"] == (
                     "subscriptionResponse"

@@ -4,11 +4,14 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+import orjson
 import pytest
 import trio
 
 from hlbook.node.files import StreamTailer, detect_layout, hourly_files, newest_file
-from hlbook.node.formats import Layout
+from hlbook.node.formats import Layout, Stream
+from hlbook.shell.tail import Gate, Lines, SourceEvent, read_stream
+from hlbook.supervisor import SupervisorStats
 
 
 class Collector:
@@ -388,3 +391,36 @@ async def test_a_file_rewritten_past_the_readers_position_is_noticed(tmp_path: P
     assert tailer.stats.truncations == 1
     assert len(got.losses) == 1
     assert "rewritten" in got.losses[0]
+
+
+async def test_a_diff_line_of_a_new_height_is_sent_before_the_rest_of_its_chunk(
+    tmp_path: Path,
+) -> None:
+    # Streaming layout (one event per line): the first diff line of a block completes the
+    # block before it, so it goes to the book task at once, without waiting for the rest
+    # of the chunk to be decoded; every line still arrives once, in file order.
+    def line(height: int, oid: int) -> bytes:
+        event = {"user": "0x1", "oid": oid, "coin": "BTC", "side": "B", "px": "100.0"}
+        wrapper = {
+            "local_time": "2026-05-05T17:00:00.1",
+            "block_time": "2026-05-05T17:00:00.0",
+            "block_number": height,
+            "events": [dict(event, raw_book_diff="remove")],
+        }
+        return orjson.dumps(wrapper) + b"\n"
+
+    heights = [10, 10, 11, 11, 12]
+    path = hour_file(tmp_path, "20260505", 17)
+    append(path, b"".join(line(h, oid) for oid, h in enumerate(heights)))
+    tailer = StreamTailer(tmp_path, from_start=True)
+    send, receive = trio.open_memory_channel[SourceEvent](10)
+    batches: list[list[int]] = []
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(read_stream, Stream.DIFFS, tailer, send, Gate(), SupervisorStats())
+        with trio.fail_after(10):
+            while sum(map(len, batches)) < len(heights):
+                event = await receive.receive()
+                if isinstance(event, Lines):
+                    batches.append([decoded.block_number for decoded in event.lines])
+        nursery.cancel_scope.cancel()
+    assert batches == [[10], [10, 11], [11, 12]]

@@ -9,7 +9,12 @@ import trio
 from server_support import send, sim_and_server, subscribe
 from trio_websocket import open_websocket_url, wrap_client_stream
 
-from hlbook.shell.writer import Waker
+from hlbook.book.books import Books
+from hlbook.model import Block
+from hlbook.server.fanout import ClientQueue
+from hlbook.server.frames import Message, frames
+from hlbook.shell.writer import CompressionBudget, Flusher, FlushSink, Waker, Writer
+from hlbook.stages import Stage
 
 pytestmark = pytest.mark.slow
 
@@ -30,6 +35,42 @@ async def test_waker_wakes_once_and_remembers_an_early_set() -> None:
         assert woken == []
         waker.set()
     assert woken == [True]
+
+
+async def test_the_flush_sink_writes_queued_messages_in_the_publishing_step() -> None:
+    # A real socket pair: what the fan-out queued is on the wire as soon as the sink is
+    # told (no task ran in between), one message's frame as is, two in one write.
+    left, right = socket.socketpair()
+    with left, right:
+        left.setblocking(False)
+        right.settimeout(5)
+        flusher = Flusher()
+        client = ClientQueue()
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(left.dup()))
+        writer = Writer(
+            stream,
+            client,
+            fd=left.fileno(),
+            budget=CompressionBudget(1e6, 1e6),
+            on_sent=lambda messages, size: None,
+        )
+        client.wake = lambda: flusher.mark(writer)
+        sink = FlushSink(flusher)
+        books = Books()
+        one = Message(b'{"channel":"l2Book","data":1}')
+        client.put_latest("l2", one)
+        sink.publish(Stage.DIFFS, Block(1, 0), books, {})
+        assert right.recv(65536) == frames(one.payload)[0]
+        two, three = Message(b'{"channel":"bbo"}'), Message(b'{"channel":"trades"}')
+        client.put_latest("bbo", two)
+        assert client.put(three)
+        sink.publish(Stage.FILLS, Block(1, 0), books, {})
+        assert right.recv(65536) == frames(two.payload)[0] + frames(three.payload)[0]
+        assert client.stats.messages_sent == 3
+        assert client.stats.direct_writes == 2
+        sink.resync(books)  # nothing queued: nothing written, nothing fails
+        sink.notify("stale")
+        await stream.aclose()
 
 
 async def test_a_slow_reader_gets_whole_frames_and_its_pongs(tmp_path: Path) -> None:

@@ -56,7 +56,7 @@ from hlbook.node.formats import (
     normalize_side,
     time_ms,
 )
-from hlbook.numbers import canonical, exact, fmt, parse
+from hlbook.numbers import FORMATTED, PARSED, canonical, exact, fmt, parse
 
 __all__ = ["WATCHED_USERS", "Applied", "Books"]
 
@@ -549,11 +549,18 @@ class Books:
             touched[order.coin] = self._coins[order.coin]
 
     def _plan(self, block: Block, statuses_final: bool = True) -> list[_Op]:
+        # The hot loop of every block (~400 diffs a mainnet block, on the way to l2Book):
+        # names bound locally, the common cases first, the checks inline.
         height = block.height
-        index = self._orders
+        index_get = self._orders.get
         accepts = None if self.coin_filter.everything else self.accepts
         details: dict[int, _Detail] | None = None if statuses_final else {}
         ops: list[_Op] = []
+        append = ops.append
+        number = PARSED.get
+        text = FORMATTED.get
+        interned = _interned.get
+        bare = _BARE
         # The block's own effect so far: oid -> (order, size) or None once removed.
         overlay: dict[int, tuple[Resting, int] | None] = {}
         for event in block.diffs:
@@ -564,17 +571,30 @@ class Books:
             if oid in overlay:
                 current = overlay[oid]
             else:
-                resting = index.get(oid)
-                current = None if resting is None else (resting, parse(resting.sz))
-            px = parse(event.px)
+                resting = index_get(oid)
+                if resting is None:
+                    current = None
+                else:
+                    size = number(resting.sz)
+                    current = (resting, parse(resting.sz) if size is None else size)
+            px_text = event.px
+            px = number(px_text)
+            if px is None:
+                px = parse(px_text)
             raw = event.raw_book_diff
             if raw.__class__ is str:  # "remove"
                 if current is None:
                     raise UnknownOrderError(
                         "remove of an order that is not resting", height=height, coin=coin, oid=oid
                     )
-                _check_same(current[0], event, px, height)
-                ops.append((_REMOVE, current[0], px, None, current[1], oid))
+                order = current[0]
+                if (
+                    order.coin != coin
+                    or (order.limitPx != px_text and parse(order.limitPx) != px)
+                    or (event.side is not UNSET and event.side != order.shape.side)
+                ):
+                    _check_same(order, event, px, height)
+                append((_REMOVE, order, px, None, current[1], oid))
                 overlay[oid] = None
                 continue
             new = raw.new  # type: ignore[union-attr]
@@ -588,8 +608,28 @@ class Books:
                     )
                 if details is None:
                     details = _book_statuses(block.statuses)
-                order, size = _resting_order(event, new, details.get(oid), px, block)
-                ops.append((_NEW, order, px, new.insertBefore, size, oid))
+                detail = details.get(oid)
+                side = event.side
+                if detail is None and side is not UNSET:
+                    # It rests from its diff alone (the diffs' stage, before the statuses):
+                    # _resting_order without a detail, inlined.
+                    size = number(new.sz)
+                    if size is None:
+                        size = parse(new.sz)
+                    sz = text(size) or fmt(size)
+                    order = Resting(
+                        interned(event.user) or _intern(event.user),
+                        interned(coin) or _intern(coin),
+                        text(px) or fmt(px),
+                        sz,
+                        block.time,
+                        sz,
+                        None,
+                        bare[side],
+                    )
+                else:
+                    order, size = _resting_order(event, new, detail, px, block)
+                append((_NEW, order, px, new.insertBefore, size, oid))
                 overlay[oid] = (order, size)
                 continue
             update = raw.update  # type: ignore[union-attr]
@@ -608,7 +648,7 @@ class Books:
                     oid=oid,
                 )
             new_size = parse(update.newSz)
-            ops.append((_UPDATE, order, px, new_size, new_size - size, oid))
+            append((_UPDATE, order, px, new_size, new_size - size, oid))
             overlay[oid] = (order, new_size)
         return ops
 
@@ -617,11 +657,16 @@ class Books:
         index = self._orders
         watched = self._by_user
         touched: dict[str, CoinBook] = {}
+        # The last op's coin and book: a block's diffs come grouped by coin.
+        coin = ""
+        book: CoinBook | None = None
         for kind, order, px, arg, size, oid in ops:
-            coin = order.coin
-            book = coins.get(coin)
-            if book is None:
-                book = coins[coin] = CoinBook(coin, index)
+            if order.coin != coin or book is None:
+                coin = order.coin
+                book = coins.get(coin)
+                if book is None:
+                    book = coins[coin] = CoinBook(coin, index)
+                touched[coin] = book
             side = order.shape.side
             levels = book.bids if side == BID else book.asks
             if kind == _NEW:
@@ -629,7 +674,9 @@ class Books:
                 if level is None:
                     level = levels[px] = Level(px, order.limitPx)
                 if arg is UNSET or arg is None:
-                    level.append(oid, size)
+                    level.oids.append(oid)  # Level.append, inlined
+                    level.total += size
+                    level._view = None
                 else:
                     level.insert_before(arg, oid, size)
                 index[oid] = order
@@ -642,14 +689,15 @@ class Books:
                 book.changed(side, px, size, 0)
             else:
                 level = levels[px]
-                level.remove(oid, size)
+                level.oids.remove(oid)  # Level.remove, inlined
+                level.total -= size
+                level._view = None
                 if not level.oids:
                     del levels[px]
                 del index[oid]
                 book.changed(side, px, -size, -1)
                 if watched and (oids := watched.get(order.user)) is not None:
                     oids.pop(oid, None)
-            touched[coin] = book
         return touched
 
 

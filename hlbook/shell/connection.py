@@ -129,6 +129,7 @@ class Server:
         page: Callable[[h11.Request], Response] | None = None,
         access: AccessPolicy | None = None,
         ssl_context: ssl.SSLContext | None = None,
+        flusher: Flusher | None = None,
     ) -> None:
         self.hub = hub
         self.info = info
@@ -142,8 +143,10 @@ class Server:
         self.slots = Slots(limits.max_connections, limits.max_half_open, limits.max_per_address)
         self.stats = ConnectionStats()
         self.routes = Routes(info, health, page)
-        self.flusher = Flusher()
-        """Run :meth:`Flusher.run` alongside the server (``serve`` does)."""
+        self.flusher = flusher if flusher is not None else Flusher()
+        """Run :meth:`Flusher.run` alongside the server (``serve`` does); a
+        :class:`~hlbook.shell.writer.FlushSink` of it among the data path's sinks
+        writes each block's messages in the step that built them."""
         self.active: set[ClientQueue] = set()
         """Connected WebSocket clients."""
         self._session_limits = SessionLimits(

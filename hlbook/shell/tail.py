@@ -110,6 +110,8 @@ async def read_stream(
 ) -> None:
     """Tail ``stream`` forever, sending :data:`SourceEvent` items on ``send``."""
 
+    height = -1  # of the last line decoded
+
     async def deliver(raw_lines: list[bytes], where: str) -> None:
         if stream is not Stream.DIFFS:
             # Let the diff reader (woken by the same write), the book task applying its
@@ -118,16 +120,32 @@ async def read_stream(
             # batch of ready tasks in a random order: one yield per step ahead.
             for _ in range(3):
                 await trio.lowlevel.checkpoint()
+        nonlocal height
         decoded: list[AnyLine] = []
         started = time.perf_counter()
-        for raw in raw_lines:
+        last = len(raw_lines) - 1
+        for index, raw in enumerate(raw_lines):
             try:
-                decoded.append(decode_line(stream, raw, where=where))
+                line = decode_line(stream, raw, where=where)
             except NodeFormatError as exc:
+                stats.decode_seconds += time.perf_counter() - started
                 if decoded:
                     await send.send(Lines(stream, decoded))
                     decoded = []
                 await send.send(LineLost(stream, exc))
+                started = time.perf_counter()
+                continue
+            decoded.append(line)
+            if line.block_number != height:
+                height = line.block_number
+                if stream is Stream.DIFFS and index < last:
+                    # A diff line of a new height completes the block before it (streaming:
+                    # the diff stream is past it): its l2Book/bbo need nothing of the rest
+                    # of this chunk (the next block's ~400 lines, ~2 ms to decode).
+                    stats.decode_seconds += time.perf_counter() - started
+                    await send.send(Lines(stream, decoded))
+                    decoded = []
+                    started = time.perf_counter()
         stats.decode_seconds += time.perf_counter() - started
         if decoded:
             await send.send(Lines(stream, decoded))
