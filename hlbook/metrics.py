@@ -234,7 +234,7 @@ _PUBLISH_COUNTERS = {
     "gaps": "Runs of dropped blocks",
     "retries": "Publish attempts retried",
     "snapshots": "Book snapshots stored in the object store",
-    "diffs_published": "Early diffs (each block's diffs ahead of it) acknowledged by JetStream",
+    "diffs_published": "Early diffs (each block's diffs ahead of it) sent to NATS",
     "diffs_dropped": "Early diffs not sent (buffer full or a gap open; their block carries them)",
 }
 _RELAY_COUNTERS = {

@@ -7,7 +7,9 @@ diffs alone (:meth:`~Publisher.offer_diffs`, ``early_diffs``): a relay
 publishes ``l2Book`` and ``bbo`` from them without waiting for the block's
 statuses, which are 5–10x larger and often later. They are a copy: the whole
 block still carries them, so they skip the buffer and its order — handed
-straight to the asyncio loop, acknowledged there, never retried — and one
+straight to the asyncio loop as a plain NATS publish on the stream's subject
+(JetStream stores and de-duplicates it all the same), with no acknowledgement
+to wait for and no retry — and one
 that cannot be sent (no connection, blocks being dropped, too many in flight)
 is dropped and counted without a gap.
 ``offer`` is synchronous and never blocks: it encodes the block into a frame
@@ -98,10 +100,10 @@ class PublisherStats:
     buffered_bytes: int = 0
     published_bytes: int = 0
     diffs_published: int = 0
-    """Early-diffs messages acknowledged (see :meth:`Publisher.offer_diffs`)."""
+    """Early-diffs messages sent (see :meth:`Publisher.offer_diffs`)."""
     diffs_bytes: int = 0
     diffs_dropped: int = 0
-    """Early-diffs messages not sent or not stored (see :meth:`Publisher.offer_diffs`): no gap."""
+    """Early-diffs messages not sent (see :meth:`Publisher.offer_diffs`): no gap."""
     last_height: int | None = None
     last_seq: int | None = None
     snapshots: int = 0
@@ -190,7 +192,8 @@ class Publisher:
         self.early_diffs = early_diffs
         """Offer each block's diffs ahead of it at :attr:`Stage.DIFFS` (:meth:`offer_diffs`)."""
         self.max_diffs_in_flight = max_diffs_in_flight
-        """Early diffs sent and not acknowledged yet, at most (beyond, they are dropped)."""
+        """Early diffs handed to the asyncio loop and not written yet, at most (beyond,
+        they are dropped: the loop is stuck)."""
         self._diffs_in_flight = 0
         self.batch = batch
         """At most this many blocks per bridge call (each still acknowledged in turn)."""
@@ -244,12 +247,14 @@ class Publisher:
         """Send ``block``'s diffs alone, ahead of the block; never blocks.
 
         Call it when the diffs are final, before :meth:`offer` of the same
-        block. They go straight to the asyncio loop, not through the buffer:
-        the block follows with them anyway, so they need no order with the
-        blocks, no retry and no bound but :attr:`max_diffs_in_flight`. Returns
-        ``False`` when they are not sent: no connection (or none the stream was
-        made sure of yet), blocks being dropped, or too many in flight. Counted
-        in ``diffs_dropped``, with those that fail to be stored.
+        block. They go straight to the asyncio loop, not through the buffer,
+        as a plain publish: the block follows with them anyway, so they need no
+        order with the blocks, no acknowledgement (a second wake-up of the NATS
+        thread per block, in the middle of the book task's work on the block's
+        statuses), no retry and no bound but :attr:`max_diffs_in_flight`.
+        Returns ``False`` when they are not sent: no connection (or none the
+        stream was made sure of yet), blocks being dropped, or too many in
+        flight. Counted in ``diffs_dropped``, with those nats-py refuses.
         """
         prev, self._diffs_prev = self._diffs_prev, block.height
         if (
@@ -261,17 +266,17 @@ class Publisher:
             return False
         data = encode_diffs(block, prev=prev, codec=self.codec, level=self.level)
         headers = {"Nats-Msg-Id": diffs_message_id(block.height), PREV_HEADER: str(prev or 0)}
-        subject, stream = self.names.subject, self.names.stream
+        subject = self.names.subject
         token = trio.lowlevel.current_trio_token()
 
-        async def _send(_nc: Client, js: JetStreamContext) -> None:
-            stored = False
+        async def _send(nc: Client, _js: JetStreamContext) -> None:
+            sent = False
             try:
-                await js.publish(subject, data, stream=stream, headers=headers)
-                stored = True
+                await nc.publish(subject, data, headers=headers)
+                sent = True
             finally:
                 with contextlib.suppress(trio.RunFinishedError):
-                    token.run_sync_soon(self._diffs_settled, stored, len(data))
+                    token.run_sync_soon(self._diffs_settled, sent, len(data))
 
         if not self.connection.spawn(_send):
             self._stats.diffs_dropped += 1
@@ -279,10 +284,10 @@ class Publisher:
         self._diffs_in_flight += 1
         return True
 
-    def _diffs_settled(self, stored: bool, size: int) -> None:
-        """An early-diffs message was acknowledged (``stored``) or failed (Trio side)."""
+    def _diffs_settled(self, sent: bool, size: int) -> None:
+        """An early-diffs message was handed to the connection (``sent``) or refused."""
         self._diffs_in_flight -= 1
-        if stored:
+        if sent:
             self._stats.diffs_published += 1
             self._stats.diffs_bytes += size
         else:
