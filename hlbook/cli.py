@@ -247,6 +247,21 @@ def example_config() -> str:
     return render_example(serve_options(), header)
 
 
+async def _serve_announced(config: Config, verb: str, where: str) -> None:
+    """Serve ``config`` until cancelled: log "``verb`` URL (``where``)" once it listens,
+    then freeze the garbage collector once the books are ready (:func:`_freeze_when_ready`)."""
+    async with trio.open_nursery() as nursery:
+        handle = await nursery.start(serve, config)
+        log.info(
+            "%s %s (%s)",
+            verb,
+            handle.url,
+            where,
+            extra={"url": handle.url, "http_url": handle.http_url},
+        )
+        await _freeze_when_ready(handle)
+
+
 async def _freeze_when_ready(handle: ServerHandle) -> None:
     """Once the books are loaded, exempt everything alive from the garbage collector.
 
@@ -278,18 +293,7 @@ def _run_serve(args: argparse.Namespace) -> int:
 
         return run(lambda: supervise(args.argv, config, workers))
 
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            handle = await nursery.start(serve, config)
-            log.info(
-                "serving %s (node data %s)",
-                handle.url,
-                config.node_data,
-                extra={"url": handle.url, "http_url": handle.http_url},
-            )
-            await _freeze_when_ready(handle)
-
-    return run(main)
+    return run(lambda: _serve_announced(config, "serving", f"node data {config.node_data}"))
 
 
 def _add_serve(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -317,18 +321,8 @@ def _run_relay(args: argparse.Namespace) -> int:
         print("hlbook relay: --source nats://HOST:PORT is required", file=sys.stderr)
         return 2
 
-    async def main() -> None:
-        async with trio.open_nursery() as nursery:
-            handle = await nursery.start(serve, config)
-            log.info(
-                "relaying %s (from NATS %s)",
-                handle.url,
-                ", ".join(config.source),
-                extra={"url": handle.url, "http_url": handle.http_url},
-            )
-            await _freeze_when_ready(handle)
-
-    return run(main)
+    where = "from NATS " + ", ".join(config.source)
+    return run(lambda: _serve_announced(config, "relaying", where))
 
 
 def _add_relay(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:

@@ -1,10 +1,11 @@
 """Value types shared across hlbook's layers and exposed to library users."""
 
 from functools import cached_property
+from typing import Any
 
 import attrs
 
-from hlbook.node.formats import DiffEvent, FillEvent, StatusEvent
+from hlbook.node.formats import DiffEvent, FillEvent, StatusEvent, Stream
 
 __all__ = ["Block", "CoinFilter"]
 
@@ -63,6 +64,21 @@ class Block:
         for event in self.statuses:
             grouped.setdefault(event.user.lower(), []).append(event)
         return grouped
+
+    def set_events(self, stream: Stream, events: list[Any]) -> None:
+        """Make ``events`` this block's final event list of ``stream`` (a block handed out
+        a stream at a time), dropping what was derived from the list before."""
+        cached = self.__dict__
+        if stream is Stream.STATUSES:
+            self.statuses = events
+            cached.pop("statuses_by_coin", None)
+            cached.pop("statuses_by_user", None)
+        elif stream is Stream.DIFFS:
+            self.diffs = events
+            cached.pop("diffs_by_coin", None)
+        else:
+            self.fills = events
+            cached.pop("fills_by_user", None)
 
     def is_empty(self) -> bool:
         """True when the node wrote no event for this block on any stream."""

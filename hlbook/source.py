@@ -158,11 +158,8 @@ class OrderedBlocks:
             return []
         shared = self._parts.pop(block.height, None)
         if shared is not None:  # its diffs went out early: complete that same Block
-            shared.__dict__.pop("statuses_by_coin", None)
-            shared.__dict__.pop("statuses_by_user", None)
-            shared.__dict__.pop("fills_by_user", None)
-            shared.statuses = block.statuses
-            shared.fills = block.fills
+            shared.set_events(Stream.STATUSES, block.statuses)
+            shared.set_events(Stream.FILLS, block.fills)
             block = shared
         out.append(block)
         if self._diffs_to is None or block.height > self._diffs_to:

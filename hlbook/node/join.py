@@ -153,13 +153,11 @@ def _add(partial: _Partial, stream: Stream, line: AnyLine) -> None:
 def _expose(block: Block, partial: _Partial, stream: Stream) -> None:
     """Give ``block`` the partial's final event list of ``stream``."""
     if stream is Stream.STATUSES:
-        block.statuses = partial.statuses
-        block.__dict__.pop("statuses_by_coin", None)  # computed too early: drop it
+        block.set_events(stream, partial.statuses)
     elif stream is Stream.DIFFS:
-        block.diffs = partial.diffs
-        block.__dict__.pop("diffs_by_coin", None)
+        block.set_events(stream, partial.diffs)
     else:
-        block.fills = partial.fills
+        block.set_events(stream, partial.fills)
 
 
 class BlockJoiner:

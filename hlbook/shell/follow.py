@@ -190,10 +190,7 @@ class RelayPath(SupervisedPath):
                 self._carry_out(actions, consumer)
                 self._books_moved()
                 if sup.backlog:
-                    await trio.lowlevel.checkpoint()
-                    started = time.perf_counter()
-                    actions = sup.work(trio.current_time())
-                    stats.book_seconds += time.perf_counter() - started
+                    actions = await self.work_step()
                     continue
                 deadline = sup.next_deadline()
                 item: _Event | None = None

@@ -247,10 +247,7 @@ class DataPath(SupervisedPath):
                     return reason
                 self._after_step(joiner, gates)
                 if sup.backlog:
-                    await trio.lowlevel.checkpoint()
-                    started = time.perf_counter()
-                    actions = sup.work(trio.current_time())
-                    stats.book_seconds += time.perf_counter() - started
+                    actions = await self.work_step()
                     continue
                 if not queued:
                     deadline = sup.next_deadline()

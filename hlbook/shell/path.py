@@ -7,7 +7,7 @@ import time
 import trio
 
 from hlbook.book.books import Books
-from hlbook.supervisor import Status, Supervisor, SupervisorStats
+from hlbook.supervisor import Action, Status, Supervisor, SupervisorStats
 
 __all__ = ["SupervisedPath", "Waiters"]
 
@@ -47,7 +47,8 @@ class SupervisedPath:
     def __init__(self, supervisor: Supervisor) -> None:
         self.supervisor = supervisor
         supervisor.step_limit = _STEP
-        # l2Book/bbo go out (the flusher writes them) before the statuses' work of a block.
+        # l2Book/bbo go out (written in that step) and the event loop gets a turn before
+        # the statuses' work of a block.
         supervisor.pause_after_diffs = True
         self.ready = trio.Event()
         """Set once the first snapshot is loaded."""
@@ -57,6 +58,15 @@ class SupervisedPath:
         self._heights = Waiters()
         self._details = Waiters()
         self._seen_height = -1
+
+    async def work_step(self) -> list[Action]:
+        """After a checkpoint, one bounded step through the supervisor's backlog (timed)."""
+        await trio.lowlevel.checkpoint()
+        supervisor = self.supervisor
+        started = time.perf_counter()
+        actions = supervisor.work(trio.current_time())
+        supervisor.stats.book_seconds += time.perf_counter() - started
+        return actions
 
     @property
     def books(self) -> Books | None:
