@@ -6,7 +6,6 @@ call it directly.
 """
 
 import argparse
-import gc
 import logging
 import os
 import sys
@@ -18,7 +17,7 @@ from pathlib import Path
 import attrs
 import trio
 
-from hlbook.app import ServerHandle, serve
+from hlbook.app import serve
 from hlbook.config import (
     NODE,
     Config,
@@ -30,7 +29,7 @@ from hlbook.config import (
     render_example,
     resolve,
 )
-from hlbook.runner import LogSettings, configure_logging, run
+from hlbook.runner import LogSettings, configure_logging, freeze_gc_when_ready, run
 from hlbook.workers import WORKERS, Slot, WorkerSettings, worker_count
 
 __all__ = [
@@ -248,8 +247,8 @@ def example_config() -> str:
 
 
 async def _serve_announced(config: Config, verb: str, where: str) -> None:
-    """Serve ``config`` until cancelled: log "``verb`` URL (``where``)" once it listens,
-    then freeze the garbage collector once the books are ready (:func:`_freeze_when_ready`)."""
+    """Serve ``config`` until cancelled: log "``verb`` URL (``where``)" once it listens, then
+    freeze the garbage collector once the books are ready (:func:`.freeze_gc_when_ready`)."""
     async with trio.open_nursery() as nursery:
         handle = await nursery.start(serve, config)
         log.info(
@@ -259,23 +258,7 @@ async def _serve_announced(config: Config, verb: str, where: str) -> None:
             where,
             extra={"url": handle.url, "http_url": handle.http_url},
         )
-        await _freeze_when_ready(handle)
-
-
-async def _freeze_when_ready(handle: ServerHandle) -> None:
-    """Once the books are loaded, exempt everything alive from the garbage collector.
-
-    A full collection walks every tracked object: with hlbook's modules and a
-    7k-order book loaded (60k objects) that took 22-30 ms on this project's
-    2-core test machine, paid by whichever block was being applied (one
-    collection every few tens of seconds lands on a block's ``l2Book``).
-    After ``gc.freeze()`` collections walk only what was allocated since. The
-    process configures this, like logging: ``serve`` itself leaves the
-    collector alone.
-    """
-    await handle.wait_ready()
-    gc.freeze()
-    log.info("books ready: %d objects exempted from garbage collection", gc.get_freeze_count())
+        await freeze_gc_when_ready(handle)
 
 
 def _run_serve(args: argparse.Namespace) -> int:

@@ -5,13 +5,14 @@ installs signal handlers or configures logging.
 """
 
 import argparse
+import gc
 import json
 import logging
 import signal
 import sys
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
-from typing import Any, Literal, get_args
+from typing import TYPE_CHECKING, Any, Literal, get_args
 
 import attrs
 import trio
@@ -19,7 +20,17 @@ import trio
 from hlbook.config import LOGGING, options, setting
 from hlbook.errors import StartupError
 
-__all__ = ["JsonFormatter", "LogSettings", "add_log_level", "configure_logging", "run"]
+if TYPE_CHECKING:
+    from hlbook.app import ServerHandle
+
+__all__ = [
+    "JsonFormatter",
+    "LogSettings",
+    "add_log_level",
+    "configure_logging",
+    "freeze_gc_when_ready",
+    "run",
+]
 
 log = logging.getLogger("hlbook")
 
@@ -160,3 +171,20 @@ def add_log_level(parser: argparse.ArgumentParser) -> None:
             choices=option.choices,
             help=option.help.replace("%", "%%") + " (default: %(default)s)",
         )
+
+
+async def freeze_gc_when_ready(handle: "ServerHandle") -> None:
+    """Once the books are loaded, exempt everything alive from the garbage collector.
+
+    A full collection walks every tracked object: with hlbook's modules and a
+    7k-order book loaded (60k objects) that took 22-30 ms on this project's
+    2-core test machine, paid by whichever block was being applied (one
+    collection every few tens of seconds lands on a block's ``l2Book``).
+    After ``gc.freeze()`` collections walk only what was allocated since. The
+    process configures this, like logging: ``serve`` itself leaves the
+    collector alone (``hlbook serve``, each of its ``--workers`` and ``hlbook
+    relay`` call this).
+    """
+    await handle.wait_ready()
+    gc.freeze()
+    log.info("books ready: %d objects exempted from garbage collection", gc.get_freeze_count())

@@ -209,6 +209,12 @@ async def test_two_workers_share_the_port_and_every_client_gets_every_block(
                 assert health["workers"]["live"] == 2
                 assert [entry["clients"] for entry in each] == [3, 3]
                 assert health["workers"]["clients"] == 6
+                # Each worker, once its books were ready, exempted them from the collector.
+                for worker in (0, 1):
+                    frozen = await supervisor.wait_for(
+                        rf"hlbook\S*\[w{worker}\].*books ready: (\d+) objects exempted"
+                    )
+                    assert int(frozen.group(1)) > 10_000
 
                 await trio.sleep(2.0)  # blocks flow to every client
                 sim.pause()

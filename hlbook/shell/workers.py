@@ -40,6 +40,7 @@ from hlbook.app import ServerHandle, serve
 from hlbook.config import Config
 from hlbook.errors import StartupError
 from hlbook.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from hlbook.runner import freeze_gc_when_ready
 from hlbook.server.routes import Response, json_response
 from hlbook.workers import (
     RestartPolicy,
@@ -339,7 +340,7 @@ async def run_worker(config: Config, slot: Slot) -> None:
         await nursery.start(_serve_control, slot.control_path(), peers.answer)
         nursery.start_soon(_watch_supervisor, nursery.cancel_scope)
         _tell("listening")
-        await handle.wait_ready()
+        await freeze_gc_when_ready(handle)
         _tell("ready")
 
 
