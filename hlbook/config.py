@@ -979,16 +979,31 @@ def _check(option: Option, raw: object, source: Source) -> object:
     except (_BadValue, cattrs.BaseValidationError) as exc:
         raise source.error(option.key, str(exc)) from None
     try:
-        attrs.evolve(_base(option.owner), **{option.field: value})
+        _validate_field(option.owner, option.field, value)
     except (ValueError, TypeError) as exc:
         message = str(exc).removeprefix(f"'{option.field}' ")
         raise source.error(option.key, message) from None
     return value
 
 
+def _validate_field(cls: type, field: str, value: object) -> None:
+    """Run one field's converter and validators on ``value``, as ``cls(...)`` would.
+
+    Only that field's: the checks of combinations in ``__attrs_post_init__``
+    (``--nats-password`` needs ``--nats-user``) see every setting at once when the
+    whole ``cls`` is built, never one value beside the others' defaults.
+    """
+    attribute = attrs.fields_dict(cls)[field]
+    converter = attribute.converter
+    if converter is not None:
+        value = converter(value)  # type: ignore[operator]
+    if attribute.validator is not None:
+        attribute.validator(_base(cls), attribute, value)
+
+
 @cache
 def _base(cls: type) -> Any:
-    """``cls`` with its defaults, to validate one field at a time with ``attrs.evolve``."""
+    """``cls`` with its defaults: the instance a field's validators are shown."""
     return cls()
 
 

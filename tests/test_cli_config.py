@@ -106,6 +106,41 @@ def test_hlbook_config_variable_names_the_file(tmp_path: Path) -> None:
     assert sources(done.stdout)["max-subscriptions"] == f"file {config}"
 
 
+def test_settings_that_go_together_are_accepted_together_wherever_they_come_from(
+    tmp_path: Path,
+) -> None:
+    """``--nats-password`` needs ``--nats-user`` and a client certificate needs its key:
+    each pair is judged as a pair, from flags, the environment, a file or a mix."""
+    cert, key = tmp_path / "c.pem", tmp_path / "k.pem"
+    config = tmp_path / "nats.toml"
+    config.write_text(f'nats-user = "relay"\nnats-tls-key = "{key}"\n')
+    ways = [
+        (["--nats-user", "u", "--nats-password", "p", "--nats-tls-cert", str(cert),
+          "--nats-tls-key", str(key)], {}),
+        ([], {"HLBOOK_NATS_USER": "u", "HLBOOK_NATS_PASSWORD": "p",
+              "HLBOOK_NATS_TLS_CERT": str(cert), "HLBOOK_NATS_TLS_KEY": str(key)}),
+        (["--config", str(config), "--nats-tls-cert", str(cert)],
+         {"HLBOOK_NATS_PASSWORD": "p"}),
+    ]  # fmt: skip
+    for command in ("serve", "relay"):
+        for flags, variables in ways:
+            extra = ["--source", "nats://127.0.0.1:4222"] if command == "relay" else []
+            done = hlbook(command, *extra, *flags, "--print-config", env=clean_env(**variables))
+            assert done.returncode == 0, (command, flags, done.stderr)
+            printed = tomllib.loads(done.stdout)
+            assert printed["nats-user"] in ("u", "relay")
+            assert printed["nats-password"] == "********"
+            assert (printed["nats-tls-cert"], printed["nats-tls-key"]) == (str(cert), str(key))
+    # Half a pair is still one line and exit 2, naming what is missing.
+    for flags, error in (
+        (["--nats-password", "p"], "--nats-password needs --nats-user"),
+        (["--nats-tls-cert", str(cert)], "--nats-tls-cert and --nats-tls-key go together"),
+    ):
+        done = hlbook("serve", *flags, "--print-config")
+        assert done.returncode == 2
+        assert done.stderr.splitlines() == [f"hlbook serve: {error}"]
+
+
 @pytest.mark.parametrize(
     ("text", "variables", "error"),
     [
