@@ -15,6 +15,7 @@ logging; cancel the nursery to stop it.
 """
 
 import contextlib
+import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -64,6 +65,8 @@ from hlbook.supervisor import Status
 from hlbook.web import load_page
 
 __all__ = ["ServerHandle", "serve"]
+
+history_log = logging.getLogger("hlbook.history")
 
 
 class ServerHandle:
@@ -298,9 +301,14 @@ async def _open_history(config: Config) -> tuple[HistoryStore, HistoryRecorder]:
             raise
 
     try:
-        return await trio.to_thread.run_sync(open_both)
+        opened = await trio.to_thread.run_sync(open_both)
     except HistoryError as exc:
         raise StartupError(f"history: {exc}") from None
+    if path is None:
+        history_log.info("history: in memory only (a bounded window, lost at exit)")
+    else:
+        history_log.info("history: %s (retention %s)", path, config.history_retention)
+    return opened
 
 
 async def _serve(
@@ -339,6 +347,7 @@ async def _serve(
             else:
                 data_path = DataPath(config, Sinks(*sinks))
             metrics = Metrics(lambda: _metrics_state(handle_box[0]))
+            data_path.supervisor.stage_timer = metrics.observe_stage
             info = _info_registry(config, http, data_path, ladders, store, metrics)
             server = Server(
                 hub,

@@ -13,11 +13,13 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
+from urllib.parse import quote
 
 import attrs
 import trio
 
-from hlbook.app import serve
+from hlbook.app import ServerHandle, serve
 from hlbook.config import (
     NODE,
     Config,
@@ -29,8 +31,12 @@ from hlbook.config import (
     render_example,
     resolve,
 )
+from hlbook.listen import load_tokens
 from hlbook.runner import LogSettings, configure_logging, freeze_gc_when_ready, run
 from hlbook.workers import WORKERS, Slot, WorkerSettings, worker_count
+
+if TYPE_CHECKING:
+    from hlbook.sim import SimConfig
 
 __all__ = [
     "build_parser",
@@ -86,19 +92,43 @@ _PUBLISH_ONLY = {
 }
 
 
+_RELAY_HELP = {
+    "info_url": ("an info server to pass the info types hlbook does not answer itself", None),
+    "source": ("the NATS JetStream server to serve from (what a primary's --publish writes)", ""),
+    "history": (
+        "the history store (fills, trades, candles, finished orders) recorded from the blocks "
+        "relayed, as an SQLite file; none keeps a bounded window in memory only",
+        "none: nothing on disk",
+    ),
+}
+"""How a relay's ``--help`` words the settings whose meaning differs there
+(help, default shown; ``""``: no default, the setting is required)."""
+
+
 def _relay_options() -> tuple[Option, ...]:
     """The settings of ``hlbook relay``: serve's, without the node's files or publishing."""
     return tuple(
-        option
+        _relay_worded(option)
         for option in serve_options()
         if (option.group != NODE or option.field in _RELAY_FROM_NODE)
         and option.field not in _PUBLISH_ONLY
     )
 
 
+def _relay_worded(option: Option) -> Option:
+    if option.field not in _RELAY_HELP:
+        return option
+    text, default = _RELAY_HELP[option.field]
+    if default == "":
+        text += "; required"
+    return attrs.evolve(
+        option, setting=attrs.evolve(option.setting, help=text, default_text=default)
+    )
+
+
 def _shown_default(option: Option, default: object) -> str | None:
     if option.setting.default_text is not None:
-        return option.setting.default_text
+        return option.setting.default_text or None
     if default is None or isinstance(default, bool):
         return None
     if isinstance(default, float):
@@ -375,26 +405,57 @@ def _run_demo(args: argparse.Namespace) -> int:
                     with trio.fail_after(60):
                         await relay.wait_ready()
                     relay_lines = (
-                        f"  relay:      {relay.http_url}/  (the same API from NATS {nats_url},"
-                        f" no node)\n"
+                        f"  relay:      {relay.http_url}  (the same API and page from NATS"
+                        f" {nats_url}, no node; a base_url too)\n"
                         f"              WebSocket {relay.url}\n"
                     )
-                print(
-                    f"\nhlbook demo: the live book page is at {handle.http_url}/\n"
-                    f"  a simulated node is writing {sim_config.layout.value} files "
-                    f"to {node_data}\n"
-                    f"  WebSocket:  {handle.url}\n"
-                    f"  HTTP API:   {handle.http_url}  (POST /info, GET /health; the SDKs' "
-                    f"base_url)\n"
-                    f"{relay_lines}"
-                    f"  coins:      {coins}\n"
-                    f"  try:        python examples/l2_ladder.py {handle.url} BTC\n"
-                    f"              python examples/trades_tail.py {handle.url} BTC\n"
-                    f"  Ctrl-C stops it.\n",
-                    flush=True,
-                )
+                print(_demo_banner(handle, config, sim_config, relay_lines, coins), flush=True)
 
     return run(main)
+
+
+def _demo_banner(
+    handle: ServerHandle, config: Config, sim: "SimConfig", relay_lines: str, coins: str
+) -> str:
+    """What ``hlbook demo`` prints once it serves: where to look and what to paste."""
+    # The interpreter running the demo has hlbook's packages; a bare "python" may not.
+    # The examples are beside the package in a checkout (an editable install).
+    python = _shown_path(Path(sys.executable))
+    examples_dir = Path(__file__).resolve().parent.parent / "examples"
+    examples_at = _shown_path(examples_dir) if examples_dir.is_dir() else Path("examples")
+    page, url = f"{handle.http_url}/", handle.url
+    access = ""
+    if config.tokens:
+        token = load_tokens(config.tokens)[0]  # serve read them already: no error here
+        page += f"#token={quote(token, safe='')}"
+        url += f"?token={quote(token, safe='')}"
+        access = (
+            f"  token:      {token} on every request (Authorization: Bearer, ?token= or"
+            f" http://hl:TOKEN@host)\n"
+        )
+    examples = "\n".join(
+        f"{'  try:' if i == 0 else '':<14}{python} {examples_at / name}.py {url} BTC"
+        for i, name in enumerate(("l2_ladder", "trades_tail", "l4_mirror"))
+    )
+    return (
+        f"\nhlbook demo: the live book page is at {page}\n"
+        f"  a simulated node is writing {sim.layout.value} files to {sim.node_data}\n"
+        f"  WebSocket:  {handle.url}\n"
+        f"  HTTP API:   {handle.http_url}  (POST /info, GET /health; the SDKs' base_url)\n"
+        f"{access}"
+        f"{relay_lines}"
+        f"  coins:      {coins}\n"
+        f"{examples}\n"
+        f"  Ctrl-C stops it.\n"
+    )
+
+
+def _shown_path(path: Path) -> Path:
+    """``path`` relative to the working directory when it is below it."""
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
 
 
 def _demo_relay_config(settings: Resolved, primary: Config, tmp: str) -> Config:

@@ -100,7 +100,8 @@ class Setting:
     group: str = SERVER
     """The ``--help`` section."""
     default_text: str | None = None
-    """What ``--help`` says the default is, when the value itself would not say it."""
+    """What ``--help`` says the default is, when the value itself would not say it
+    (``""``: say nothing, e.g. for a setting that is required)."""
     secret: bool | None = None
     """Masked by ``--print-config``; ``None``: secret if the field's name contains
     ``token``, ``password`` or ``secret``."""
@@ -173,9 +174,13 @@ class Config:
     """The node's data root (``--node-data``)."""
     info_url: str = attrs.field(
         default="http://127.0.0.1:3001/info",
-        metadata=setting("the node's info server, asked for fileSnapshot", group=NODE),
+        metadata=setting(
+            "the node's info server: asked for fileSnapshot, and passed the info types "
+            "hlbook does not answer itself",
+            group=NODE,
+        ),
     )
-    """The node's info server, for ``fileSnapshot`` (``--info-url``)."""
+    """The node's info server, for ``fileSnapshot`` and the info types passed on."""
     snapshot_path: Path | None = attrs.field(
         default=None,
         converter=attrs.converters.optional(Path),
@@ -414,8 +419,8 @@ class Config:
             default_text="hlbook_history.sqlite beside the snapshot path",
         ),
     )
-    """Where the history store is kept (``None``: beside the snapshot path; ``"none"``: in
-    memory only, a bounded window, lost at exit)."""
+    """Where the history store is kept (``None``: beside the snapshot path, or in memory
+    for a relay; ``"none"``: in memory only, a bounded window, lost at exit)."""
     history_retention: str = attrs.field(
         default="7d",
         validator=_duration,
@@ -617,6 +622,8 @@ class Config:
             return None
         if self.history:
             return Path(self.history).expanduser().absolute()
+        if self.source:
+            return None  # a relay keeps nothing on disk unless told where
         return self.snapshot_out.with_name("hlbook_history.sqlite")
 
     @property

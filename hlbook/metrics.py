@@ -26,6 +26,8 @@ from prometheus_client.core import (
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 from prometheus_client.registry import Collector
 
+from hlbook.stages import Stage
+
 __all__ = ["CONTENT_TYPE", "Metrics"]
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -74,7 +76,14 @@ class Metrics:
             buckets=_SECONDS,
             registry=self.registry,
         )
+        # One child per stage, looked up once: observed four times a block.
+        self._stage_children = {stage: self.stage_seconds.labels(stage.value) for stage in Stage}
         self._kinds: dict[str, str] = {}
+
+    def observe_stage(self, stage: Stage, seconds: float) -> None:
+        """The book task spent ``seconds`` on ``stage`` of one block (see
+        :attr:`hlbook.supervisor.Supervisor.stage_timer`)."""
+        self._stage_children[stage].observe(seconds)
 
     def observe_http(self, kind: str, status: int) -> None:
         """One ``POST /info`` answered."""

@@ -72,8 +72,9 @@ import bisect
 import enum
 import logging
 import math
+import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import attrs
 from msgspec import UNSET
@@ -315,6 +316,10 @@ class Supervisor:
         """Return to the caller right after each ``DIFFS`` publication (the rest is
         :attr:`backlog`): the shell can write those messages to clients before the
         statuses' work."""
+        self.stage_timer: Callable[[Stage, float], None] | None = None
+        """Told the seconds each stage of each block took here, its apply and its sinks'
+        publishing (for ``hlbook_book_task_seconds``). Measured with ``perf_counter``
+        for observation only: no decision depends on it."""
         self._more = False  # work left by pause_after_diffs
         self._source: BlockSource | None = None
         self._backlog: deque[Output] = deque()
@@ -700,8 +705,9 @@ class Supervisor:
                     statuses.popleft()
                     entry.todo.discard(Stage.STATUSES)
                     if entry.height > books.details_height:
+                        started = time.perf_counter()
                         applied = books.attach_details(entry.block)
-                        self._publish(Stage.STATUSES, entry.block, applied.touched)
+                        self._publish(Stage.STATUSES, entry.block, applied.touched, started)
                         if books.catch_up_wanted and books.details_height == books.height:
                             books.catch_up_wanted = False
                             self._barrier_since = None
@@ -714,6 +720,7 @@ class Supervisor:
                     if self._contiguous and block.height != books.height + 1:
                         self.stats.gaps += 1
                         return f"block {block.height} does not follow {books.height}"
+                    started = time.perf_counter()
                     try:
                         applied = books.apply_diffs(
                             block, statuses_final=Stream.STATUSES in entry.announced
@@ -727,7 +734,7 @@ class Supervisor:
                     if Stream.STATUSES not in entry.announced:
                         self.stats.diffs_first += 1
                     self._applied(block, now)
-                    self._publish(Stage.DIFFS, block, applied.touched)
+                    self._publish(Stage.DIFFS, block, applied.touched, started)
                     if self.pause_after_diffs:
                         self._more = True
                         return None
@@ -735,14 +742,14 @@ class Supervisor:
             if fills:
                 entry = fills.popleft()
                 entry.todo.discard(Stage.FILLS)
-                self._publish(Stage.FILLS, entry.block, {})
+                self._publish(Stage.FILLS, entry.block, {}, time.perf_counter())
                 continue
             if order:
                 entry = progress[order[0]]
                 if entry.whole and not entry.todo:
                     del progress[order.pop(0)]
                     self.stats.blocks_applied += 1
-                    self._publish(Stage.BLOCK, entry.block, entry.touched)
+                    self._publish(Stage.BLOCK, entry.block, entry.touched, time.perf_counter())
                     self.last_block_at = now
                     continue
             return None
@@ -783,10 +790,15 @@ class Supervisor:
         self.status = Status.LIVE
         self.detail = ""
 
-    def _publish(self, stage: Stage, block: Block, touched: dict[str, CoinBook]) -> None:
+    def _publish(
+        self, stage: Stage, block: Block, touched: dict[str, CoinBook], started: float
+    ) -> None:
+        """Hand ``stage`` of ``block`` to the sinks; its work counted from ``started``."""
         books = self.books
         assert books is not None
         self.sink.publish(stage, block, books, touched)
+        if self.stage_timer is not None:
+            self.stage_timer(stage, time.perf_counter() - started)
 
     # -- internals: healing ------------------------------------------------------------------------
 

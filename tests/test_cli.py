@@ -260,7 +260,8 @@ async def test_sigterm_while_loading_a_big_snapshot_exits_zero(tmp_path: Path) -
 
 
 async def test_demo_prints_a_url_that_serves_books(tmp_path: Path) -> None:
-    async with hlbook_process("demo", "--port", "0", "--scale", "0.05") as proc:
+    # Started elsewhere than the checkout: the commands it prints must still work.
+    async with hlbook_process("demo", "--port", "0", "--scale", "0.05", cwd=tmp_path) as proc:
         assert proc.process.stdout is not None
         stdout = b""
         with trio.fail_after(60):
@@ -277,7 +278,29 @@ async def test_demo_prints_a_url_that_serves_books(tmp_path: Path) -> None:
         assert response.headers["content-type"] == "text/html; charset=utf-8"
         assert "content-security-policy" in response.headers
         assert b'id="ladder"' in response.content
-        assert b"python examples/l2_ladder.py" in stdout
+        # The client commands it prints run as printed, from another directory too.
+        commands = re.findall(rb"\n(?:  try:)? +(\S*python\S*) (\S+\.py) (ws://\S+) BTC", stdout)
+        assert [Path(script.decode()).name for _, script, _ in commands] == [
+            "l2_ladder.py", "trades_tail.py", "l4_mirror.py",
+        ]  # fmt: skip
+        python, script, ws_url = commands[0]
+        ladder = await trio.lowlevel.open_process(
+            [python.decode(), script.decode(), ws_url.decode(), "BTC"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+        )
+        assert ladder.stdout is not None
+        printed = b""
+        try:
+            with trio.fail_after(30):
+                while printed.count(b"spread") < 2:
+                    chunk = await ladder.stdout.receive_some(4096)
+                    assert chunk, printed.decode(errors="replace")
+                    printed += chunk
+        finally:
+            ladder.kill()
+            await ladder.wait()
         async with open_websocket_url(url.group(1).decode()) as ws:
             await ws.send_message(
                 '{"method":"subscribe","subscription":{"type":"trades","coin":"ETH"}}'

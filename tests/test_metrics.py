@@ -67,6 +67,11 @@ async def test_metrics_follow_the_feed_and_the_clients(tmp_path: Path) -> None:
         assert value(samples, "hlbook_client_queue_depth_gcount") == 1.0
         assert value(samples, "hlbook_height") == pytest.approx(health["height"], abs=2)
         assert value(samples, "hlbook_block_lag_seconds") >= 0
+        # The book task's time per block, stage by stage: each stage of each block counted.
+        for stage in ("diffs", "statuses", "fills", "block"):
+            count = value(samples, "hlbook_book_task_seconds_count", stage=stage)
+            assert count >= applied - value(first, "hlbook_blocks_applied_total"), stage
+            assert value(samples, "hlbook_book_task_seconds_sum", stage=stage) > 0, stage
         # A client that never reads its trades is disconnected for lag: counted per channel.
         raw = trio.socket.socket()
         raw.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
