@@ -163,3 +163,12 @@ async def test_demo_relay_prints_a_relay_that_serves_the_same_books() -> None:
                     await trio.sleep(0.05)
         assert json.loads(msgspec.json.encode(health))["relay"]["gaps"] == 0
         assert await proc.stop(signal.SIGINT) == 0
+
+
+def test_a_relay_keeps_its_history_in_memory_unless_told_where(tmp_path: Path) -> None:
+    relay = Config(source=("nats://a:4222",))
+    assert relay.history_path is None  # no ~/hl/data on a relay's machine
+    kept = Config(source=("nats://a:4222",), history=str(tmp_path / "h.sqlite"))
+    assert kept.history_path == tmp_path / "h.sqlite"
+    primary = Config(node_data=tmp_path)
+    assert primary.history_path == primary.snapshot_out.with_name("hlbook_history.sqlite")
