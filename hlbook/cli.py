@@ -13,7 +13,7 @@ import tempfile
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 from urllib.parse import quote
 
 import attrs
@@ -246,6 +246,8 @@ def _start(command: str, args: argparse.Namespace) -> Resolved | int:
         print(f"hlbook {command}: {exc}", file=sys.stderr)
         return 2
     if args.print_config:
+        for warning in settings.warnings:  # no logging here: stderr, beside the printout
+            print(f"hlbook {command}: warning: {warning}", file=sys.stderr)
         _print_config(command, settings)
         return 0
     configure_logging(logs.log_level, logs.log_format)
@@ -513,18 +515,27 @@ def _add_demo(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -
     parser.set_defaults(run=_run_demo, settings=settings, setting_defaults=DEMO_DEFAULTS)
 
 
+class _Parser(argparse.ArgumentParser):
+    """A bad flag is one line on stderr and exit status 2, not the usage text."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser for every subcommand."""
     from hlbook.sim.cli import add_simulate_command
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="hlbook",
         description=(
             "Exact per-order Hyperliquid order books from a node's files, "
             "served over WebSocket in Hyperliquid's API format."
         ),
     )
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands: argparse._SubParsersAction[argparse.ArgumentParser] = parser.add_subparsers(
+        dest="command", required=True, metavar="COMMAND", parser_class=_Parser
+    )
     _add_serve(commands)
     _add_relay(commands)
     add_simulate_command(commands)
@@ -540,7 +551,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     commands have plain ``--log-level``/``--log-format`` flags.
     """
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # named by the command's own parser, whose --help lists the flags
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        commands.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
     args.argv = list(sys.argv[1:] if argv is None else argv)  # --workers N starts it again
     if not hasattr(args, "settings"):
         configure_logging(args.log_level, args.log_format)

@@ -105,6 +105,10 @@ def configure_logging(level: str, log_format: str = "text") -> None:
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s"))
     logging.basicConfig(level=level.upper(), handlers=[handler])
+    if level != "debug":
+        # httpx logs every request it makes at INFO: one line per info type passed on to
+        # the node. hlbook logs what goes wrong with them itself.
+        logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 async def _until_signal(main: Callable[[], Awaitable[int | None]]) -> int:

@@ -267,3 +267,29 @@ async def test_json_logs_from_the_config_file_and_sigterm_exits_zero(tmp_path: P
             assert set(entry) >= {"time", "level", "logger", "message"}, entry
             assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", str(entry["time"]))
         nursery.cancel_scope.cancel()
+
+
+def test_a_bad_flag_is_one_line_naming_the_command() -> None:
+    for argv, line in (
+        (["serve", "--bogus"], "hlbook serve: unrecognized arguments: --bogus"),
+        (["relay", "--source", "nats://a:1", "--bogus"], "hlbook relay: unrecognized arguments"),
+        (["serve", "--port"], "hlbook serve: argument --port: expected one argument"),
+        (["nope"], "hlbook: argument COMMAND: invalid choice: 'nope'"),
+    ):
+        done = hlbook(*argv)
+        assert done.returncode == 2, argv
+        assert done.stdout == ""
+        lines = done.stderr.splitlines()
+        assert len(lines) == 1, done.stderr
+        assert lines[0].startswith(line), lines[0]
+        assert lines[0].endswith("--help)"), lines[0]  # where the flags are listed
+
+
+def test_print_config_warns_of_a_misspelt_variable() -> None:
+    done = hlbook("serve", "--print-config", env=clean_env(HLBOOK_MAX_CONECTIONS="5"))
+    assert done.returncode == 0
+    assert done.stderr.splitlines() == [
+        "hlbook serve: warning: ignoring HLBOOK_MAX_CONECTIONS: no such setting"
+        " (did you mean HLBOOK_MAX_CONNECTIONS?)"
+    ]
+    assert tomllib.loads(done.stdout)["max-connections"] == 1000
