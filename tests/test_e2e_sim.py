@@ -77,7 +77,9 @@ async def test_clients_receive_exactly_the_simulators_books(tmp_path: Path, layo
         "start_time": start,
         "record_history": 2000,
     }
-    async with sim_and_server(tmp_path, sim) as (handle, node):
+    # The node is paused twice on purpose; on a loaded machine catching up and draining
+    # can outlast the default 10 s after which subscribers are told the feed is stale.
+    async with sim_and_server(tmp_path, sim, stale_after=60.0) as (handle, node):
         # Subscribe everyone at one height: pause the node until the server has caught up.
         node.pause()
         paused_at = await node.wait_idle()
