@@ -1080,7 +1080,9 @@ def resolve(
             checked[option.key] = (_check(option, raw, source), source)
     for key, value in (flags or {}).items():
         option = by_key[key]
-        source = Source("flag", option.flag)
+        # A bool's flag as given: --no-x for False (argparse's BooleanOptionalAction).
+        given = "--no-" + option.flag[2:] if value is False and option.type is bool else option.flag
+        source = Source("flag", given)
         try:
             raw = _from_flag(option, value)
         except _BadValue as exc:

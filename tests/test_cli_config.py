@@ -293,3 +293,12 @@ def test_print_config_warns_of_a_misspelt_variable() -> None:
         " (did you mean HLBOOK_MAX_CONNECTIONS?)"
     ]
     assert tomllib.loads(done.stdout)["max-connections"] == 1000
+
+
+def test_print_config_names_the_flag_as_given() -> None:
+    done = hlbook("serve", "--no-from-start", "--no-publish-early-diffs", "--print-config")
+    assert done.returncode == 0, done.stderr
+    assert sources(done.stdout)["from-start"] == "flag --no-from-start"
+    assert sources(done.stdout)["publish-early-diffs"] == "flag --no-publish-early-diffs"
+    done = hlbook("serve", "--from-start", "--print-config")
+    assert sources(done.stdout)["from-start"] == "flag --from-start"
