@@ -167,7 +167,7 @@ def test_flags_beat_environment_beats_file_beats_defaults(tmp_path: Path) -> Non
     assert resolved.build(LogSettings) == LogSettings(log_level="debug", log_format="json")
     where = {key: source.describe() for key, source in resolved.sources.items()}
     assert where["port"] == "flag --port"
-    assert where["from-start"] == "flag --from-start"
+    assert where["from-start"] == "flag --no-from-start"  # as given
     assert where["max-connections"] == "env HLBOOK_MAX_CONNECTIONS"
     assert where["idle-timeout"] == f"file {file}"
     assert where["validate-every"] == "default"
