@@ -341,9 +341,9 @@ async def _serve(
                 sinks.append(publishing)
             data_path: DataPath | RelayPath
             if config.source:
-                data_path = RelayPath(
-                    config, Sinks(*sinks), nats_options(config, config.source), names_of(config)
-                )
+                source = nats_options(config, config.source)
+                source.check_files()
+                data_path = RelayPath(config, Sinks(*sinks), source, names_of(config))
             else:
                 data_path = DataPath(config, Sinks(*sinks))
             metrics = Metrics(lambda: _metrics_state(handle_box[0]))
@@ -383,8 +383,10 @@ async def _publishing(config: Config) -> AsyncIterator[PublishSink | None]:
     if not config.publish:
         yield None
         return
+    options = nats_options(config, config.publish)
+    options.check_files()
     async with (
-        open_nats(nats_options(config, config.publish)) as connection,
+        open_nats(options) as connection,
         trio.open_nursery() as nursery,
     ):
         publisher = Publisher(

@@ -33,6 +33,7 @@ from hlbook.config import (
 )
 from hlbook.listen import load_tokens
 from hlbook.runner import LogSettings, configure_logging, freeze_gc_when_ready, run
+from hlbook.shell.publish import nats_options
 from hlbook.workers import WORKERS, Slot, WorkerSettings, worker_count
 
 if TYPE_CHECKING:
@@ -112,6 +113,7 @@ def _relay_options() -> tuple[Option, ...]:
         for option in serve_options()
         if (option.group != NODE or option.field in _RELAY_FROM_NODE)
         and option.field not in _PUBLISH_ONLY
+        and option.group != WORKERS  # one process: run several relays instead
     )
 
 
@@ -336,7 +338,7 @@ def _run_relay(args: argparse.Namespace) -> int:
         print("hlbook relay: --source nats://HOST:PORT is required", file=sys.stderr)
         return 2
 
-    where = "from NATS " + ", ".join(config.source)
+    where = "from NATS " + nats_options(config, config.source).describe()  # no credentials
     return run(lambda: _serve_announced(config, "relaying", where))
 
 

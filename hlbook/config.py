@@ -37,6 +37,7 @@ import difflib
 import json
 import math
 import os
+import re
 import textwrap
 import tomllib
 import types
@@ -154,6 +155,23 @@ def _nats_urls(_instance: object, _attribute: object, value: tuple[str, ...]) ->
     for url in value:
         if not url.startswith(("nats://", "tls://")):
             raise ValueError(f"NATS URL {url!r}: use nats://HOST:PORT or tls://HOST:PORT")
+
+
+NATS_PREFIX = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
+"""What ``--nats-prefix`` may be: dot-separated tokens (it names a subject and a stream)."""
+
+
+def nats_prefix_error(prefix: str) -> str | None:
+    """Why ``prefix`` cannot name a feed in NATS, or ``None``."""
+    if NATS_PREFIX.fullmatch(prefix):
+        return None
+    return f"NATS prefix {prefix!r}: use dot-separated tokens of letters, digits, '_' and '-'"
+
+
+def _nats_prefix(_instance: object, _attribute: object, value: str) -> None:
+    error = nats_prefix_error(value)
+    if error is not None:
+        raise ValueError(error)
 
 
 def _duration(_instance: object, _attribute: object, value: str) -> None:
@@ -566,6 +584,7 @@ class Config:
     """NATS servers to relay from (empty: read the node's files)."""
     nats_prefix: str = attrs.field(
         default="hlbook",
+        validator=_nats_prefix,
         metadata=setting(
             "names of the feed in NATS: subject PREFIX.blocks, stream PREFIX_BLOCKS, object "
             "store PREFIX_SNAPSHOTS (upper case); one prefix per chain",

@@ -53,7 +53,26 @@ def test_options_are_validated_and_turned_into_connect_arguments(tmp_path: Path)
     assert described == "nats://host:4222"
 
 
-async def test_user_and_password(tmp_path: Path) -> None:
+def test_files_that_cannot_be_used_are_refused_before_anything_starts(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.pem"
+    for refused, what in (
+        (NatsOptions(creds_file=missing), "credentials file"),
+        (NatsOptions(tls_ca=missing), "TLS CA"),
+        (NatsOptions(tls_cert=missing, tls_key=missing), "TLS certificate"),
+    ):
+        with pytest.raises(StartupError, match=f"cannot read the {what} .*missing.pem"):
+            refused.check_files()
+    garbage = tmp_path / "garbage.pem"
+    garbage.write_text("not a certificate\n")
+    with pytest.raises(StartupError, match="cannot load the TLS files"):
+        NatsOptions(tls_ca=garbage).check_files()
+    ca = trustme.CA()
+    ca_file = tmp_path / "ca.pem"
+    ca.cert_pem.write_to_path(str(ca_file))
+    NatsOptions(tls_ca=ca_file).check_files()  # usable: no error
+
+
+async def test_user_and_password(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     async with nats_server(tmp_path, user="relay", password="s3cret") as server:
         async with open_nats(options(server, user="relay", password="s3cret")) as good:
             assert await _server_id(good)
@@ -63,6 +82,16 @@ async def test_user_and_password(tmp_path: Path) -> None:
             assert not bad.connected
             with trio.fail_after(30):  # nats-py reports it as a plain nats.errors.Error
                 await until(lambda: "Authorization Violation" in (bad.stats.last_error or ""))
+            # ... and the operator reads it in the log (nats-py retries by itself, silently).
+            said = [r.getMessage() for r in caplog.records if r.name == "hlbook.relay.client"]
+            assert any(
+                "cannot connect to" in line and "Authorization Violation" in line for line in said
+            ), said
+            errors = bad.stats.errors
+            with trio.fail_after(30):
+                await until(lambda: bad.stats.errors >= errors + 3)
+            repeated = [r for r in caplog.records if "Authorization Violation" in r.getMessage()]
+            assert len(repeated) == 1  # once per kind of error, not once per retry
 
             async def anything(_nc: Client, _js: JetStreamContext) -> None:
                 pass
@@ -109,10 +138,11 @@ async def test_tls_with_a_private_ca_publishes_and_consumes(tmp_path: Path) -> N
                         if len(heights) == 3:
                             break
         assert heights == [5_000, 5_001, 5_002]
-        # Without the CA the server's certificate is not trusted: no connection.
-        async with open_nats(options(server)) as untrusting:
+        # Without the CA the server's certificate is not trusted: no connection, and
+        # attempts go on (nats-py alone stops trying after this failure).
+        async with open_nats(options(server, attempt_timeout=1.0)) as untrusting:
             with trio.fail_after(30):
-                await until(lambda: untrusting.stats.failed_connects >= 1)
+                await until(lambda: untrusting.stats.failed_connects >= 3)
             assert not untrusting.connected
 
 

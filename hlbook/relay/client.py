@@ -16,6 +16,7 @@ and buffer instead of stalling.
 """
 
 import logging
+import math
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
@@ -29,7 +30,7 @@ import trio
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 
-from hlbook.errors import HlbookError
+from hlbook.errors import HlbookError, StartupError
 from hlbook.relay.bridge import AsyncioThread, open_asyncio_thread
 
 __all__ = ["NatsConnection", "NatsOptions", "NatsUnavailableError", "open_nats"]
@@ -37,6 +38,9 @@ __all__ = ["NatsConnection", "NatsOptions", "NatsUnavailableError", "open_nats"]
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+ERROR_LOG_EVERY = 60.0
+"""Seconds between log lines of a NATS error that keeps repeating."""
 
 
 class NatsUnavailableError(HlbookError):
@@ -66,6 +70,9 @@ class NatsOptions:
     name: str = "hlbook"
     connect_timeout: float = 2.0
     reconnect_wait: float = 0.5
+    attempt_timeout: float = 30.0
+    """A first connection not made within this long is started over (see
+    :meth:`NatsConnection.run`)."""
     ping_interval: float = 5.0
     request_timeout: float = 5.0
     """Timeout of JetStream API requests and publish acknowledgements."""
@@ -100,6 +107,24 @@ class NatsOptions:
         if self.tls_cert is not None and self.tls_key is not None:
             context.load_cert_chain(str(self.tls_cert), str(self.tls_key))
         return context
+
+    def check_files(self) -> None:
+        """Refuse files that cannot be used (missing, or a key that does not load) with
+        one :class:`~hlbook.errors.StartupError` line, before anything starts: a
+        connection would otherwise retry them forever."""
+        for what, path in (
+            ("credentials file (--nats-creds)", self.creds_file),
+            ("TLS CA (--nats-tls-ca)", self.tls_ca),
+            ("TLS certificate (--nats-tls-cert)", self.tls_cert),
+            ("TLS key (--nats-tls-key)", self.tls_key),
+        ):
+            if path is not None and not Path(path).expanduser().is_file():
+                raise StartupError(f"NATS: cannot read the {what} {path}: no such file")
+        try:
+            self.ssl_context()
+        except (OSError, ssl.SSLError) as exc:
+            why = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
+            raise StartupError(f"NATS: cannot load the TLS files: {why}") from None
 
     def connect_kwargs(self) -> dict[str, Any]:
         """Keyword arguments for ``nats.connect`` (without callbacks)."""
@@ -161,6 +186,7 @@ class NatsConnection:
         self._client: Client | None = None
         self._js: JetStreamContext | None = None
         self._connected = trio.Event()
+        self._error_logged_at = -math.inf
         self.epoch = 0
         """Increases on every (re)connection: subscriptions made before are suspect."""
 
@@ -214,35 +240,43 @@ class NatsConnection:
 
     def _note_error(self, kind: str, text: str) -> None:
         self.stats.errors += 1
-        self.stats.last_error = f"{kind}: {text}"
+        error = f"{kind}: {text}"
         self.stats.errors_by_type[kind] = self.stats.errors_by_type.get(kind, 0) + 1
         if not self.connected:
             self.stats.failed_connects += 1
+        # nats-py retries by itself and tells only error_cb: say it, once per kind of
+        # error and then at most every ERROR_LOG_EVERY seconds while it repeats.
+        now = trio.current_time()
+        if error != self.stats.last_error or now - self._error_logged_at >= ERROR_LOG_EVERY:
+            self._error_logged_at = now
+            log.warning(
+                "NATS: %s%s (%d errors so far; retrying every %.1f s)",
+                "" if self.connected else f"cannot connect to {self.options.describe()}: ",
+                error,
+                self.stats.errors,
+                self.options.reconnect_wait,
+            )
+        self.stats.last_error = error
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Keep a connection up until cancelled (started at once, connected later)."""
         task_status.started()
-        retry_logged = False
         while True:
             closed = trio.Event()
-            try:
-                client = await self.bridge.run(
-                    self._connect, trio.lowlevel.current_trio_token(), closed
-                )
-            except (OSError, nats.errors.Error, TimeoutError) as exc:
-                self._note_error(type(exc).__name__, str(exc))
-                if not retry_logged:
-                    log.warning(
-                        "NATS: cannot connect to %s (%s: %s); retrying every %.1f s",
-                        self.options.describe(),
-                        type(exc).__name__,
-                        exc,
-                        self.options.reconnect_wait,
+            client = None
+            # nats-py retries a first connection forever by itself, except after some
+            # failures (a TLS certificate it cannot verify), where it was seen to hang
+            # without trying again: each attempt is bounded, then started over.
+            with trio.move_on_after(self.options.attempt_timeout):
+                try:
+                    client = await self.bridge.run(
+                        self._connect, trio.lowlevel.current_trio_token(), closed
                     )
-                    retry_logged = True
+                except Exception as exc:
+                    self._note_error(type(exc).__name__, str(exc))
+            if client is None:
                 await trio.sleep(self.options.reconnect_wait)
                 continue
-            retry_logged = False
             self._client = client
             self._js = client.jetstream(timeout=self.options.request_timeout)
             self.stats.connects += 1

@@ -33,9 +33,9 @@ the snapshot's) and, when known, ``Hlbook-Time`` (the block time at that height,
 ms). The object's data is a snapshot frame.
 """
 
-import re
-
 import attrs
+
+from hlbook.config import nats_prefix_error
 
 __all__ = [
     "HEIGHT_HEADER",
@@ -67,9 +67,6 @@ def message_height(msg_id: str) -> int | None:
     return int(digits) if digits.isascii() and digits.isdigit() else None
 
 
-_PREFIX = re.compile(r"[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]+)*")
-
-
 @attrs.frozen
 class RelayNames:
     """The NATS names of one feed (see the module docstring)."""
@@ -77,11 +74,9 @@ class RelayNames:
     prefix: str = "hlbook"
 
     def __attrs_post_init__(self) -> None:
-        if not _PREFIX.fullmatch(self.prefix):
-            raise ValueError(
-                f"NATS prefix {self.prefix!r}: use dot-separated tokens of letters,"
-                " digits, '_' and '-'"
-            )
+        error = nats_prefix_error(self.prefix)
+        if error is not None:
+            raise ValueError(error)
 
     @property
     def _stem(self) -> str:
