@@ -51,6 +51,10 @@ async def test_a_restart_with_the_same_history_answers_what_was_recorded(
         {"type": "candleSnapshot", "req": {**window, "interval": "1m"}},
         {"type": "candleSnapshot", "req": {**window, "interval": "1h"}},
         {"type": "orderStatus", "user": finished[0], "oid": finished[1]},
+        # "No end" sentinels and far-future times, as clients send them (they overflowed).
+        {"type": "userFillsByTime", "user": trader, "startTime": 0, "endTime": 9999999999999},
+        {"type": "userFillsByTime", "user": trader, "startTime": 0, "endTime": 2**53 - 1},
+        {"type": "candleSnapshot", "req": {"coin": "BTC", "interval": "1M", "startTime": 2**53}},
     ]
     answers: list[list[Any]] = []
     for run in ("first", "second"):
@@ -70,7 +74,9 @@ async def test_a_restart_with_the_same_history_answers_what_was_recorded(
             answers.append([await info(handle.http_url, body) for body in requests])
     first, second = answers
     assert second == first
-    user_fills, by_time, candles, hours, status = first
+    user_fills, by_time, candles, hours, status, no_end, safe_end, far_months = first
+    assert no_end == safe_end == by_time
+    assert far_months == []
     assert user_fills == [fill for user, fill in fills if user == trader][::-1] != []
     assert by_time == user_fills[::-1]
     assert candles

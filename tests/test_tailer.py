@@ -53,6 +53,9 @@ def append(path: Path, data: bytes) -> None:
 def test_discovery_sorts_hours_numerically(tmp_path: Path) -> None:
     for date, hour in [("20260505", 9), ("20260505", 10), ("20260505", 2), ("20260506", 0)]:
         hour_file(tmp_path, date, hour).touch()
+    # Names that are digits to str.isdigit() but not to int() are not the node's: ignored.
+    (tmp_path / "2026²").mkdir()
+    hour_file(tmp_path, "20260505", 0).with_name("1²").touch()
     names = [f"{p.parent.name}/{p.name}" for p in hourly_files(tmp_path)]
     assert names == ["20260505/2", "20260505/9", "20260505/10", "20260506/0"]
     newest = newest_file(tmp_path)

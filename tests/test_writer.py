@@ -12,7 +12,7 @@ from trio_websocket import open_websocket_url, wrap_client_stream
 from hlbook.book.books import Books
 from hlbook.model import Block
 from hlbook.server.fanout import ClientQueue
-from hlbook.server.frames import Message, frames
+from hlbook.server.frames import Message, frames, pong_frame
 from hlbook.shell.writer import CompressionBudget, Flusher, FlushSink, Waker, Writer
 from hlbook.stages import Stage
 
@@ -70,6 +70,29 @@ async def test_the_flush_sink_writes_queued_messages_in_the_publishing_step() ->
         assert client.stats.direct_writes == 2
         sink.resync(books)  # nothing queued: nothing written, nothing fails
         sink.notify("stale")
+        await stream.aclose()
+
+
+async def test_a_ping_flood_leaves_one_pong_waiting() -> None:
+    # A client that sends pings and never reads: each pong replaces the one waiting,
+    # so the server's memory does not grow with the flood; the newest goes out.
+    left, right = socket.socketpair()
+    with left, right:
+        left.setblocking(False)
+        right.settimeout(5)
+        client = ClientQueue()
+        stream = trio.SocketStream(trio.socket.from_stdlib_socket(left.dup()))
+        writer = Writer(
+            stream,
+            client,
+            fd=left.fileno(),
+            budget=CompressionBudget(1e6, 1e6),
+            on_sent=lambda messages, size: None,
+        )
+        for n in range(10_000):
+            writer.send_pong(pong_frame(n.to_bytes(4, "big")))
+        writer.write_now()
+        assert right.recv(65536) == pong_frame((9_999).to_bytes(4, "big"))
         await stream.aclose()
 
 

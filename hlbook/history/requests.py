@@ -29,6 +29,7 @@ import attrs
 
 from hlbook.errors import HlbookError
 from hlbook.history.candles import INTERVALS
+from hlbook.history.schema import MAX_TIME_MS
 
 __all__ = [
     "CANDLES_LIMIT",
@@ -158,7 +159,9 @@ def _time(
         raise HistoryRequestError(
             kind, field, f"expected non-negative integer milliseconds, got {_show(value)}"
         )
-    return value
+    # Later times ("no end" sentinels: 9999999999999, 2**53 - 1) mean the same as the
+    # latest the store can hold, and later ones would not fit its keys.
+    return min(value, MAX_TIME_MS)
 
 
 def parse_user_fills(body: object) -> UserFillsRequest:

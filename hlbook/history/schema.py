@@ -159,6 +159,10 @@ CREATE TABLE gaps (
 """
 
 
+MAX_TIME_MS: Final = (1 << (63 - _KEY_SHIFT)) - 1
+"""The latest time a row key can hold (in the year 2248): requests are clamped to it."""
+
+
 def key_of(time_ms: int) -> int:
     """The smallest row key for ``time_ms``."""
     return time_ms << _KEY_SHIFT

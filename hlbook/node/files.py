@@ -102,7 +102,8 @@ def _numbered(path: Path) -> list[tuple[int, str]]:
     if _unlistable and path in _unlistable:
         _unlistable.discard(path)
         log.info("%s can be listed again", path)
-    return sorted((int(name), name) for name in names if name.isdigit())
+    # isdigit() alone admits "2026²" and other Unicode digits, which int() refuses.
+    return sorted((int(name), name) for name in names if name.isascii() and name.isdigit())
 
 
 def _is_file(path: Path) -> bool:

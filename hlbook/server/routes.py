@@ -13,6 +13,7 @@ large, 422 unknown or invalid info type, 502/504 node info server down or
 slow, 503 not ready or over capacity.
 """
 
+import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -23,6 +24,8 @@ import orjson
 from hlbook.info import InfoError, InfoRegistry
 
 __all__ = ["Response", "Routes", "json_response"]
+
+log = logging.getLogger(__name__)
 
 
 @attrs.frozen
@@ -116,6 +119,11 @@ class Routes:
             if self.observe is not None:
                 self.observe(kind, exc.status)
             return _error(exc.status, exc.code, exc.msg)
+        except Exception:  # a bug: this request gets a 500, the connection and others go on
+            log.exception("POST /info %s failed", kind)
+            if self.observe is not None:
+                self.observe(kind, 500)
+            return _error(500, "internalError", f"{kind}: internal error (logged)")
         if self.observe is not None:
             self.observe(kind, answer.status)
         return Response(answer.status, answer.body, content_type=answer.content_type)

@@ -532,7 +532,7 @@ class Server:
                     for action in session.receive(message, trio.current_time()):
                         nursery.start_soon(self._carry_out, session, action)
                 elif isinstance(event, ws_events.Ping):
-                    writer.send_control(pong_frame(bytes(event.payload)))
+                    writer.send_pong(pong_frame(bytes(event.payload)))
                 elif isinstance(event, ws_events.CloseConnection) and client.close_reason is None:
                     if event.code in (1002, 1007, 1009):  # what wsproto found wrong
                         self.stats.protocol_errors += 1

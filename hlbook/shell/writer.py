@@ -155,9 +155,14 @@ class Writer:
         """True if a frame is partly on the wire."""
         return self._offset not in (0, *self._bounds) if self._buffer else False
 
-    def send_control(self, frame: bytes) -> None:
-        """Queue a control frame (a pong): it goes out before the next queued message."""
-        self._control.append(frame)
+    def send_pong(self, frame: bytes) -> None:
+        """Queue a pong: it goes out before the next queued message.
+
+        Only the newest pong waits: a client that floods pings while not reading
+        would otherwise grow this queue without bound (RFC 6455 5.5.3 lets a pong
+        answer only the most recent ping).
+        """
+        self._control = [frame]
         self.waker.set()
 
     def _frames(self, message: Message, now: float, *, wait: bool) -> Frames | None:
