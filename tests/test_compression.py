@@ -74,6 +74,8 @@ def test_a_window_of_8_is_declined_and_the_next_offer_taken() -> None:
         "permessage-deflate; server_no_context_takeover=1",
         "permessage-deflate; client_no_context_takeover; client_no_context_takeover",
         "x-webkit-deflate-frame",
+        "permessage-deflate; server_max_window_bits=" + "1" * 5000,  # int() refuses 4300+
+        "permessage-deflate; client_max_window_bits=\u0661\u0665",  # Arabic-Indic 15
     ],
 )
 def test_invalid_offers_are_declined(offer: str) -> None:
@@ -152,6 +154,19 @@ def _frame(opcode: int, payload: bytes, *, rsv1: bool = False) -> bytes:
     else:
         header = struct.pack("!BBQ", first, 0x80 | 127, len(payload))
     return header + b"\x00\x00\x00\x00" + payload
+
+
+def test_messages_that_end_their_deflate_stream_are_all_read() -> None:
+    # A client may end each message's stream (BFINAL: a Z_FINISH flush, RFC 7692 7.2.3.4);
+    # the next message then starts a new one, even with context takeover negotiated.
+    _client, server = pair(ClientDeflate())
+    texts = ['{"method":"ping"}', '{"method":"ping","n":2}', '{"method":"ping","n":3}']
+    for text in texts:
+        deflater = zlib.compressobj(6, zlib.DEFLATED, -15)
+        server.receive_data(
+            _frame(0x1, deflater.compress(text.encode()) + deflater.flush(), rsv1=True)
+        )
+    assert received(server) == texts
 
 
 def test_bad_compressed_data_closes_with_1007() -> None:

@@ -287,6 +287,12 @@ async def test_hostile_http_clients_get_a_bounded_answer_or_close(
             big = b"POST /info HTTP/1.1\r\nhost: x\r\ncontent-length: 10000000\r\n\r\n"
             nursery.start_soon(attack, "huge body", big)
             nursery.start_soon(attack, "silent", b"")
+            upgrade = (
+                b"GET /ws HTTP/1.1\r\nhost: x\r\nupgrade: websocket\r\nconnection: Upgrade\r\n"
+                b"sec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\nsec-websocket-version: 13\r\n"
+            )
+            not_ascii = upgrade + b"sec-websocket-extensions: permessage-deflate\xff\r\n\r\n"
+            nursery.start_soon(attack, "non-ASCII upgrade header", not_ascii)
             # Meanwhile every block reaches the WebSocket client.
             nursery.start_soon(node.replay)
             heights = await updates_until(ws, last_height(mainnet))
@@ -298,6 +304,7 @@ async def test_hostile_http_clients_get_a_bounded_answer_or_close(
         assert results["huge body"].startswith(b"HTTP/1.1 413")
         assert results["endless head"].startswith(b"HTTP/1.1 408")  # closed after the timeout
         assert results["silent"] == b""  # a half-open socket is simply closed
+        assert results["non-ASCII upgrade header"].startswith(b"HTTP/1.1 400")
 
 
 async def test_idle_keep_alive_connections_make_room_and_websockets_keep_flowing(

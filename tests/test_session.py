@@ -158,6 +158,21 @@ def test_oversized_input_is_echoed_short_and_still_valid_json() -> None:
     assert orjson.loads(long_sub.removeprefix("Invalid subscription: "))["type"] == "l2Book"
 
 
+def test_json_nested_deeper_than_orjson_writes_is_an_error_reply() -> None:
+    # orjson reads 1024 levels but writes ~254: the echo of such a request must not fail.
+    harness = Harness(loaded_books())
+    deep = '{"a":' * 300 + "1" + "}" * 300
+    harness.send(deep)
+    harness.send('{"method":"subscribe","subscription":' + deep + "}")
+    harness.send('{"method":"ping"}')
+    garbage, subscription, pong = harness.replies()
+    assert garbage["channel"] == "error"
+    assert garbage["data"].startswith(PARSE)
+    orjson.loads(garbage["data"].removeprefix(PARSE))  # a shortened, valid echo
+    assert subscription["channel"] == "error"
+    assert pong == {"channel": "pong"}  # the session goes on
+
+
 def test_bounded_echo_is_always_valid_json() -> None:
     nested: Any = "z" * 1000
     for _ in range(50):

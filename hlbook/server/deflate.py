@@ -62,7 +62,10 @@ def parse_offer(offer: str) -> dict[str, str | None] | None:
                 return None  # must have a value in an offer
             params[name] = None
             continue
-        if not value.isdigit() or not 8 <= int(value) <= 15:
+        if (
+            not (value.isascii() and value.isdigit() and len(value) <= 2)
+            or not 8 <= int(value) <= 15
+        ):
             return None
         params[name] = value
     return params
@@ -144,7 +147,9 @@ class PerMessageDeflate(Extension):
         if not compressed:
             return None
         tail = self._inflate(b"\x00\x00\xff\xff")
-        if self.client_no_context_takeover:
+        if self.client_no_context_takeover or (self._inflater and self._inflater.eof):
+            # A message that ended its deflate stream (BFINAL, as a Z_FINISH flush
+            # writes: RFC 7692 7.2.3.4) leaves nothing to take over: the next starts anew.
             self._inflater = None
         return tail
 

@@ -77,8 +77,11 @@ def _shorten(value: Any, depth: int = 0) -> Any:
 
 def bounded_echo(value: Any) -> str:
     """``value`` as JSON for an error text: whole if small, else shortened — always valid JSON."""
-    text = orjson.dumps(value).decode()
-    if len(text) <= _MAX_ECHO:
+    try:
+        text = orjson.dumps(value).decode()
+    except TypeError:  # nested deeper than orjson writes (~254 levels): shortened below
+        text = None
+    if text is not None and len(text) <= _MAX_ECHO:
         return text
     text = orjson.dumps(_shorten(value)).decode()
     if len(text) <= _MAX_ECHO:

@@ -400,7 +400,8 @@ class Server:
             ws.initiate_upgrade_connection(list(request.headers), request.target)
             handshake = next(ws.events())
             assert isinstance(handshake, ws_events.Request)
-        except (RemoteProtocolError, StopIteration) as exc:
+        except (RemoteProtocolError, StopIteration, ValueError) as exc:
+            # ValueError: wsproto decoding a header that is not ASCII (UnicodeDecodeError).
             self.stats.protocol_errors += 1
             await self._send(stream, conn, _error(400, "badHandshake", f"bad handshake: {exc}"))
             return
@@ -578,8 +579,13 @@ class Server:
         payload = call.payload
         kind = payload.get("type")
         try:
-            request = InfoRegistry.parse(orjson.dumps(payload))
-            answer = await self.info.answer(request)
+            body = orjson.dumps(payload)
+        except TypeError:  # nested deeper than orjson writes (~254 levels): no info type is
+            session.answered(call, None, "the request is nested too deeply")
+            return
+        try:
+            request = InfoRegistry.parse(body)
+            answer = await self.info.answer(request, body)
         except Exception as exc:  # InfoError, or a bug: the client gets an error answer
             text = str(exc) if getattr(exc, "status", None) else "internal error"
             if not getattr(exc, "status", None):
