@@ -55,6 +55,8 @@ def load_tokens(values: Iterable[str]) -> tuple[str, ...]:
                 lines = path.read_text().strip().splitlines()
             except OSError as exc:
                 raise StartupError(f"token file {path}: {exc.strerror or exc}") from None
+            except UnicodeDecodeError:
+                raise StartupError(f"token file {path}: not text (UTF-8)") from None
             value = lines[0].strip() if lines else ""
             where = f"token file {path}"
         else:

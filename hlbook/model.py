@@ -1,13 +1,18 @@
 """Value types shared across hlbook's layers and exposed to library users."""
 
+import re
 from functools import cached_property
-from typing import Any
+from typing import Any, Final
 
 import attrs
 
 from hlbook.node.formats import DiffEvent, FillEvent, StatusEvent, Stream
 
-__all__ = ["Block", "CoinFilter"]
+__all__ = ["ADDRESS", "Block", "CoinFilter"]
+
+
+ADDRESS: Final = re.compile(r"0[xX][0-9a-fA-F]{40}")
+"""A user address as requests carry it (any case; hlbook keeps it in lower case)."""
 
 
 @attrs.define(slots=False, eq=False)

@@ -274,3 +274,15 @@ def test_bad_tls_flags_exit_1_with_one_line(tmp_path: Path) -> None:
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1
     assert "missing.pem" in lines[0]
+
+
+def test_a_token_file_that_is_not_text_is_one_startup_error(tmp_path: Path) -> None:
+    from hlbook.listen import load_tokens
+
+    binary = tmp_path / "key.der"
+    binary.write_bytes(b"\x30\x82\x01\xff\xfe\x00")
+    with pytest.raises(StartupError, match=r"key\.der: not text"):
+        load_tokens([f"@{binary}"])
+    text = tmp_path / "token"
+    text.write_text("s3cret\n")
+    assert load_tokens([f"@{text}", "plain"]) == ("s3cret", "plain")

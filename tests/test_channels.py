@@ -97,6 +97,11 @@ def test_keys_of_different_channels_never_collide() -> None:
         {"type": "nope", "coin": "BTC"},
         {"type": 7},
         {"coin": "BTC"},
+        # Addresses that int(x, 16) would take: a sign, a space, "_", Arabic-Indic digits.
+        {"type": "orderUpdates", "user": "0x-" + "0" * 38 + "1"},
+        {"type": "userFills", "user": "0x " + "0" * 38 + "1"},
+        {"type": "userEvents", "user": "0x" + "0" * 38 + "_1"},
+        {"type": "orderUpdates", "user": "0x" + "0" * 39 + "\u0661"},
     ],
 )
 def test_invalid_subscriptions_are_refused(subscription: dict[str, object]) -> None:

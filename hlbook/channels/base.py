@@ -19,7 +19,7 @@ import attrs
 from hlbook.book.books import Books
 from hlbook.book.l4 import CoinBook
 from hlbook.book.views import Ladders
-from hlbook.model import Block
+from hlbook.model import ADDRESS, Block
 from hlbook.server.frames import Message
 from hlbook.stages import Stage
 
@@ -66,12 +66,9 @@ def required_str(raw: Mapping[str, Any], name: str) -> str:
 def user_address(raw: Mapping[str, Any], name: str = "user") -> str:
     """A required user address (``0x`` and 40 hex digits), in lower case."""
     value = raw.get(name)
-    if type(value) is not str or len(value) != 42 or not value.startswith(("0x", "0X")):
+    # Not int(value, 16): it admits "0x-1…", spaces, "_" and non-ASCII digits.
+    if type(value) is not str or not ADDRESS.fullmatch(value):
         raise InvalidSubscription(f"{name} must be an address (0x and 40 hex digits)")
-    try:
-        int(value[2:], 16)
-    except ValueError:
-        raise InvalidSubscription(f"{name} must be an address (0x and 40 hex digits)") from None
     return value.lower()
 
 

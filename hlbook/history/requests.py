@@ -30,6 +30,7 @@ import attrs
 from hlbook.errors import HlbookError
 from hlbook.history.candles import INTERVALS
 from hlbook.history.schema import MAX_TIME_MS
+from hlbook.model import ADDRESS
 
 __all__ = [
     "CANDLES_LIMIT",
@@ -52,7 +53,6 @@ FILLS_LIMIT: Final = 2000
 CANDLES_LIMIT: Final = 5000
 """Most candles in one ``candleSnapshot`` answer."""
 
-_ADDRESS = re.compile(r"0[xX][0-9a-fA-F]{40}")
 _CLOID = re.compile(r"0[xX][0-9a-fA-F]{32}")
 _DIGITS = re.compile(r"[0-9]{1,19}")
 
@@ -126,7 +126,7 @@ def _user(kind: str, body: Mapping[str, Any]) -> str:
     if "user" not in body:
         raise HistoryRequestError(kind, "user", "missing")
     value = body["user"]
-    if not isinstance(value, str) or not _ADDRESS.fullmatch(value):
+    if not isinstance(value, str) or not ADDRESS.fullmatch(value):
         raise HistoryRequestError(
             kind, "user", f"expected an address (0x and 40 hex digits), got {_show(value)}"
         )
