@@ -270,6 +270,37 @@ async def test_a_consumer_resumes_mid_stream_from_the_snapshot_sequence(tmp_path
     assert consumer.stats.skipped == 0  # started right after the snapshot's block
 
 
+async def test_a_restarted_primarys_first_snapshot_stands_where_its_blocks_start(
+    tmp_path: Path,
+) -> None:
+    # A primary that starts on a stream holding an older chain has had no block acknowledged:
+    # its first snapshot must still point after that chain, not at sequence 0 (from where
+    # every relay bootstrapping from it would read the whole stream again).
+    blocks = small_blocks(FIRST, 40)
+    async with nats_server(tmp_path) as server:
+        async with open_publisher(options(server), start_height=FIRST - 1) as before:
+            for item in blocks[:20]:
+                before.offer(item)
+            with trio.fail_after(30):
+                await before.flush()
+        async with open_publisher(options(server), start_height=blocks[19].height) as after:
+            with trio.fail_after(30):
+                await after.ready()
+            after.put_snapshot(blocks[19].height, snapshot_bytes(blocks[19].height))
+            for item in blocks[20:]:
+                after.offer(item)
+            with trio.fail_after(30):
+                await after.flush()
+                await after.flush_snapshots()
+        got = Drained()
+        async with consumer_of(server) as consumer:
+            with trio.fail_after(60):
+                await drain_until(consumer, got, blocks[-1].height)
+    assert [(b.height, b.seq) for b in got.bootstraps] == [(blocks[19].height, 20)]
+    assert got.heights == [b.height for b in blocks[20:]]
+    assert consumer.stats.skipped == 0  # nothing of the older chain read again
+
+
 async def _publish_slowly(publisher: Publisher, blocks: list[Block], every: int) -> None:
     for index, item in enumerate(blocks):
         publisher.offer(item)

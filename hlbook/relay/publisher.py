@@ -36,7 +36,12 @@ store one soon.
 
 A snapshot's stream sequence (``Hlbook-Seq``) is the acknowledgement of the
 last block at or below its height: the snapshot waits until every block
-offered before it is acknowledged or dropped. Only the newest pending snapshot
+offered before it is acknowledged or dropped. A publisher that has had no
+block acknowledged yet (a primary just started, on a stream that already holds
+an older chain) does not know that position: its first snapshot then waits
+for the first block after it, and stands just before that block's message
+(sequence 0 would make every relay that bootstraps from it read the whole
+stream again). Only the newest pending snapshot
 is kept (an older one not yet stored is replaced and counted).
 """
 
@@ -127,15 +132,18 @@ class _SnapshotJob:
     data: bytes | None  # None: still being encoded (see Publisher.snapshot_data)
     index: int  # the last offer it follows
     seq: int = 0
+    placed: bool = False  # seq is known (see the module docstring)
     wants: int = 0  # the publisher's want counter when it was put
     ready: bool = False
     time: int | None = None  # the block time at its height (ms)
 
 
-async def ensure_stream(js: JetStreamContext, names: RelayNames, settings: StreamSettings) -> None:
-    """Create the block stream and the snapshot bucket unless they exist (asyncio side)."""
+async def ensure_stream(js: JetStreamContext, names: RelayNames, settings: StreamSettings) -> int:
+    """Create the block stream and the snapshot bucket unless they exist (asyncio side);
+    the stream's last sequence (0: empty)."""
+    last_seq = 0
     try:
-        await js.stream_info(names.stream)
+        last_seq = (await js.stream_info(names.stream)).state.last_seq
     except nats.js.errors.NotFoundError:
         storage = api.StorageType.MEMORY if settings.memory else api.StorageType.FILE
         await js.add_stream(
@@ -168,6 +176,7 @@ async def ensure_stream(js: JetStreamContext, names: RelayNames, settings: Strea
             ),
         )
         log.info("NATS: created object store %s", names.bucket)
+    return last_seq
 
 
 class Publisher:
@@ -206,6 +215,7 @@ class Publisher:
         self._diffs_prev = start_height
         self._next_index = 0
         self._last_ack_seq = 0
+        self._stream_empty = False  # seen empty before any block of ours was acknowledged
         self._snapshot: _SnapshotJob | None = None
         # Each gap or chain reset adds a want; a stored snapshot satisfies those before it.
         self._wants = 0
@@ -317,7 +327,13 @@ class Publisher:
         if replaced:
             self._stats.snapshots_replaced += 1
         self._snapshot = _SnapshotJob(
-            height, data, self._next_index - 1, self._last_ack_seq, self._wants, time=time
+            height,
+            data,
+            self._next_index - 1,
+            self._last_ack_seq,
+            placed=self._last_ack_seq > 0 or self._stream_empty,
+            wants=self._wants,
+            time=time,
         )
         self._check_snapshot_ready()
         self._wake_snapshot.set()
@@ -381,7 +397,7 @@ class Publisher:
 
     def _check_snapshot_ready(self) -> None:
         job = self._snapshot
-        if job is not None and not job.ready and self._settled_index() >= job.index:
+        if job is not None and not job.ready and job.placed and self._settled_index() >= job.index:
             job.ready = True
             self._wake_snapshot.set()
 
@@ -454,11 +470,17 @@ class Publisher:
             return
         names, settings = self.names, self.settings
 
-        async def _setup(_nc: Client, js: JetStreamContext) -> None:
-            await ensure_stream(js, names, settings)
+        async def _setup(_nc: Client, js: JetStreamContext) -> int:
+            return await ensure_stream(js, names, settings)
 
-        await self.connection.call(_setup)
+        last_seq = await self.connection.call(_setup)
         self._ensured_epoch = epoch
+        if last_seq == 0 and self._last_ack_seq == 0:
+            # An empty stream: a snapshot before any block stands at its start.
+            self._stream_empty = True
+            job = self._snapshot
+            if job is not None and not job.placed:
+                job.placed = True
         self._progressed()
 
     def _failed(self, what: str, exc: BaseException) -> None:
@@ -515,8 +537,14 @@ class Publisher:
         self._out.pop()
         self._last_ack_seq = ack.seq
         job = self._snapshot
-        if job is not None and not job.ready and item.index <= job.index:
-            job.seq = ack.seq
+        if job is not None and not job.ready:
+            if item.index <= job.index:
+                job.seq, job.placed = ack.seq, True
+            elif not job.placed:
+                # The first block after it, none before it acknowledged: what precedes
+                # this message is at or below the snapshot's height (or a chain that
+                # this primary does not continue), so a relay resumes right here.
+                job.seq, job.placed = ack.seq - 1, True
         stats = self._stats
         stats.published += 1
         stats.published_bytes += len(item.data)
