@@ -452,7 +452,7 @@ def _info_registry(
     node = InfoUpstream(
         http,
         config.info_url,
-        f"the node's info server at {config.info_url}",
+        "the node's info server",  # clients see this: the URL stays in the logs
         timeout=config.info_timeout,
         observe=metrics.upstream_observer("node"),
     )
@@ -461,7 +461,7 @@ def _info_registry(
         fallback = InfoUpstream(
             http,
             config.fallback_info_url,
-            f"the fallback info server at {config.fallback_info_url}",
+            "the fallback info server",
             timeout=config.info_timeout,
             observe=metrics.upstream_observer("fallback"),
         )

@@ -184,6 +184,8 @@ class Settings:
     """Longest hold of diffs for a catch-up request (see the module docstring)."""
     layout_auto: bool = True
     """The node's layout is detected (``--ingest auto``): follow it when it changes."""
+    source_name: str = "the node"
+    """What the blocks come from, in log lines and notices (a relay: the NATS stream)."""
 
     @classmethod
     def from_config(cls, config: Config) -> "Settings":
@@ -783,7 +785,11 @@ class Supervisor:
         self.last_block_at = now
         if self._stale:
             self._stale = False
-            log.info("node is writing again: feed live at block %d", block.height)
+            log.info(
+                "%s is writing again: feed live at block %d",
+                self.settings.source_name,
+                block.height,
+            )
             if not self._contiguous and self.settings.validate_every > 0:
                 # Empty heights are invisible in this layout: check nothing was lost.
                 self._next_check_at = now
@@ -850,7 +856,10 @@ class Supervisor:
         height = books.height
         if self.status is Status.LIVE:
             self.status = Status.STALE
-            text = f"feed stale: no block from the node for {after:g} s (last height {height})"
+            text = (
+                f"feed stale: no block from {self.settings.source_name} for {after:g} s"
+                f" (last height {height})"
+            )
             self.detail = text
         else:  # a resync that cannot finish (e.g. the info server is down)
             text = (

@@ -11,6 +11,7 @@ when the operator set one (e.g. the public API), and are refused naming the
 type otherwise: hlbook never invents data it does not have.
 """
 
+import logging
 import time
 from collections.abc import Callable
 from typing import Any
@@ -39,6 +40,8 @@ FALLBACK_TYPES = (
 
 _MAX_ANSWER = 32 * 1024 * 1024
 
+log = logging.getLogger(__name__)
+
 
 class InfoUpstream:
     """One upstream info server (``POST <url>``), reused across requests."""
@@ -58,6 +61,13 @@ class InfoUpstream:
         self.timeout = timeout
         self.observe = observe
         """Called with (outcome, seconds) after each request (metrics)."""
+        self._failure: str | None = None
+
+    def _failing(self, why: str) -> None:
+        """Log (with the URL, which clients are not shown) when the failure changes."""
+        if why != self._failure:
+            self._failure = why
+            log.warning("%s at %s %s", self.what, self.url, why)
 
     async def post(self, body: bytes) -> tuple[int, bytes, str]:
         """``(status, body, content type)`` of the upstream's answer; :class:`InfoError` if
@@ -75,18 +85,22 @@ class InfoUpstream:
             outcome = str(response.status_code)
         except httpx.TimeoutException:
             outcome = "timeout"
+            self._failing(f"did not answer within {self.timeout:g} s")
             raise InfoError(
                 504,
                 "upstreamTimeout",
                 f"{self.what} did not answer within {self.timeout:g} s",
             ) from None
         except httpx.HTTPError as exc:
-            raise InfoError(
-                502, "upstreamUnavailable", f"{self.what} is unreachable: {_why(exc)}"
-            ) from None
+            self._failing(f"is unreachable: {_why(exc)}")
+            # Not why: httpx's reasons name the address, which clients are not shown.
+            raise InfoError(502, "upstreamUnavailable", f"{self.what} is unreachable") from None
         finally:
             if self.observe is not None:
                 self.observe(outcome, time.perf_counter() - started)
+        if self._failure is not None:
+            log.info("%s at %s answers again", self.what, self.url)
+            self._failure = None
         if len(content) > _MAX_ANSWER:
             raise InfoError(502, "upstreamTooLarge", f"{self.what} answered more than 32 MB")
         kind = response.headers.get("content-type", "application/json")

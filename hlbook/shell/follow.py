@@ -86,7 +86,12 @@ class RelayPath(SupervisedPath):
         self.config = config
         self.options = options
         self.names = names or RelayNames(config.nats_prefix)
-        settings = attrs.evolve(Settings.from_config(config), validate_every=0.0, layout_auto=False)
+        settings = attrs.evolve(
+            Settings.from_config(config),
+            validate_every=0.0,
+            layout_auto=False,
+            source_name="the NATS stream",
+        )
         super().__init__(Supervisor(sink, settings))
         self.tailers: dict[Any, Any] = {}
         """No node files (health lists none)."""
