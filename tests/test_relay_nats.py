@@ -614,3 +614,37 @@ async def test_a_block_over_max_payload_is_a_counted_gap(tmp_path: Path) -> None
         stats = publisher.stats
     assert (stats.too_large, stats.dropped, stats.gaps, stats.published) == (1, 1, 1, 3)
     assert publisher.wants_snapshot
+
+
+async def test_no_snapshot_is_captured_inside_an_open_gap(tmp_path: Path) -> None:
+    # NATS gone and the buffer full: blocks are dropped. A snapshot taken now could not
+    # repair the gap (relays need one past it) and would stall the book task for nothing.
+    from hlbook.book.books import Books
+    from hlbook.shell.publish import PublishSink
+
+    blocks = small_blocks(FIRST, 12)
+    books = Books(FIRST - 1)
+    async with (
+        nats_server(tmp_path) as server,
+        open_publisher(options(server), max_blocks=3) as publisher,
+    ):
+        sink = PublishSink(publisher, every=3600.0)
+
+        def publish(block: Block) -> None:
+            books.height = books.details_height = block.height
+            sink.publish(Stage.BLOCK, block, books, {})
+
+        with trio.fail_after(30):
+            await publisher.ready()
+        publish(blocks[0])  # and the start-up snapshot at its height
+        publisher.snapshot_data(blocks[0].height, snapshot_bytes(blocks[0].height))
+        with trio.fail_after(30):
+            await publisher.flush()
+            await publisher.flush_snapshots()
+        server.kill()
+        await server.wait()
+        for block in blocks[1:]:
+            publish(block)
+        assert publisher.dropping
+        assert publisher.wants_snapshot
+        assert not publisher.snapshot_pending  # none captured inside the gap

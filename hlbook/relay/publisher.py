@@ -357,6 +357,11 @@ class Publisher:
         return self._snapshot is not None
 
     @property
+    def dropping(self) -> bool:
+        """True while blocks are being dropped (the buffer is full): a gap is open."""
+        return self._out.dropping
+
+    @property
     def wants_snapshot(self) -> bool:
         """True after a gap (or a chain reset) until a snapshot after it is stored."""
         return self._wants > self._satisfied

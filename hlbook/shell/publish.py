@@ -168,6 +168,10 @@ class PublishSink:
         """
         publisher = self.publisher
         publisher.publish(stage, block, books, touched)
+        if publisher.dropping:
+            # A snapshot inside an open gap cannot repair it (relays need one past it),
+            # and a big book's capture stalls this task: wait until blocks go out again.
+            return
         if self._due is None and publisher.wants_snapshot and not publisher.snapshot_pending:
             self._due = _Due("a gap in what was published")
         if self._due is None:
