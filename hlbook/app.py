@@ -385,6 +385,13 @@ async def _publishing(config: Config) -> AsyncIterator[PublishSink | None]:
         return
     options = nats_options(config, config.publish)
     options.check_files()
+    if config.publish_max_age < 2 * config.publish_snapshot_every:
+        logging.getLogger("hlbook.relay").warning(
+            "--publish-max-age %g s is under twice --publish-snapshot-every %g s: a relay"
+            " that starts late may find the blocks after the newest snapshot expired",
+            config.publish_max_age,
+            config.publish_snapshot_every,
+        )
     async with (
         open_nats(options) as connection,
         trio.open_nursery() as nursery,

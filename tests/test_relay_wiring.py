@@ -172,3 +172,21 @@ def test_a_relay_keeps_its_history_in_memory_unless_told_where(tmp_path: Path) -
     assert kept.history_path == tmp_path / "h.sqlite"
     primary = Config(node_data=tmp_path)
     assert primary.history_path == primary.snapshot_out.with_name("hlbook_history.sqlite")
+
+
+@pytest.mark.slow
+async def test_a_retention_shorter_than_two_snapshot_intervals_is_warned_of(
+    tmp_path: Path,
+) -> None:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        dead = probe.getsockname()[1]  # no NATS there: the warning comes first anyway
+    async with hlbook_process(
+        "serve", "--node-data", str(tmp_path), "--port", "0",
+        "--publish", f"nats://127.0.0.1:{dead}", "--publish-max-age", "60",
+    ) as proc:  # fmt: skip
+        warned = await proc.wait_for(r"--publish-max-age 60 s is under twice")
+        assert "--publish-snapshot-every 60 s" in warned.string
+        assert await proc.stop(signal.SIGTERM) == 0
