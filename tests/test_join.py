@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from hlbook.model import Block
 from hlbook.node.formats import AnyLine, Layout, Stream, decode_line
-from hlbook.node.join import BlockJoiner, Gap
+from hlbook.node.join import MAX_HEIGHT_JUMP, BlockJoiner, Gap
 from hlbook.source import Output, Part
 
 S, D, F = Stream.STATUSES, Stream.DIFFS, Stream.FILLS
@@ -561,6 +561,29 @@ def test_a_lost_line_of_unknown_height_spans_until_the_streams_next_line() -> No
     assert heights(out) == ["gap 100-102", "gap 101-103"]
     out = feed_all(joiner, [(D, ln(D, 104, 12)), (S, ln(S, 104, 13)), (F, ln(F, 104, 14))])
     assert heights(out) == [103]
+
+
+@pytest.mark.parametrize("layout", [Layout.BY_BLOCK, Layout.STREAMING])
+def test_a_height_far_past_everything_known_is_an_unreadable_line(layout: Layout) -> None:
+    # A corrupted block_number (valid JSON, +1e9) must not become a stream's newest
+    # height: that held every block up to it back, for good. Nor may a garbage line's
+    # height, or every block up to it would be a gap.
+    far = 101 + MAX_HEIGHT_JUMP + 1  # past the newest line (101) by more than the bound
+    joiner = BlockJoiner(layout, quiet_after=0.3)
+    feed_all(joiner, by_block_lines(100))
+    joiner.release(100)
+    out = feed_all(joiner, by_block_lines(101))
+    out += feed_all(joiner, [(D, ln(D, far, 99))])  # believed, it would hold 102 back
+    out += joiner.lost(S, far)  # believed, every block up to it would be a gap
+    for height in (102, 103, 104, 105, 106):  # streaming: 106's lines complete 105
+        out += feed_all(joiner, by_block_lines(height))
+    assert joiner.implausible_lines == 2
+    assert joiner.stats().implausible_lines == 2
+    # Each counts as a line of unknown height: the blocks around it are gaps, and then
+    # blocks flow again, whatever the layout.
+    assert all(isinstance(item, Gap) for item in out if not isinstance(item, Block))
+    assert {104, 105} <= {item.height for item in out if isinstance(item, Block)}
+    assert joiner.stats().watermarks[D.value] == 106
 
 
 def test_a_lost_line_while_holding_needs_a_snapshot_at_or_past_it() -> None:

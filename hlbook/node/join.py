@@ -45,7 +45,13 @@ tells the caller to stop reading that stream: the files are the buffer.
 
 A line that could not be read (:meth:`lost`) makes its block, or every block
 it may belong to when its height is unknown, a :class:`Gap`: an incomplete
-block is never handed out.
+block is never handed out. A height more than :data:`MAX_HEIGHT_JUMP` past
+everything known (the books' height, every stream's newest line) is not
+believed — a corrupted ``block_number`` would otherwise hold every block up to
+it back, or make each of them a gap — and its line counts as unreadable, of
+unknown height. A node that really moved that far (back after a day down)
+makes the feed stale long before, and the fresh snapshot that follows moves
+what is known.
 
 Announcing each stream as soon as it is complete (``parts=True``)
 -----------------------------------------------------------------
@@ -73,6 +79,7 @@ blocks for the :class:`~hlbook.supervisor.Supervisor`.
 
 from collections import deque
 from collections.abc import Iterable, Sequence
+from typing import Final
 
 import attrs
 
@@ -80,7 +87,11 @@ from hlbook.model import Block
 from hlbook.node.formats import AnyLine, Layout, Stream, time_ms
 from hlbook.source import Gap, Output, Part
 
-__all__ = ["BlockJoiner", "Gap", "JoinerStats"]
+__all__ = ["MAX_HEIGHT_JUMP", "BlockJoiner", "Gap", "JoinerStats"]
+
+MAX_HEIGHT_JUMP: Final = 1_000_000
+"""Heights past everything known by more than this (~20 hours of mainnet blocks) are
+not believed (see the module docstring)."""
 
 
 @attrs.frozen
@@ -94,6 +105,7 @@ class JoinerStats:
     dropped_lines: int
     gaps: int
     watermarks: dict[str, int]
+    implausible_lines: int = 0
 
 
 class _Partial:
@@ -207,6 +219,8 @@ class BlockJoiner:
         """After :meth:`release` without the snapshot's own block: the time of the
         nearest block read (the first after it, or the last before it)."""
         self.late_lines = 0
+        self.implausible_lines = 0
+        """Lines whose height was not believed (see :data:`MAX_HEIGHT_JUMP`)."""
         self.dropped_lines = 0
         self.gaps = 0
         self.snapshot_time: int | None = None
@@ -218,8 +232,11 @@ class BlockJoiner:
         """Add one decoded line of ``stream``; return what became complete."""
         if stream not in self._watermark:
             raise ValueError(f"stream {stream.value} is not joined")
-        self._caught_up_at.pop(stream, None)  # a new line: the stream is talking
         height = line.block_number
+        if self._implausible(height):
+            self.implausible_lines += 1
+            return self.lost(stream, None)
+        self._caught_up_at.pop(stream, None)  # a new line: the stream is talking
         if height > self._seen_height:
             self._seen_height = height
             self._seen_time = line.block_time
@@ -298,6 +315,9 @@ class BlockJoiner:
         """
         if stream not in self._watermark:
             raise ValueError(f"stream {stream.value} is not joined")
+        if height is not None and self._implausible(height):
+            self.implausible_lines += 1
+            height = None
         if height is None:
             self._lost_after.setdefault(stream, max(self._watermark[stream], self._floor + 1))
             # Until its next line shows where the lost one was (or it has been quiet for
@@ -306,6 +326,11 @@ class BlockJoiner:
             self._caught_up_at.pop(stream, None)
             return []
         return self._lose(height, height)
+
+    def _implausible(self, height: int) -> bool:
+        """``height`` is too far past everything known to be believed (module docstring)."""
+        known = max(self._floor, self._emitted, max(self._watermark.values()))
+        return known >= 0 and height > known + MAX_HEIGHT_JUMP
 
     def _lose(self, low: int, high: int) -> list[Output]:
         if high <= self._floor:
@@ -499,6 +524,7 @@ class BlockJoiner:
             dropped_lines=self.dropped_lines,
             gaps=self.gaps,
             watermarks={s.value: h for s, h in self._watermark.items()},
+            implausible_lines=self.implausible_lines,
         )
 
     @property
