@@ -27,6 +27,7 @@ from hlbook.relay import (
     Bootstrap,
     DiffsMessage,
     Gap,
+    NatsServer,
     Publisher,
     StreamSettings,
     open_nats,
@@ -261,12 +262,18 @@ async def test_a_consumer_resumes_mid_stream_from_the_snapshot_sequence(tmp_path
         with trio.fail_after(30):
             await publisher.flush()
             await publisher.flush_snapshots()
-        got = Drained()
-        async with consumer_of(server) as consumer:
-            with trio.fail_after(60):
-                await drain_until(consumer, got, blocks[-1].height)
-    assert [(b.height, b.seq) for b in got.bootstraps] == [(blocks[19].height, 20)]
-    assert got.heights == [b.height for b in blocks[20:]]
+        await _resumes_right_after(server, blocks, 19)
+
+
+async def _resumes_right_after(server: NatsServer, blocks: list[Block], last: int) -> None:
+    """A late consumer bootstraps from the snapshot at ``blocks[last]`` (the stream's
+    ``last + 1``-th message) and reads exactly the blocks after it, skipping none."""
+    got = Drained()
+    async with consumer_of(server) as consumer:
+        with trio.fail_after(60):
+            await drain_until(consumer, got, blocks[-1].height)
+    assert [(b.height, b.seq) for b in got.bootstraps] == [(blocks[last].height, last + 1)]
+    assert got.heights == [b.height for b in blocks[last + 1 :]]
     assert consumer.stats.skipped == 0  # started right after the snapshot's block
 
 
@@ -292,13 +299,7 @@ async def test_a_restarted_primarys_first_snapshot_stands_where_its_blocks_start
             with trio.fail_after(30):
                 await after.flush()
                 await after.flush_snapshots()
-        got = Drained()
-        async with consumer_of(server) as consumer:
-            with trio.fail_after(60):
-                await drain_until(consumer, got, blocks[-1].height)
-    assert [(b.height, b.seq) for b in got.bootstraps] == [(blocks[19].height, 20)]
-    assert got.heights == [b.height for b in blocks[20:]]
-    assert consumer.stats.skipped == 0  # nothing of the older chain read again
+        await _resumes_right_after(server, blocks, 19)  # nothing of the older chain again
 
 
 async def _publish_slowly(publisher: Publisher, blocks: list[Block], every: int) -> None:

@@ -37,6 +37,20 @@ async def test_waker_wakes_once_and_remembers_an_early_set() -> None:
     assert woken == [True]
 
 
+def _writer_on(sock: socket.socket) -> tuple[Writer, ClientQueue, trio.SocketStream]:
+    """A client's writer on one end of a real socket pair."""
+    client = ClientQueue()
+    stream = trio.SocketStream(trio.socket.from_stdlib_socket(sock.dup()))
+    writer = Writer(
+        stream,
+        client,
+        fd=sock.fileno(),
+        budget=CompressionBudget(1e6, 1e6),
+        on_sent=lambda messages, size: None,
+    )
+    return writer, client, stream
+
+
 async def test_the_flush_sink_writes_queued_messages_in_the_publishing_step() -> None:
     # A real socket pair: what the fan-out queued is on the wire as soon as the sink is
     # told (no task ran in between), one message's frame as is, two in one write.
@@ -45,15 +59,7 @@ async def test_the_flush_sink_writes_queued_messages_in_the_publishing_step() ->
         left.setblocking(False)
         right.settimeout(5)
         flusher = Flusher()
-        client = ClientQueue()
-        stream = trio.SocketStream(trio.socket.from_stdlib_socket(left.dup()))
-        writer = Writer(
-            stream,
-            client,
-            fd=left.fileno(),
-            budget=CompressionBudget(1e6, 1e6),
-            on_sent=lambda messages, size: None,
-        )
+        writer, client, stream = _writer_on(left)
         client.wake = lambda: flusher.mark(writer)
         sink = FlushSink(flusher)
         books = Books()
@@ -80,15 +86,7 @@ async def test_a_ping_flood_leaves_one_pong_waiting() -> None:
     with left, right:
         left.setblocking(False)
         right.settimeout(5)
-        client = ClientQueue()
-        stream = trio.SocketStream(trio.socket.from_stdlib_socket(left.dup()))
-        writer = Writer(
-            stream,
-            client,
-            fd=left.fileno(),
-            budget=CompressionBudget(1e6, 1e6),
-            on_sent=lambda messages, size: None,
-        )
+        writer, _client, stream = _writer_on(left)
         for n in range(10_000):
             writer.send_pong(pong_frame(n.to_bytes(4, "big")))
         writer.write_now()
