@@ -286,6 +286,9 @@ async def test_hostile_http_clients_get_a_bounded_answer_or_close(
             nursery.start_soon(attack, "garbage", b"\x16\x03\x01 hello garbage\r\n\r\n")
             nursery.start_soon(attack, "endless head", b"GET / HTTP/1.1\r\nx-a: " + b"a" * 100)
             nursery.start_soon(attack, "huge head", b"GET / HTTP/1.1\r\nx-a: " + b"a" * 40_000)
+            # All of it in one read: h11's bound covers only a head still incomplete.
+            one_read = b"GET /health HTTP/1.1\r\nhost: x\r\nx-a: " + b"a" * 60_000 + b"\r\n\r\n"
+            nursery.start_soon(attack, "huge head in one read", one_read)
             big = b"POST /info HTTP/1.1\r\nhost: x\r\ncontent-length: 10000000\r\n\r\n"
             nursery.start_soon(attack, "huge body", big)
             nursery.start_soon(attack, "silent", b"")
@@ -304,6 +307,7 @@ async def test_hostile_http_clients_get_a_bounded_answer_or_close(
             b"HTTP/1.1 400"
         )
         assert results["huge body"].startswith(b"HTTP/1.1 413")
+        assert results["huge head in one read"].startswith(b"HTTP/1.1 431")
         assert results["endless head"].startswith(b"HTTP/1.1 408")  # closed after the timeout
         assert results["silent"] == b""  # a half-open socket is simply closed
         assert results["non-ASCII upgrade header"].startswith(b"HTTP/1.1 400")

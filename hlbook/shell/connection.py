@@ -318,6 +318,11 @@ class Server:
             if isinstance(event, h11.Request):
                 request = event
                 self.slots.set(slot, Kind.HTTP)
+                if _head_size(event) > limits.max_head:
+                    # h11 bounds only a head still incomplete: one read may bring more.
+                    return request, _error(
+                        431, "headersTooLarge", f"request head larger than {limits.max_head} bytes"
+                    )
                 size = _content_length(event)
                 if size is not None and size > limits.max_body:
                     return request, _too_large(limits.max_body)
@@ -659,6 +664,11 @@ def _content_length(request: h11.Request) -> int | None:
 def _error(status: int, code: str, msg: str, headers: tuple[tuple[str, str], ...] = ()) -> Response:
     body = orjson.dumps({"code": code, "msg": msg})
     return Response(status, body, headers=headers, close=True)
+
+
+def _head_size(request: h11.Request) -> int:
+    """About the bytes of a request's head as sent (its line and its header lines)."""
+    return len(request.target) + sum(len(name) + len(value) + 4 for name, value in request.headers)
 
 
 def _too_large(limit: int) -> Response:
