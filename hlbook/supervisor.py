@@ -323,6 +323,10 @@ class Supervisor:
         publishing (for ``hlbook_book_task_seconds``). Measured with ``perf_counter``
         for observation only: no decision depends on it."""
         self._more = False  # work left by pause_after_diffs
+        # Since when details (statuses) have made no progress while behind the diffs, and
+        # whether that has lasted stale_after (see _check_details).
+        self._details_since: float | None = None
+        self._details_stale = False
         self._source: BlockSource | None = None
         self._backlog: deque[Output] = deque()
         self._contiguous = True
@@ -379,6 +383,8 @@ class Supervisor:
                 deadlines.append(self._check.deadline)
             if self._barrier_since is not None:
                 deadlines.append(self._barrier_since + self.settings.details_wait)
+            if self._details_since is not None and not self._details_stale:
+                deadlines.append(self._details_since + self.settings.stale_after)
         found = min(deadlines, default=math.inf)
         return None if math.isinf(found) else found
 
@@ -505,6 +511,7 @@ class Supervisor:
                 if failure is not None:
                     actions += self._fail(failure, now)
         self._check_stale(now)
+        self._check_details(now)
         actions += self._check_progress(now)
         actions += self._maybe_start_check(now)
         return actions
@@ -709,6 +716,7 @@ class Supervisor:
                     if entry.height > books.details_height:
                         started = time.perf_counter()
                         applied = books.attach_details(entry.block)
+                        self._details_progressed(now)
                         self._publish(Stage.STATUSES, entry.block, applied.touched, started)
                         if books.catch_up_wanted and books.details_height == books.height:
                             books.catch_up_wanted = False
@@ -793,8 +801,51 @@ class Supervisor:
             if not self._contiguous and self.settings.validate_every > 0:
                 # Empty heights are invisible in this layout: check nothing was lost.
                 self._next_check_at = now
-        self.status = Status.LIVE
-        self.detail = ""
+        if not self._details_stale:
+            self.status = Status.LIVE
+            self.detail = ""
+
+    def _details_progressed(self, now: float) -> None:
+        """A block's statuses were attached: details are moving (again)."""
+        self._details_since = now
+        if self._details_stale:
+            self._details_stale = False
+            books = self.books
+            log.info(
+                "statuses from %s again: order details at block %d",
+                self.settings.source_name,
+                books.details_height if books is not None else -1,
+            )
+            if not self._stale:
+                self.status = Status.LIVE
+                self.detail = ""
+
+    def _check_details(self, now: float) -> None:
+        """Statuses that stopped while diffs go on (the status file gone, say): ``l2Book``
+        is right, but ``l4Book``, order channels and ``openOrders`` wait. After
+        ``stale_after`` without progress the feed is stale (503, subscribers told)."""
+        books = self.books
+        if books is None or books.details_height >= books.height:
+            self._details_since = None
+            return
+        if self._details_since is None:
+            self._details_since = now
+            return
+        after = self.settings.stale_after
+        if self._details_stale or now - self._details_since < after:
+            return
+        self._details_stale = True
+        self.stats.stale_periods += 1
+        text = (
+            f"feed stale: no statuses from {self.settings.source_name} for {after:g} s"
+            f" (order details at block {books.details_height}, levels at {books.height}):"
+            " l4Book, order channels and openOrders wait for them"
+        )
+        if self.status is Status.LIVE:
+            self.status = Status.STALE
+            self.detail = text
+        log.warning("%s", text)
+        self.sink.notify(text)
 
     def _publish(
         self, stage: Stage, block: Block, touched: dict[str, CoinBook], started: float
@@ -815,6 +866,8 @@ class Supervisor:
         self._statuses.clear()
         self._fills.clear()
         self._barrier_since = None
+        self._details_since = None
+        self._details_stale = False
         height = self.books.height if self.books is not None else -1
         self._queued = dict.fromkeys(Stream, height)
 
@@ -854,7 +907,7 @@ class Supervisor:
         self._stale = True
         self.stats.stale_periods += 1
         height = books.height
-        if self.status is Status.LIVE:
+        if self.status is Status.LIVE or self._details_stale:
             self.status = Status.STALE
             text = (
                 f"feed stale: no block from {self.settings.source_name} for {after:g} s"

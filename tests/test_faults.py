@@ -387,6 +387,39 @@ async def test_a_fills_directory_that_appears_late_is_followed(tmp_path: Path) -
         nursery.cancel_scope.cancel()
 
 
+async def test_a_status_file_that_vanishes_makes_the_feed_stale_until_it_returns(
+    tmp_path: Path,
+) -> None:
+    from hlbook.sim import SimConfig, run_simulator
+
+    sim = SimConfig(node_data=tmp_path / "data", info_port=0, scale=0.2, seed=5)
+    async with trio.open_nursery() as nursery:
+        node = await nursery.start(run_simulator, sim)
+        handle = await nursery.start(
+            hlbook.serve, server_config(tmp_path, node.info_url, stale_after=1.0)
+        )
+        with trio.fail_after(30):
+            await handle.wait_for_height(sim.start_height + 3)
+        current = node.current_file(Stream.STATUSES)
+        assert current is not None
+        # The node keeps writing through its open file; hlbook finds a directory there.
+        moved = current.with_name(current.name + ".moved")
+        current.rename(moved)
+        current.mkdir()
+        with trio.fail_after(30):
+            while "no statuses" not in (handle.health().get("detail") or ""):
+                await trio.sleep(0.1)
+        health = handle.health()
+        assert health["status"] == "stale"
+        assert health["details_height"] < health["height"]  # l2Book went on meanwhile
+        current.rmdir()
+        moved.rename(current)
+        with trio.fail_after(30):
+            while handle.health()["status"] != "live":
+                await trio.sleep(0.1)
+        nursery.cancel_scope.cancel()
+
+
 async def test_ingest_auto_follows_the_node_to_a_new_layout(tmp_path: Path) -> None:
     from hlbook.sim import SimConfig, run_simulator
 

@@ -372,6 +372,37 @@ def test_a_quiet_node_is_stale_then_live_again() -> None:
     assert not h.sup.stale
 
 
+def test_statuses_that_stop_while_diffs_go_on_make_the_feed_stale_until_they_return() -> None:
+    # The status file gone (replaced by a directory, say): l2Book stays right, but order
+    # details, l4Book and the order channels wait. Health and subscribers must hear it.
+    h = Harness(stale_after=2.0)
+    h.load(snapshot_books(), now=10.0)
+    h.feed(D, H + 1, [new(1, sz="2.0")], now=10.5)
+    h.feed(D, H + 2, now=11.0)  # the diff stream goes on; statuses of H + 1 never come
+    assert h.status() is Status.LIVE
+    assert h.sup.next_deadline() == pytest.approx(12.5)  # when the lag started + 2 s
+    h.feed(D, H + 3, now=12.0)
+    assert h.status() is Status.LIVE
+    h.sup.tick(12.6)
+    assert h.status() is Status.STALE
+    text = (
+        f"feed stale: no statuses from the node for 2 s (order details at block {H},"
+        f" levels at {H + 3}): l4Book, order channels and openOrders wait for them"
+    )
+    assert h.sup.detail == text
+    assert [c for c in h.sink.calls if c[0] == "notify"] == [("notify", text)]
+    h.feed(D, H + 4, now=13.0)  # more diffs do not make it live: details still wait
+    h.sup.tick(14.0)
+    assert h.status() is Status.STALE
+    assert [c for c in h.sink.calls if c[0] == "notify"] == [("notify", text)]  # said once
+    h.feed(S, H + 1, [status(1, sz="2.0")], now=14.5)
+    assert h.status() is Status.LIVE
+    assert h.sup.detail == ""
+    books = h.sup.books
+    assert books is not None
+    assert books.details_height == H + 1
+
+
 def test_a_resync_that_cannot_finish_is_stale_too() -> None:
     h = Harness(stale_after=2.0)
     h.load(snapshot_books(), now=0.0)
