@@ -816,7 +816,7 @@ class Supervisor:
                 self.settings.source_name,
                 books.details_height if books is not None else -1,
             )
-            if not self._stale:
+            if not self._stale and self.status is Status.STALE:
                 self.status = Status.LIVE
                 self.detail = ""
 

@@ -6,8 +6,11 @@ into nats-py's ``connect`` arguments. :func:`open_nats` starts an
 :class:`~hlbook.relay.bridge.AsyncioThread` and a Trio task that keeps a
 connection up: nats-py, with ``max_reconnect_attempts=-1``, retries the first
 connection and every reconnection forever by itself (each failure reaches
-``error_cb``: counted and kept as ``last_error``); the task starts over if
-nats-py ever closes the connection or gives up.
+``error_cb``: counted, kept as ``last_error`` and logged once per kind of
+error, then every :data:`ERROR_LOG_EVERY` seconds while it repeats); the task
+starts over if nats-py ever closes the connection or gives up, and bounds each
+first attempt (``attempt_timeout``), since nats-py was seen to hang after an
+untrusted server certificate.
 
 Callers never wait for a connection unless they ask to
 (:meth:`NatsConnection.wait_connected`); :meth:`NatsConnection.call` fails fast
@@ -273,6 +276,8 @@ class NatsConnection:
                         self._connect, trio.lowlevel.current_trio_token(), closed
                     )
                 except Exception as exc:
+                    # Whatever fails here (a refused login, a TLS error, a bug in nats-py)
+                    # is counted, logged and retried: NATS must never stop the feed.
                     self._note_error(type(exc).__name__, str(exc))
             if client is None:
                 await trio.sleep(self.options.reconnect_wait)

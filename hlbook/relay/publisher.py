@@ -41,8 +41,8 @@ block acknowledged yet (a primary just started, on a stream that already holds
 an older chain) does not know that position: its first snapshot then waits
 for the first block after it, and stands just before that block's message
 (sequence 0 would make every relay that bootstraps from it read the whole
-stream again). Only the newest pending snapshot
-is kept (an older one not yet stored is replaced and counted).
+stream again). Only the newest pending snapshot is kept (an older one not yet
+stored is replaced and counted).
 """
 
 import contextlib
