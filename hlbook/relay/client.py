@@ -6,8 +6,8 @@ into nats-py's ``connect`` arguments. :func:`open_nats` starts an
 :class:`~hlbook.relay.bridge.AsyncioThread` and a Trio task that keeps a
 connection up: nats-py, with ``max_reconnect_attempts=-1``, retries the first
 connection and every reconnection forever by itself (each failure reaches
-``error_cb``: counted, kept as ``last_error`` and logged once per kind of
-error, then every :data:`ERROR_LOG_EVERY` seconds while it repeats); the task
+``error_cb``: counted, kept as ``last_error`` and logged once per error,
+then every :data:`ERROR_LOG_EVERY` seconds while it repeats); the task
 starts over if nats-py ever closes the connection or gives up, and bounds each
 first attempt (``attempt_timeout``), since nats-py was seen to hang after an
 untrusted server certificate.
@@ -19,7 +19,6 @@ and buffer instead of stalling.
 """
 
 import logging
-import math
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
@@ -189,7 +188,7 @@ class NatsConnection:
         self._client: Client | None = None
         self._js: JetStreamContext | None = None
         self._connected = trio.Event()
-        self._error_logged_at = -math.inf
+        self._errors_logged: dict[str, float] = {}  # error -> when it was last logged
         self.epoch = 0
         """Increases on every (re)connection: subscriptions made before are suspect."""
 
@@ -247,11 +246,15 @@ class NatsConnection:
         self.stats.errors_by_type[kind] = self.stats.errors_by_type.get(kind, 0) + 1
         if not self.connected:
             self.stats.failed_connects += 1
-        # nats-py retries by itself and tells only error_cb: say it, once per kind of
-        # error and then at most every ERROR_LOG_EVERY seconds while it repeats.
+        # nats-py retries by itself and tells only error_cb: say it, once per error and
+        # then at most every ERROR_LOG_EVERY seconds while it repeats (errors alternate:
+        # a refused login is often followed by the server resetting the connection).
         now = trio.current_time()
-        if error != self.stats.last_error or now - self._error_logged_at >= ERROR_LOG_EVERY:
-            self._error_logged_at = now
+        logged = self._errors_logged.get(error)
+        if logged is None or now - logged >= ERROR_LOG_EVERY:
+            if len(self._errors_logged) >= 32:
+                self._errors_logged.clear()
+            self._errors_logged[error] = now
             log.warning(
                 "NATS: %s%s (%d errors so far; retrying every %.1f s)",
                 "" if self.connected else f"cannot connect to {self.options.describe()}: ",
