@@ -67,6 +67,7 @@ from hlbook.web import load_page
 __all__ = ["ServerHandle", "serve"]
 
 history_log = logging.getLogger("hlbook.history")
+publish_log = logging.getLogger("hlbook.publish")  # as hlbook.shell.publish logs
 
 
 class ServerHandle:
@@ -386,7 +387,7 @@ async def _publishing(config: Config) -> AsyncIterator[PublishSink | None]:
     options = nats_options(config, config.publish)
     options.check_files()
     if config.publish_max_age < 2 * config.publish_snapshot_every:
-        logging.getLogger("hlbook.relay").warning(
+        publish_log.warning(
             "--publish-max-age %g s is under twice --publish-snapshot-every %g s: a relay"
             " that starts late may find the blocks after the newest snapshot expired",
             config.publish_max_age,

@@ -233,7 +233,8 @@ class BlockJoiner:
         if stream not in self._watermark:
             raise ValueError(f"stream {stream.value} is not joined")
         height = line.block_number
-        if self._implausible(height):
+        # Per line: only a height past the highest seen can be implausible.
+        if height > self._seen_height and self._implausible(height):
             self.implausible_lines += 1
             return self.lost(stream, None)
         self._caught_up_at.pop(stream, None)  # a new line: the stream is talking
@@ -329,7 +330,9 @@ class BlockJoiner:
 
     def _implausible(self, height: int) -> bool:
         """``height`` is too far past everything known to be believed (module docstring)."""
-        known = max(self._floor, self._emitted, max(self._watermark.values()))
+        # Every stream's newest line, and what was emitted, is at or below the highest
+        # height seen; the books' height (the floor) may be above it.
+        known = max(self._floor, self._seen_height)
         return known >= 0 and height > known + MAX_HEIGHT_JUMP
 
     def _lose(self, low: int, high: int) -> list[Output]:
