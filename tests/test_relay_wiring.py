@@ -162,7 +162,8 @@ async def test_demo_relay_prints_a_relay_that_serves_the_same_books() -> None:
                         break
                     await trio.sleep(0.05)
         assert json.loads(msgspec.json.encode(health))["relay"]["gaps"] == 0
-        assert await proc.stop(signal.SIGINT) == 0
+        status = await proc.stop(signal.SIGINT)
+        assert status == 0, "\n".join(proc.lines[-40:])  # what it logged on the way out
 
 
 def test_a_relay_keeps_its_history_in_memory_unless_told_where(tmp_path: Path) -> None:
