@@ -474,6 +474,40 @@ def test_paused_when_one_stream_runs_ahead() -> None:
     assert not any(joiner.paused(s) for s in Stream)
 
 
+@pytest.mark.parametrize("parts", [False, True])
+def test_paused_when_waiting_blocks_hold_too_many_events(parts: bool) -> None:
+    # The status file gone while the diffs go on: few blocks, but each holds many
+    # decoded events (a mainnet status line is ~0.6 MB decoded). The bound is on events.
+    joiner = BlockJoiner(Layout.BY_BLOCK, max_pending_events=10, parts=parts)
+    joiner.release(0)
+    for h in range(1, 4):
+        assert not joiner.paused(D)
+        joiner.feed(D, ln(D, h, *range(4)))
+        joiner.feed(F, ln(F, h))
+    assert joiner.stats().pending == 3  # far below max_pending
+    assert joiner.stats().pending_events == 12
+    assert joiner.paused(D)
+    assert joiner.paused(F)
+    assert not joiner.paused(S)  # the stream they wait for must keep going
+    out = feed_all(joiner, [(S, ln(S, h, h)) for h in range(1, 4)])
+    assert [o.height for o in out if isinstance(o, Block)] == [1, 2, 3]
+    assert joiner.stats().pending_events == 0
+    assert not any(joiner.paused(s) for s in Stream)
+
+
+def test_pending_events_forgotten_with_their_blocks() -> None:
+    # Blocks dropped by a release or turned into a gap no longer count.
+    joiner = BlockJoiner(Layout.BY_BLOCK, max_pending_events=5)
+    joiner.feed(D, ln(D, 1, 1, 2, 3))
+    joiner.feed(D, ln(D, 2, 4, 5, 6))
+    assert joiner.stats().pending_events == 6
+    joiner.release(1)
+    assert joiner.stats().pending_events == 3
+    joiner.feed(S, ln(S, 3))  # block 2 skipped on statuses: a gap
+    joiner.feed(F, ln(F, 3))
+    assert joiner.stats().pending_events == 0
+
+
 def test_stats() -> None:
     joiner = BlockJoiner(Layout.BY_BLOCK)
     feed_all(joiner, [*by_block_lines(1), (D, ln(D, 2))])

@@ -106,6 +106,7 @@ class JoinerStats:
     gaps: int
     watermarks: dict[str, int]
     implausible_lines: int = 0
+    pending_events: int = 0
 
 
 class _Partial:
@@ -113,6 +114,7 @@ class _Partial:
         "announced",
         "delivered",
         "diffs",
+        "events",
         "fills",
         "height",
         "seen_at",
@@ -129,6 +131,7 @@ class _Partial:
         self.statuses: list = []  # type: ignore[type-arg]
         self.diffs: list = []  # type: ignore[type-arg]
         self.fills: list = []  # type: ignore[type-arg]
+        self.events = 0  # of every stream: what the joiner's memory bound counts
         self.delivered: set[Stream] = set()
         # parts=True only: streams announced (or complete with nothing to say: silent).
         self.announced: set[Stream] = set()
@@ -159,6 +162,7 @@ def _add(partial: _Partial, stream: Stream, line: AnyLine) -> None:
         partial.diffs.extend(line.events)
     else:
         partial.fills.extend(line.events)
+    partial.events += len(line.events)
     partial.delivered.add(stream)
 
 
@@ -183,6 +187,7 @@ class BlockJoiner:
         quiet_after: float = 0.3,
         max_held: int = 200,
         max_pending: int = 2000,
+        max_pending_events: int = 200_000,
         parts: bool = False,
     ) -> None:
         self.layout = layout
@@ -196,7 +201,13 @@ class BlockJoiner:
         # and the files are the buffer (read back at ~80x real time once released).
         self.max_held = max_held
         self.max_pending = max_pending
+        # Blocks that cannot complete (a stream gone while the others go on) hold their
+        # decoded events: ~0.9 KB a status, ~0.5 KB a diff. This bound keeps them to
+        # ~105-175 MB (35 s of a mainnet diff stream ahead, 20 s of statuses) where the
+        # block count alone let them reach 1.35 GB.
+        self.max_pending_events = max_pending_events
         self._pending: dict[int, _Partial] = {}
+        self._pending_events = 0
         self._watermark: dict[Stream, int] = dict.fromkeys(self.streams, -1)
         self._first: dict[Stream, int] = {}
         self._declared: dict[Stream, int] = {}
@@ -273,6 +284,7 @@ class BlockJoiner:
             # completes nothing (the stream is talking, if anything less quiet): only
             # time or another height can, and poll()/the next height look then.
             _add(partial, stream, line)
+            self._pending_events += len(line.events)
             return []
         if partial is None:
             partial = self._pending[height] = _Partial(height, line.block_time, now)
@@ -284,6 +296,7 @@ class BlockJoiner:
                         partial.silent.add(other)
                         partial.announced.add(other)
         _add(partial, stream, line)
+        self._pending_events += len(line.events)
         return early + self._collect(now) if early else self._collect(now)
 
     def caught_up(self, stream: Stream, now: float) -> list[Output]:
@@ -474,8 +487,7 @@ class BlockJoiner:
         for known in self._pending:
             if known > height and (after is None or known < after):
                 after, after_time = known, self._pending[known].time
-        for stale in [h for h in self._pending if h <= height]:
-            del self._pending[stale]
+        self._drop_through(height)
         while self._held:
             item = self._held.popleft()
             if isinstance(item, Gap):
@@ -509,11 +521,15 @@ class BlockJoiner:
         """True if the caller should stop reading ``stream`` for now.
 
         While holding with a full buffer every stream pauses; when blocks cannot
-        complete, streams that are ahead of the slowest one pause.
+        complete (more than ``max_pending`` of them, or of ``max_pending_events``
+        events in them), streams that are ahead of the slowest one pause.
         """
         if self._holding and self._held_blocks >= self.max_held:
             return True
-        if len(self._pending) <= self.max_pending:
+        if (
+            len(self._pending) <= self.max_pending
+            and self._pending_events <= self.max_pending_events
+        ):
             return False
         return self._watermark[stream] > min(self._watermark.values())
 
@@ -528,6 +544,7 @@ class BlockJoiner:
             gaps=self.gaps,
             watermarks={s.value: h for s, h in self._watermark.items()},
             implausible_lines=self.implausible_lines,
+            pending_events=self._pending_events,
         )
 
     @property
@@ -592,9 +609,13 @@ class BlockJoiner:
         self._floor = max(self._floor, floor)
         self._emitted = max(self._emitted, floor)
         self._retained_from = max(self._retained_from, floor + 1)
-        for stale in [h for h in self._pending if h <= floor]:
-            del self._pending[stale]
+        self._drop_through(floor)
         return True
+
+    def _drop_through(self, height: int) -> None:
+        """Forget the pending blocks at or below ``height``."""
+        for stale in [h for h in self._pending if h <= height]:
+            self._pending_events -= self._pending.pop(stale).events
 
     def _quiet(self, stream: Stream, now: float, since: float | None = None) -> bool:
         if stream in self._lost_after:
@@ -649,11 +670,13 @@ class BlockJoiner:
                     self.gaps += 1
                     out.append(Gap(height - 1, height + 1, f"{', '.join(skipped)} skipped it"))
                     del pending[height]
+                    self._pending_events -= partial.events
                     self._emitted = height
                     continue
             elif not self._complete_streaming(height, now):
                 break
             del pending[height]
+            self._pending_events -= partial.events
             self._emitted = height
             lost = self._lost
             if lost is not None and lost[0] <= height <= lost[1]:
