@@ -42,7 +42,7 @@ import textwrap
 import tomllib
 import types
 import typing
-from collections.abc import Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from functools import cache
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -147,8 +147,110 @@ def _markets_known(_instance: object, _attribute: object, value: frozenset[str])
         )
 
 
-def _strings(value: Iterable[str]) -> tuple[str, ...]:
-    return tuple(value)
+def _items(value: str | Iterable[str]) -> list[str]:
+    """A list setting's items: an iterable's, or a comma-separated string's (as in the
+    config file). ``tuple("BTC")`` would be three coins, and a token each letter."""
+    if isinstance(value, str):
+        return [item.strip() for item in value.split(",") if item.strip()]
+    return list(value)
+
+
+def _strings(value: str | Iterable[str]) -> tuple[str, ...]:
+    return tuple(_items(value))
+
+
+def _string_set(value: str | Iterable[str]) -> frozenset[str]:
+    return frozenset(_items(value))
+
+
+def _whole_strings(value: str | Iterable[str]) -> tuple[str, ...]:
+    """Items that may hold commas (tokens): a string is one item."""
+    return (value,) if isinstance(value, str) else tuple(value)
+
+
+def _path_text(value: "str | os.PathLike[str] | None") -> str | None:
+    return None if value is None else os.fspath(value)
+
+
+def _http_url(_instance: object, attribute: "attrs.Attribute[Any]", value: object) -> None:
+    if value is None:
+        return
+    assert isinstance(value, str)
+    if not re.fullmatch(r"https?://[^\s/?#]+(/\S*)?", value):
+        raise ValueError(
+            f"'{attribute.name}' must be an http:// or https:// URL such as "
+            f"http://127.0.0.1:3001/info, not {value!r}"
+        )
+
+
+def _type_error(name: str, wanted: str, value: object) -> TypeError:
+    return TypeError(f"'{name}' must be {wanted}, not {value!r}")
+
+
+def _checker(kind: Any) -> Callable[[str, object], None]:
+    """A check that a (converted) value is of the annotation ``kind``."""
+    origin = typing.get_origin(kind)
+    args = typing.get_args(kind)
+    if origin in (types.UnionType, typing.Union) and type(None) in args:
+        (inner,) = [arg for arg in args if arg is not type(None)]
+        check = _checker(inner)
+
+        def optional(name: str, value: object) -> None:
+            if value is not None:
+                check(name, value)
+
+        return optional
+    if origin is Literal:
+
+        def choice(name: str, value: object) -> None:
+            if value not in args:
+                allowed = ", ".join(repr(arg) for arg in args)
+                raise ValueError(f"'{name}' must be one of {allowed}, not {value!r}")
+
+        return choice
+    if origin in (tuple, frozenset):
+
+        def strings(name: str, value: object) -> None:
+            assert isinstance(value, tuple | frozenset)  # the field's converter made it
+            for item in value:
+                if not isinstance(item, str):
+                    raise _type_error(name, "strings", item)
+
+        return strings
+    wanted = {bool: "True or False", int: "an integer", float: "a number", str: "a string"}
+
+    def simple(name: str, value: object) -> None:
+        if kind is float:
+            ok = isinstance(value, int | float) and not isinstance(value, bool)
+        elif kind is int:
+            ok = isinstance(value, int) and not isinstance(value, bool)
+        else:
+            ok = isinstance(value, kind)
+        if not ok:
+            raise _type_error(name, wanted.get(kind, f"a {kind.__name__}"), value)
+
+    return simple
+
+
+def _type_checked(_cls: type, fields: "list[attrs.Attribute[Any]]") -> "list[attrs.Attribute[Any]]":
+    """Give every field a check of its annotation, run before its own validators: code
+    that builds a :class:`Config` gets ``'port' must be an integer, not '8000'``, not a
+    comparison error or a failure deep inside :func:`hlbook.serve`."""
+    checked = []
+    for field in fields:
+        check = _checker(field.type)
+
+        def typed(
+            _instance: object,
+            attribute: "attrs.Attribute[Any]",
+            value: object,
+            check: Callable[[str, object], None] = check,
+        ) -> None:
+            check(attribute.name, value)
+
+        validators = [typed] if field.validator is None else [typed, field.validator]
+        checked.append(field.evolve(validator=attrs.validators.and_(*validators)))
+    return checked
 
 
 def _nats_urls(_instance: object, _attribute: object, value: tuple[str, ...]) -> None:
@@ -180,7 +282,7 @@ def _duration(_instance: object, _attribute: object, value: str) -> None:
     parse_duration(value)  # raises ValueError with the reason
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen(kw_only=True, field_transformer=_type_checked)
 class Config:
     """Everything ``hlbook serve`` can be told. Defaults match the CLI's."""
 
@@ -192,6 +294,7 @@ class Config:
     """The node's data root (``--node-data``)."""
     info_url: str = attrs.field(
         default="http://127.0.0.1:3001/info",
+        validator=_http_url,
         metadata=setting(
             "the node's info server: asked for fileSnapshot, and passed the info types "
             "hlbook does not answer itself",
@@ -241,7 +344,7 @@ class Config:
     """WebSocket port; 0 picks a free one (see ``ServerHandle.port``)."""
     coins: frozenset[str] = attrs.field(
         default=frozenset(),
-        converter=frozenset,
+        converter=_string_set,
         metadata=setting(
             "only keep books for these coins", metavar="COIN,...", group=NODE, default_text="all"
         ),
@@ -249,7 +352,7 @@ class Config:
     """Only these coins (empty: all)."""
     markets: frozenset[str] = attrs.field(
         default=frozenset(MARKETS),
-        converter=frozenset,
+        converter=_string_set,
         validator=_markets_known,
         metadata=setting(
             "only these markets: perp, spot (@N, PURR/USDC), hip3 (dex:COIN)",
@@ -343,6 +446,7 @@ class Config:
     """Connections that have not sent their first request yet; beyond it the oldest is dropped."""
     fallback_info_url: str | None = attrs.field(
         default=None,
+        validator=_http_url,
         metadata=setting(
             "pass info types neither hlbook nor the node answer (metaAndAssetCtxs, funding, "
             "...) to this info server, e.g. https://api.hyperliquid.xyz/info",
@@ -355,7 +459,7 @@ class Config:
     API's ``https://api.hyperliquid.xyz/info``); unset: refused with a reason."""
     tokens: tuple[str, ...] = attrs.field(
         default=(),
-        converter=tuple,
+        converter=_whole_strings,
         metadata=setting(
             "require this token on every request (Authorization: Bearer TOKEN, ?token=TOKEN, "
             "or the password of Basic auth; 401 without); @FILE reads it from a file; repeat "
@@ -380,7 +484,7 @@ class Config:
     """``/health`` and ``/metrics`` answer without a token."""
     allow_origins: tuple[str, ...] = attrs.field(
         default=(),
-        converter=tuple,
+        converter=_strings,
         metadata=setting(
             "browser origins (e.g. https://desk.example) that may connect besides the server's "
             "own page; repeat for several",
@@ -430,6 +534,7 @@ class Config:
     """Seconds to wait for the node's (or the fallback's) answer to a passed-on info request."""
     history: str | None = attrs.field(
         default=None,
+        converter=_path_text,
         metadata=setting(
             "the history store (fills, trades, candles, finished orders) as an SQLite file; "
             "none keeps a bounded window in memory only",

@@ -479,3 +479,55 @@ def test_json_log_records_carry_extra_fields_and_the_exception() -> None:
     entry = json.loads(line)
     assert entry["exception"].startswith("Traceback")
     assert "RuntimeError: boom" in entry["exception"]
+
+
+# -- Config built by embedding code ---------------------------------------------------------
+
+
+def test_a_string_for_a_list_setting_is_its_comma_list_and_a_token_is_one_token() -> None:
+    # tuple("secret") made every letter a valid token, frozenset("BTC") three coins.
+    config = Config(
+        tokens="se,cret",
+        coins="BTC, ETH",
+        markets="perp",
+        allow_origins="https://a.example",
+        publish="nats://h:4222",
+    )
+    assert config.tokens == ("se,cret",)
+    assert config.coins == {"BTC", "ETH"}
+    assert config.markets == {"perp"}
+    assert config.allow_origins == ("https://a.example",)
+    assert config.publish == ("nats://h:4222",)
+    assert Config(tokens=["a", "b"], coins=["BTC"]).tokens == ("a", "b")
+
+
+def test_a_history_path_may_be_a_path(tmp_path: Path) -> None:
+    assert Config(history=tmp_path / "h.sqlite").history_path == tmp_path / "h.sqlite"
+
+
+@pytest.mark.parametrize(
+    ("settings", "error"),
+    [
+        ({"port": "8000"}, "'port' must be an integer, not '8000'"),
+        ({"port": 1.5}, "'port' must be an integer, not 1.5"),
+        ({"port": True}, "'port' must be an integer, not True"),
+        ({"validate_every": "x"}, "'validate_every' must be a number, not 'x'"),
+        ({"from_start": "yes"}, "'from_start' must be True or False, not 'yes'"),
+        ({"coins": ["BTC", 1]}, "'coins' must be strings, not 1"),
+        ({"ingest": "sideways"}, "'ingest' must be one of 'auto', 'by-block', 'streaming'"),
+        ({"info_url": "not a url"}, "'info_url' must be an http:// or https:// URL"),
+        ({"fallback_info_url": "ftp://x/info"}, "'fallback_info_url' must be an http://"),
+        ({"max_connections_per_ip": "3"}, "'max_connections_per_ip' must be an integer"),
+    ],
+)
+def test_a_value_of_the_wrong_type_names_the_setting(
+    settings: dict[str, object], error: str
+) -> None:
+    with pytest.raises((TypeError, ValueError), match=re.escape(error)):
+        Config(**settings)  # type: ignore[arg-type]
+
+
+def test_numbers_and_optional_values_of_the_right_type_pass() -> None:
+    config = Config(validate_every=5, stale_after=2.5, max_connections_per_ip=None)
+    assert config.validate_every == 5
+    assert Config(fallback_info_url="https://api.hyperliquid.xyz/info").fallback_info_url
