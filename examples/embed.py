@@ -8,14 +8,13 @@ while the WebSocket server also runs (its URL is printed).
 """
 
 import argparse
-import contextlib
 import tempfile
+from decimal import Decimal
 from pathlib import Path
 
 import trio
 
 import hlbook
-from hlbook.numbers import fmt
 
 
 async def follow(handle: hlbook.ServerHandle, coin: str) -> None:
@@ -32,7 +31,7 @@ async def follow(handle: hlbook.ServerHandle, coin: str) -> None:
             trades = len(update.trades.get(coin, []))
             print(
                 f"height {update.height}: {coin} bid {bid.px_str} ask {ask.px_str} "
-                f"mid {fmt((bid.px + ask.px) // 2)} trades {trades}",
+                f"mid {(Decimal(bid.px_str) + Decimal(ask.px_str)) / 2} trades {trades}",
                 flush=True,
             )
 
@@ -67,5 +66,7 @@ if __name__ == "__main__":
     parser.add_argument("--info-url", default="http://127.0.0.1:3001/info")
     parser.add_argument("--coin", default="BTC")
     parser.add_argument("--port", type=int, default=0)
-    with contextlib.suppress(KeyboardInterrupt):
+    try:
         trio.run(main, parser.parse_args())
+    except* KeyboardInterrupt:
+        pass  # Ctrl-C stops it (Trio may deliver it inside an exception group)

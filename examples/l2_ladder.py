@@ -4,7 +4,6 @@ python examples/l2_ladder.py [ws://127.0.0.1:8000/ws] [BTC] [--levels 10] [--sig
 """
 
 import argparse
-import contextlib
 import sys
 from decimal import Decimal
 from typing import Any
@@ -48,5 +47,7 @@ if __name__ == "__main__":
     parser.add_argument("--levels", type=int, default=10)
     parser.add_argument("--sig-figs", type=int, default=None, choices=[2, 3, 4, 5])
     args = parser.parse_args()
-    with contextlib.suppress(KeyboardInterrupt):
+    try:
         trio.run(main, args.url, args.coin, args.levels, args.sig_figs)
+    except* KeyboardInterrupt:
+        pass  # Ctrl-C stops it (Trio may deliver it inside an exception group)

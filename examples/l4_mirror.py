@@ -10,7 +10,6 @@ was found (Ctrl-C to stop).
 """
 
 import argparse
-import contextlib
 import sys
 from collections import OrderedDict, deque
 from decimal import Decimal
@@ -134,9 +133,9 @@ class Checker:
                 print(f"MISMATCH at time {time}:\n  l2Book {seen}\n  mirror {mine}")
 
 
-async def main(url: str, coin: str, n_levels: int) -> int:
-    """Mirror ``coin`` until interrupted; report every comparison."""
-    checker = Checker(n_levels)
+async def main(url: str, coin: str, checker: "Checker") -> None:
+    """Mirror ``coin`` until interrupted (or the server closes); report every comparison."""
+    n_levels = checker.n_levels
     async with open_websocket_url(url, max_message_size=1 << 30) as ws:
         await subscribe(ws, {"type": "l4Book", "coin": coin})
         await subscribe(ws, {"type": "l2Book", "coin": coin, "nLevels": n_levels})
@@ -151,7 +150,6 @@ async def main(url: str, coin: str, n_levels: int) -> int:
                     f"{checker.checked} l2Book checks, {checker.mismatches} mismatches",
                     flush=True,
                 )
-    return 1 if checker.mismatches else 0
 
 
 if __name__ == "__main__":
@@ -160,5 +158,9 @@ if __name__ == "__main__":
     parser.add_argument("coin", nargs="?", default="BTC")
     parser.add_argument("--levels", type=int, default=20)
     args = parser.parse_args()
-    with contextlib.suppress(KeyboardInterrupt):
-        sys.exit(trio.run(main, args.url, args.coin, args.levels))
+    found = Checker(args.levels)
+    try:
+        trio.run(main, args.url, args.coin, found)
+    except* KeyboardInterrupt:
+        pass  # Ctrl-C stops it (Trio may deliver it inside an exception group)
+    sys.exit(1 if found.mismatches else 0)

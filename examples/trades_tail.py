@@ -4,7 +4,6 @@ python examples/trades_tail.py [ws://127.0.0.1:8000/ws] [BTC]
 """
 
 import argparse
-import contextlib
 from datetime import UTC, datetime
 
 import trio
@@ -35,5 +34,7 @@ if __name__ == "__main__":
     parser.add_argument("url", nargs="?", default=DEFAULT_URL)
     parser.add_argument("coin", nargs="?", default="BTC")
     args = parser.parse_args()
-    with contextlib.suppress(KeyboardInterrupt):
+    try:
         trio.run(main, args.url, args.coin)
+    except* KeyboardInterrupt:
+        pass  # Ctrl-C stops it (Trio may deliver it inside an exception group)

@@ -32,10 +32,15 @@ async def run_until(done: Callable[[str], bool], *args: str, limit: float = 30.0
             output += chunk
             if done(output.decode(errors="replace")):
                 break
-    process.send_signal(2)  # SIGINT: the scripts stop quietly
+    process.send_signal(2)  # SIGINT (Ctrl-C): the scripts stop quietly, with status 0
     with trio.fail_after(10):
+        async for chunk in process.stdout:
+            output += chunk
         await process.wait()
-    return output.decode()
+    text = output.decode(errors="replace")
+    assert process.returncode == 0, text[-2000:]
+    assert "Traceback" not in text, text[-2000:]
+    return text
 
 
 async def test_client_examples_against_a_server(tmp_path: Path) -> None:
