@@ -2,6 +2,7 @@
 
 import json
 import logging
+import os
 import sqlite3
 import subprocess
 import sys
@@ -109,6 +110,43 @@ def refused(path: Path, *words: str) -> HistoryError:
     if before is not None:
         assert path.read_bytes() == before, "the refused file was modified"
     return error
+
+
+def test_one_file_has_one_writer(tmp_path: Path) -> None:
+    # Two writers of one file collided on every row's key and lost rows on both sides.
+    path = tmp_path / "history.sqlite"
+    with open_store(path) as first:
+        with pytest.raises(HistoryError, match=rf"in use by another hlbook \(pid {os.getpid()}"):
+            open_store(path)
+        record(HistoryRecorder(first), blocks(3))  # the first one is untouched and writes
+        assert first.flush(10)
+    with open_store(path) as again:  # closed: the file is free
+        assert len(again.fills(ALICE).fills) == 3
+
+
+def test_a_writer_that_dies_leaves_the_file_free(tmp_path: Path) -> None:
+    path = tmp_path / "history.sqlite"
+    script = textwrap.dedent(
+        f"""
+        import os, sys
+        from hlbook.history import HistoryStore
+        store = HistoryStore({str(path)!r})
+        print("open", flush=True)
+        sys.stdin.readline()
+        os._exit(9)  # no close: the kernel lets go of the lock
+        """
+    )
+    child = subprocess.Popen(
+        [sys.executable, "-c", script], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None
+    assert child.stdin is not None
+    assert child.stdout.readline() == "open\n"
+    with pytest.raises(HistoryError, match=rf"pid {child.pid}"):
+        open_store(path)
+    child.stdin.close()
+    assert child.wait(timeout=30) == 9
+    open_store(path).close()
 
 
 def test_a_file_that_is_not_sqlite_is_refused_untouched(tmp_path: Path) -> None:

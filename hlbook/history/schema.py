@@ -23,6 +23,8 @@ time-range queries are key ranges, with no index on time. Fills are
 clustered by ``(user, id)``: one user's fills are contiguous on disk.
 """
 
+import contextlib
+import fcntl
 import os
 import sqlite3
 from pathlib import Path
@@ -262,6 +264,40 @@ def _create(conn: sqlite3.Connection) -> None:
     except BaseException:
         conn.execute("ROLLBACK")
         raise
+
+
+def lock_writer(path: str) -> int:
+    """Make this the only writer of the history file ``path``; the lock's descriptor.
+
+    Two writers of one file (two hlbooks given the same ``--history``, or two
+    snapshot paths in one directory) collide on every row's key and lose rows
+    on both sides. The lock is ``flock`` on ``PATH.lock`` beside the file: one
+    per open, so a second store in the same process is refused too, and the
+    kernel lets go of it when a process dies. Not on the database file itself:
+    closing any other descriptor of it would drop SQLite's own POSIX locks.
+    Close the descriptor after the database.
+    """
+    lock_path = f"{path}.lock"
+    try:
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    except OSError as exc:
+        raise HistoryError(path, f"cannot open {lock_path}: {exc.strerror or exc}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        holder = ""
+        with contextlib.suppress(OSError):
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+        os.close(fd)
+        raise HistoryError(
+            path,
+            f"in use by another hlbook (pid {holder or 'unknown'}, holding {lock_path}): "
+            "give each hlbook its own --history file",
+        ) from None
+    with contextlib.suppress(OSError):
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
 
 
 def open_database(path: str | os.PathLike[str] | None) -> sqlite3.Connection:

@@ -69,7 +69,7 @@ from hlbook.history.rows import (
     trade_from_row,
     trade_row,
 )
-from hlbook.history.schema import KeyClock, key_of, open_database, open_reader
+from hlbook.history.schema import KeyClock, key_of, lock_writer, open_database, open_reader
 from hlbook.history.wire import aggregate_by_time, fill_wire, order_status_wire
 from hlbook.node.formats import FillEvent
 
@@ -263,7 +263,12 @@ class HistoryStore:
         self._prune_interval = (
             prune_interval if prune_interval is not None else (5.0 if self._memory else 60.0)
         )
-        self._conn = open_database(path)
+        self._conn = open_database(path)  # refuses what is not a history file first
+        try:
+            self._lock = None if self.path is None else lock_writer(self.path)
+        except BaseException:
+            self._conn.close()
+            raise
         try:
             if max_bytes is not None:
                 page_size = self._conn.execute("PRAGMA page_size").fetchone()[0]
@@ -272,6 +277,7 @@ class HistoryStore:
             self._load()
         except sqlite3.Error as exc:
             self._conn.close()
+            self._unlock()
             raise HistoryError(self.path, f"cannot read it: {exc}") from None
         self._stats = HistoryStats(self.path, max_pending_rows)
         self._stats.gaps = len(self._gaps)
@@ -823,6 +829,12 @@ class HistoryStore:
         if not self._thread.is_alive():
             with self._db_lock:
                 self._conn.close()
+            self._unlock()  # a writer still running keeps the file its own until exit
+
+    def _unlock(self) -> None:
+        if self._lock is not None:
+            os.close(self._lock)
+            self._lock = None
 
     def __enter__(self) -> "HistoryStore":
         return self
