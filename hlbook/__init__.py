@@ -10,6 +10,8 @@ The public API:
 * the typed errors.
 """
 
+import logging
+
 from hlbook.app import ServerHandle, serve
 from hlbook.book.books import Applied, Books
 from hlbook.book.compare import Comparison, Difference, compare
@@ -34,6 +36,10 @@ from hlbook.node.formats import Layout, Order, Stream, decode_line, decode_snaps
 from hlbook.node.join import BlockJoiner, Gap
 
 __version__ = "0.1.0"
+
+# A library leaves logging to the program (the logging HOWTO): without a configuration
+# of its own, the program sees no hlbook records on stderr. ``hlbook serve`` configures it.
+logging.getLogger("hlbook").addHandler(logging.NullHandler())
 
 __all__ = [
     "Applied",

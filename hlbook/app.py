@@ -138,9 +138,17 @@ class ServerHandle:
         """Subscriptions and fan-out counters."""
         return self._hub
 
+    @property
+    def stopped(self) -> bool:
+        """True once :func:`serve` has returned (health says ``stopped``)."""
+        return self._data_path.stopped
+
     async def wait_ready(self) -> None:
-        """Return once books are loaded and blocks are being applied."""
-        await self._data_path.ready.wait()
+        """Return once books are loaded and blocks are being applied.
+
+        Raises :class:`trio.ClosedResourceError` if the server stops first (so do
+        the other waits)."""
+        await self._data_path.wait_ready()
 
     async def wait_for_height(self, height: int) -> None:
         """Return once the books have applied block ``height``'s diffs (or a later block's)."""
@@ -151,8 +159,12 @@ class ServerHandle:
         await self._data_path.wait_for_details(height)
 
     def feed(self, max_buffer: int = 1000) -> Feed:
-        """A new in-process feed of per-block updates (see :mod:`hlbook.feed`)."""
-        return Feed(self._feeds, max_buffer)
+        """A new in-process feed of per-block updates (see :mod:`hlbook.feed`); one made
+        after the server stopped ends at once."""
+        feed = Feed(self._feeds, max_buffer)
+        if self.stopped:
+            feed.close()
+        return feed
 
     def health(self, *, public: bool = False) -> dict[str, Any]:
         """Whether the feed is live, its height and lag, clients served, and counters.
@@ -168,8 +180,8 @@ class ServerHandle:
         block_time = books.time if books is not None and books.time else None
         status = path.status
         health: dict[str, Any] = {
-            "status": status.value,
-            "live": status is Status.LIVE,
+            "status": "stopped" if path.stopped else status.value,
+            "live": status is Status.LIVE and not path.stopped,
             "uptime_s": round(time.monotonic() - path.started_at, 3),
             "height": books.height if books is not None else None,
             "details_height": books.details_height if books is not None else None,
@@ -373,9 +385,12 @@ async def _serve(
             nursery.start_soon(data_path.run)
             task_status.started(handle)
     finally:
-        # Consumers iterating a feed elsewhere see it end rather than wait forever.
+        # Consumers iterating a feed elsewhere see it end rather than wait forever, and
+        # tasks waiting on the handle are woken (their waits raise).
         for feed in list(feeds):
             feed.close()
+        if handle_box:
+            handle_box[0]._data_path.stop()
 
 
 @contextlib.asynccontextmanager

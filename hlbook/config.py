@@ -777,6 +777,22 @@ class Config:
         return Layout.BY_BLOCK if self.ingest == "by-block" else Layout.STREAMING
 
 
+def _fields_doc(cls: type) -> str:
+    """Each field with its flag's help and default, for ``help(Config)`` (attribute
+    docstrings, where the source keeps them, are invisible there)."""
+    lines = ["", "", "Settings (keyword, default: meaning; ``hlbook serve --help`` has more):", ""]
+    for field in attrs.fields(cls):
+        meta = field.metadata.get(_METADATA_KEY)
+        text = meta.help if meta is not None else ""
+        default = field.default
+        shown = "" if default is attrs.NOTHING else f" = {default!r}"
+        lines.append(f"* ``{field.name}{shown}``: {text}")
+    return "\n".join(lines)
+
+
+Config.__doc__ = (Config.__doc__ or "") + _fields_doc(Config)
+
+
 # ----------------------------------------------------------------------------------------
 # Fields as settings
 

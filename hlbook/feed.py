@@ -65,6 +65,8 @@ class Feed:
     """A bounded, async-iterable stream of :class:`BookUpdate`; see the module docstring."""
 
     def __init__(self, registry: set["Feed"], max_buffer: int = 1000) -> None:
+        if max_buffer < 1:
+            raise ValueError(f"max_buffer must be at least 1, not {max_buffer}")
         self.max_buffer = max_buffer
         self._registry = registry
         self._buffer: deque[BookUpdate] = deque()

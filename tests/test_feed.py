@@ -7,6 +7,7 @@ import pytest
 import trio
 from server_support import settle, sim_and_server
 
+import hlbook
 from hlbook import BookUpdate, FeedOverflowError
 from hlbook.node.formats import Stream
 
@@ -89,3 +90,42 @@ async def test_a_feed_ends_when_the_server_stops(tmp_path: Path) -> None:
                 await trio.sleep(0.01)
     assert ended.is_set()
     assert len(got) >= 3
+
+
+async def test_after_the_server_stops_the_handle_says_so(tmp_path: Path) -> None:
+    """Waits on a stopped server raise instead of hanging; new feeds end at once."""
+    outcomes: list[str] = []
+
+    async def wait_far(handle: hlbook.ServerHandle) -> None:
+        books = handle.books
+        assert books is not None
+        try:
+            await handle.wait_for_height(books.height + 10**6)
+        except trio.ClosedResourceError as exc:
+            outcomes.append(str(exc))
+
+    with trio.fail_after(30):
+        async with (
+            trio.open_nursery() as outer,
+            sim_and_server(tmp_path) as (handle, _node),
+        ):
+            await handle.wait_ready()
+            assert handle.health()["status"] == "live"
+            outer.start_soon(wait_far, handle)
+            await trio.sleep(0.1)
+    assert outcomes == ["hlbook has stopped: the books move no more"]
+    assert handle.stopped
+    health = handle.health()
+    assert health["status"] == "stopped"
+    assert health["live"] is False
+    with pytest.raises(trio.ClosedResourceError):
+        await handle.wait_for_details(10**12)
+    await handle.wait_for_height(0)  # a height already reached still returns
+    async with handle.feed() as late:
+        assert [update async for update in late] == []
+
+
+@pytest.mark.parametrize("size", [0, -1])
+def test_a_feed_needs_room_for_one_update(size: int) -> None:
+    with pytest.raises(ValueError, match="max_buffer must be at least 1"):
+        hlbook.Feed(set(), size)

@@ -21,12 +21,24 @@ class Waiters:
 
     def __init__(self) -> None:
         self._waiting: list[tuple[int, trio.Event]] = []
+        self._closed = False
 
     async def wait(self, height: int) -> None:
-        """Return once :meth:`reached` is called with ``height`` or more."""
+        """Return once :meth:`reached` is called with ``height`` or more (or at once
+        after :meth:`close`: the caller looks at why)."""
+        if self._closed:
+            await trio.lowlevel.checkpoint()
+            return
         event = trio.Event()
         self._waiting.append((height, event))
         await event.wait()
+
+    def close(self) -> None:
+        """Wake every waiting task, now and from now on."""
+        self._closed = True
+        for _wanted, event in self._waiting:
+            event.set()
+        self._waiting = []
 
     def reached(self, height: int) -> None:
         """Wake the tasks waiting for ``height`` or less."""
@@ -58,6 +70,8 @@ class SupervisedPath:
         self._heights = Waiters()
         self._details = Waiters()
         self._seen_height = -1
+        self.stopped = False
+        """True once the server stopped: the books move no more."""
 
     async def work_step(self) -> list[Action]:
         """After a checkpoint, one bounded step through the supervisor's backlog (timed)."""
@@ -88,17 +102,40 @@ class SupervisedPath:
         """The supervisor's counters."""
         return self.supervisor.stats
 
+    async def wait_ready(self) -> None:
+        """Return once the first snapshot is loaded; raises
+        :class:`trio.ClosedResourceError` if the server stopped before."""
+        await self.ready.wait()
+        self._check_running(self.books is None)
+
     async def wait_for_height(self, height: int) -> None:
-        """Return once the books have applied the diffs of ``height`` (or a later block)."""
+        """Return once the books have applied the diffs of ``height`` (or a later block);
+        raises :class:`trio.ClosedResourceError` if the server stopped before."""
         books = self.books
         if books is None or books.height < height:
             await self._heights.wait(height)
+            books = self.books
+            self._check_running(books is None or books.height < height)
 
     async def wait_for_details(self, height: int) -> None:
-        """Return once the books have the statuses of ``height`` attached (or later)."""
+        """Return once the books have the statuses of ``height`` attached (or later);
+        raises :class:`trio.ClosedResourceError` if the server stopped before."""
         books = self.books
         if books is None or books.details_height < height:
             await self._details.wait(height)
+            books = self.books
+            self._check_running(books is None or books.details_height < height)
+
+    def stop(self) -> None:
+        """The server stopped: wake every waiting task (their waits raise)."""
+        self.stopped = True
+        self.ready.set()
+        self._heights.close()
+        self._details.close()
+
+    def _check_running(self, waiting: bool) -> None:
+        if waiting and self.stopped:
+            raise trio.ClosedResourceError("hlbook has stopped: the books move no more")
 
     def _books_moved(self) -> None:
         """After a step of the supervisor: readiness, the last move's time, and waiters."""
