@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -219,7 +220,8 @@ def test_a_full_disk_is_logged_counted_and_kept_as_a_gap(
     caplog.set_level(logging.WARNING, logger="hlbook.history")
     path = tmp_path / "history.sqlite"
     # max_bytes caps the file with SQLite's max_page_count: a real SQLITE_FULL.
-    with open_store(path, max_bytes=96 * 1024) as store:
+    # retry_for=0: no retries, each failed transaction is a gap at once (see below for them).
+    with open_store(path, max_bytes=96 * 1024, retry_for=0) as store:
         recorder = HistoryRecorder(store)
         record(recorder, blocks(20))
         assert store.flush(10)
@@ -254,15 +256,68 @@ def test_a_full_disk_is_logged_counted_and_kept_as_a_gap(
     assert len(failures) == 1
 
 
+def test_a_write_refused_for_a_while_loses_nothing_and_answers_never_shrink(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Another program holding a write lock (a backup, sqlite3 in a shell): the rows of the
+    # refused transactions stay queued and answered, and are written once the lock goes.
+    caplog.set_level(logging.WARNING, logger="hlbook.history")
+    path = tmp_path / "history.sqlite"
+    with open_store(path, commit_interval=0.01) as store:
+        recorder = HistoryRecorder(store)
+        record(recorder, blocks(5))
+        assert store.flush(10)
+        other = sqlite3.connect(path, timeout=0)
+        other.execute("BEGIN EXCLUSIVE")
+        record(recorder, blocks(10, start_height=105, start=T0 + 5 * 70))
+        counts = []
+        deadline = time.monotonic() + 30  # a write waits out SQLite's busy_timeout (5 s)
+        while store.statistics().write_failures < 1 and time.monotonic() < deadline:
+            counts.append(len(store.fills(ALICE).fills))
+            time.sleep(0.05)
+        assert store.statistics().write_failures >= 1
+        counts.append(len(store.fills(ALICE).fills))
+        other.rollback()
+        other.close()
+        assert store.flush(30)
+        counts.append(len(store.fills(ALICE).fills))
+        assert counts == sorted(counts)  # no answered fill vanished
+        assert counts[-1] == 15
+        assert store.gaps() == ()
+        assert store.statistics().rows_dropped == 0
+    text = [r.getMessage() for r in caplog.records]
+    assert any("rows kept and retried" in line for line in text), text
+    assert any("history writes work again" in line for line in text), text
+
+
+def test_a_write_refused_longer_than_retry_for_becomes_a_gap(tmp_path: Path) -> None:
+    path = tmp_path / "history.sqlite"
+    with open_store(path, commit_interval=0.01, retry_for=0.5) as store:
+        recorder = HistoryRecorder(store)
+        other = sqlite3.connect(path, timeout=0)
+        other.execute("BEGIN EXCLUSIVE")
+        record(recorder, blocks(3))
+        deadline = time.monotonic() + 20
+        while not store.gaps(FILLS) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        other.rollback()
+        other.close()
+        assert store.flush(30)
+        (gap,) = store.gaps(FILLS)
+        assert gap.reason == "write-failed"
+        assert (gap.from_height, gap.to_height) == (100, 102)
+
+
 _FSIZE_SCRIPT = textwrap.dedent(
     """
-    import json, os, resource, sys
+    import json, logging, os, resource, sys
+    logging.basicConfig()  # hlbook's records reach stderr only through the program's logging
     sys.path.insert(0, sys.argv[2])
     from history_support import T0, make_block, record, trade_fills
     from hlbook.history import HistoryRecorder, HistoryStore
 
     path = sys.argv[1]
-    store = HistoryStore(path)
+    store = HistoryStore(path, retry_for=0)
     recorder = HistoryRecorder(store)
     record(recorder, [make_block(1, T0, fills=trade_fills(1, T0))])
     assert store.flush(10)

@@ -21,10 +21,13 @@ When the disk is slow — the policy, in order:
    next write and returned with every answer whose time window it touches.
 
 Memory is bounded by ``max_pending_rows`` whatever the disk does. Write
-failures (disk full, read-only, I/O errors) roll the transaction back; its
-rows become a ``write-failed`` gap, the failure is counted and logged (once,
-then at most once a minute while it lasts, and when writes recover); the
-thread carries on with the next batch.
+failures (disk full, read-only, a lock held by another program, I/O errors)
+roll the transaction back and keep its rows queued — answers go on including
+them — retried with backoff (1 s, doubling to 30 s) for ``retry_for``
+seconds of failures (default 60); after that, and when closing, a failed
+transaction's rows become a ``write-failed`` gap. Failures are counted and
+logged (once, then at most once a minute while they last, and when writes
+recover).
 
 Reads. Queries run on the caller's thread (the async layer,
 :mod:`hlbook.history.queries`, puts them in worker threads): on a file, each
@@ -252,6 +255,7 @@ class HistoryStore:
         prune_interval: float | None = None,
         commit_interval: float = 0.2,
         readers: int = 4,
+        retry_for: float = 60.0,
     ) -> None:
         if retention_ms <= 0:
             raise ValueError("retention must be positive")
@@ -297,6 +301,10 @@ class HistoryStore:
         self._prune_wanted = False
         self._flushing = 0
         self._commit_interval = commit_interval
+        self._retry_for = retry_for
+        self._gave_up_logged = False
+        self._requeued = False  # the last failed write's batches went back to the queue
+        self._backoff_until = 0.0  # kept rows are retried from then
         self._last_commit = 0.0
         self._failing_since: float | None = None
         self._retry_at = 0.0  # while writes fail, gaps and meta are retried at this pace
@@ -481,7 +489,9 @@ class HistoryStore:
                 while True:
                     now = time.monotonic()
                     retry_due = bool(self._new_gaps) and now >= self._retry_at
-                    has_work = bool(self._queue or self._spill or retry_due)
+                    # Rows kept after a failed write wait for the retry (backoff).
+                    backing_off = now < self._backoff_until
+                    has_work = bool(self._queue or self._spill or retry_due) and not backing_off
                     if self._closing and not self._paused:
                         break
                     # Group the blocks of up to commit_interval into one transaction: pages
@@ -498,6 +508,8 @@ class HistoryStore:
                     if not self._paused and (self._prune_wanted or now >= next_prune):
                         break
                     wake = min(next_prune, self._retry_at) if self._new_gaps else next_prune
+                    if backing_off:
+                        wake = min(wake, self._backoff_until)
                     if has_work:
                         wake = min(wake, commit_at)
                     self._cond.wait(timeout=max(0.001, wake - now))
@@ -510,8 +522,9 @@ class HistoryStore:
                 seen = {stream: attrs.evolve(value) for stream, value in self._seen.items()}
                 closing = self._closing
                 self._busy = True
+            self._requeued = False
             try:
-                ok = self._write(batches, spill, gaps, seen)
+                ok = self._write(batches, spill, gaps, seen, closing=closing)
                 if not ok and gaps:
                     with self._cond:
                         self._new_gaps[:0] = gaps  # retry persisting them with the next write
@@ -531,7 +544,8 @@ class HistoryStore:
                 self._last_commit = time.monotonic()
                 with self._cond:
                     self._inflight, self._inflight_spill = (), {}
-                    self._pending_rows -= sum(batch.rows for batch in batches)
+                    if not self._requeued:
+                        self._pending_rows -= sum(batch.rows for batch in batches)
                     self._busy = False
                     self._cond.notify_all()
             if closing:
@@ -559,6 +573,8 @@ class HistoryStore:
         spill: Mapping[_CandleKey, tuple[int, Candle]],
         gaps: tuple[Gap, ...],
         seen: Mapping[str, _Seen],
+        *,
+        closing: bool = False,
     ) -> bool:
         if not (batches or spill or gaps) and all(
             seen[stream].height <= self._persisted_seen.get(stream, -1) for stream in seen
@@ -619,7 +635,7 @@ class HistoryStore:
         try:
             self._transaction(work)
         except sqlite3.Error as exc:
-            self._write_failed(batches, exc)
+            self._write_failed(batches, spill, exc, closing=closing)
             return False
         self._written = written
         self._persisted_seen = {stream: seen[stream].height for stream in seen}
@@ -638,9 +654,21 @@ class HistoryStore:
             self._failing_since = None
         return True
 
-    def _write_failed(self, batches: tuple[Batch, ...], exc: sqlite3.Error) -> None:
+    def _write_failed(
+        self,
+        batches: tuple[Batch, ...],
+        spill: Mapping[_CandleKey, tuple[int, Candle]],
+        exc: sqlite3.Error,
+        *,
+        closing: bool,
+    ) -> None:
         now = time.monotonic()
         text = f"{type(exc).__name__}: {exc}"
+        since = self._failing_since if self._failing_since is not None else now
+        if not closing and now - since < self._retry_for:
+            self._keep(batches, spill, text, now)
+            return
+        self._backoff_until = 0.0  # given up on: new blocks are tried as they come
         lost: list[Gap] = []
         for stream in (FILLS, STATUSES):
             mine = [batch for batch in batches if batch.stream == stream]
@@ -667,11 +695,59 @@ class HistoryStore:
         if self._failing_since is None:
             self._failing_since = now
             self._last_failure_log = now
+            self._gave_up_logged = True
             log.error(
                 "history write failed (%s): %d rows lost and recorded as a gap; "
                 "the live feed continues, writes are retried with the next blocks",
                 text,
                 sum(gap.rows for gap in lost),
+            )
+        elif not self._gave_up_logged:
+            self._gave_up_logged = True
+            self._last_failure_log = now
+            log.error(
+                "history writes failed for %.0f s (%s): giving up on what they held, %d rows"
+                " lost and recorded as a gap; later blocks are tried as they come",
+                now - since,
+                text,
+                sum(gap.rows for gap in lost),
+            )
+        elif now - self._last_failure_log >= _FAILURE_LOG_INTERVAL:
+            self._last_failure_log = now
+            log.error(
+                "history writes still failing (%s): %d failures so far",
+                text,
+                self._stats.write_failures,
+            )
+
+    def _keep(
+        self,
+        batches: tuple[Batch, ...],
+        spill: Mapping[_CandleKey, tuple[int, Candle]],
+        text: str,
+        now: float,
+    ) -> None:
+        """A failed write within ``retry_for``: its rows go back to the front of the queue
+        (answers keep including them, nothing is lost yet) until the retry."""
+        with self._cond:
+            self._stats.write_failures += 1
+            self._stats.last_error = text
+            self._queue.extendleft(reversed(batches))
+            for key, value in spill.items():
+                self._spill.setdefault(key, value)  # a newer state of a candle wins
+            self._requeued = True
+        self._retry_at = self._backoff_until = now + self._retry_delay
+        self._retry_delay = min(2 * self._retry_delay, 30.0)
+        if self._failing_since is None:
+            self._failing_since = now
+            self._last_failure_log = now
+            self._gave_up_logged = False
+            log.error(
+                "history write failed (%s): %d rows kept and retried for up to %.0f s; "
+                "the live feed continues",
+                text,
+                sum(batch.rows for batch in batches),
+                self._retry_for,
             )
         elif now - self._last_failure_log >= _FAILURE_LOG_INTERVAL:
             self._last_failure_log = now
