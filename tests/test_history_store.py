@@ -641,3 +641,49 @@ def test_statuses_stream_heights_are_separate(tmp_path: Path) -> None:
         record(recorder, blocks(3))
         assert store.last_seen(STATUSES) == (102, T0 + 140)
         assert store.last_seen(FILLS) == (102, T0 + 140)
+
+
+# -- a store that cannot answer ----------------------------------------------------------
+
+
+def _damage_fills_pages(path: Path) -> None:
+    """Overwrite part of every other leaf page of the fills table (header intact)."""
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as conn:
+        pages = [
+            row[0]
+            for row in conn.execute(
+                "SELECT pageno FROM dbstat WHERE name = 'fills' AND pagetype = 'leaf'"
+            )
+        ]
+        size = conn.execute("PRAGMA page_size").fetchone()[0]
+    assert len(pages) > 2
+    with open(path, "r+b") as file:
+        for page in pages[::2]:
+            file.seek((page - 1) * size + 200)
+            file.write(b"\xde\xad\xbe\xef" * 200)
+
+
+async def test_a_damaged_file_is_a_503_and_one_log_line_not_a_traceback_per_request(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from hlbook.history.queries import HistoryQueries
+    from hlbook.info.base import InfoError
+    from hlbook.info.history import UNAVAILABLE, answer_or_error
+
+    caplog.set_level(logging.ERROR, logger="hlbook.history")
+    path = tmp_path / "history.sqlite"
+    with open_store(path) as store:
+        record(HistoryRecorder(store), blocks(400))
+        assert store.flush(10)
+    _damage_fills_pages(path)
+    with open_store(path) as store:
+        queries = HistoryQueries(store)
+        for _ in range(3):
+            with pytest.raises(InfoError) as caught:
+                await answer_or_error(queries.user_fills, {"type": "userFills", "user": ALICE})
+            assert (caught.value.status, caught.value.code) == (503, "historyUnavailable")
+            assert caught.value.msg == UNAVAILABLE  # no path for remote clients
+    lines = [r for r in caplog.records if "queries fail until it is repaired" in r.getMessage()]
+    assert len(lines) == 1
+    assert str(path) in lines[0].getMessage()
+    assert lines[0].exc_info is None

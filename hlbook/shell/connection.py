@@ -41,10 +41,12 @@ import wsproto.events as ws_events
 from wsproto.utilities import RemoteProtocolError
 
 from hlbook.book.books import Books
+from hlbook.errors import HistoryError
 from hlbook.info import InfoRegistry
+from hlbook.info.history import history_unavailable
 from hlbook.server.access import AccessPolicy
 from hlbook.server.deflate import PerMessageDeflate
-from hlbook.server.fanout import ClientQueue, Hub
+from hlbook.server.fanout import ClientQueue, Hub, error_message
 from hlbook.server.frames import pong_frame
 from hlbook.server.routes import Response, Routes
 from hlbook.server.session import Action, RunInfo, Session, SessionLimits
@@ -575,9 +577,14 @@ class Server:
             return
         try:
             message = await trio.to_thread.run_sync(action.job)
-        except Exception:  # a bug or a broken store: the subscriber still gets its pushes
-            log.exception("preparing the first %s message failed", action.channel)
-            message = None
+        except Exception as exc:  # a broken store or a bug: the subscriber is told, in
+            # place of the snapshot, and still gets its pushes
+            if isinstance(exc, HistoryError):
+                why = history_unavailable(exc)
+            else:
+                log.exception("preparing the first %s message failed", action.channel)
+                why = "internal error (logged)"
+            message = error_message(f"{action.channel}: no snapshot: {why}; updates follow")
         session.first_ready(action, message)
 
     async def _run_info(self, session: Session, call: RunInfo) -> None:
