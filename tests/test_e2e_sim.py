@@ -165,7 +165,11 @@ async def test_clients_receive_exactly_the_simulators_books(tmp_path: Path, layo
 
         # -- trades: every trade the node wrote after the subscriptions, exactly once.
         assert sum(expected.values()) > 5
-        assert trades == expected
+        # What to look at if this fails (once, on a loaded clean-clone run: one trade short).
+        why = f"base {base}, final {final}, books {handle.books and handle.books.height}, " + (
+            f"joiner {handle.health()['joiner']}"
+        )
+        assert trades == expected, why
 
         # -- bbo: each message equals the simulator's best levels at that block.
         assert bbos
