@@ -116,9 +116,19 @@ async def _until_signal(main: Callable[[], Awaitable[int | None]]) -> int:
     async with trio.open_nursery() as nursery:
 
         async def watch_signals() -> None:
-            with trio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            # SIGHUP too (a closed terminal, an operator's "reload"): there is nothing to
+            # reload, and dying of it left clients without a close frame and no log line.
+            stops = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+            with trio.open_signal_receiver(*stops) as signals:
                 async for signum in signals:
-                    log.info("received %s, shutting down", signal.Signals(signum).name)
+                    name = signal.Signals(signum).name
+                    if signum == signal.SIGHUP:
+                        log.warning(
+                            "received SIGHUP, shutting down (hlbook reloads nothing: start it"
+                            " again to take new settings)"
+                        )
+                    else:
+                        log.info("received %s, shutting down", name)
                     nursery.cancel_scope.cancel()
                     return
 
@@ -129,7 +139,7 @@ async def _until_signal(main: Callable[[], Awaitable[int | None]]) -> int:
 
 
 def run(main: Callable[[], Awaitable[int | None]]) -> int:
-    """Run ``main`` under Trio; SIGINT/SIGTERM cancel it and the exit status is 0.
+    """Run ``main`` under Trio; SIGINT/SIGTERM/SIGHUP cancel it and the exit status is 0.
 
     A :class:`~hlbook.errors.StartupError` (e.g. a port in use) is one line on
     stderr and exit status 1, not a traceback.

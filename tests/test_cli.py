@@ -160,7 +160,12 @@ async def hlbook_process(*args: str, **popen: Any) -> AsyncIterator[Process]:
             nursery.cancel_scope.cancel()
 
 
-async def test_serve_process_serves_and_stops_cleanly_on_sigint(tmp_path: Path) -> None:
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGHUP], ids=["SIGINT", "SIGHUP"])
+async def test_serve_process_serves_and_stops_cleanly_on_a_signal(
+    tmp_path: Path, signum: signal.Signals
+) -> None:
+    # SIGHUP (a closed terminal, an operator's reload) had killed it: status 129, no log
+    # line, clients without a close frame.
     from hlbook.sim import SimConfig, run_simulator
 
     async with trio.open_nursery() as nursery:
@@ -196,10 +201,10 @@ async def test_serve_process_serves_and_stops_cleanly_on_sigint(tmp_path: Path) 
                 async with trio.open_nursery() as readers:
                     readers.start_soon(read)
                     await trio.sleep(0.5)
-                    assert await proc.stop(signal.SIGINT) == 0
+                    assert await proc.stop(signum) == 0
                 assert closed[0].reason is not None
                 assert closed[0].reason.code == 1001
-            assert any("received SIGINT, shutting down" in line for line in proc.lines)
+            assert any(f"received {signum.name}, shutting down" in line for line in proc.lines)
             assert not any("Traceback" in line for line in proc.lines)
         nursery.cancel_scope.cancel()
 
