@@ -734,6 +734,8 @@ class Config:
         CoinFilter(self.coins, self.markets)  # validates the market names
         if self.publish and self.source:
             raise ValueError("--publish and --source: a relay cannot publish (yet)")
+        if (self.tls_cert is None) != (self.tls_key is None):
+            raise ValueError("--tls-cert and --tls-key go together")
         if (self.nats_tls_cert is None) != (self.nats_tls_key is None):
             raise ValueError("--nats-tls-cert and --nats-tls-key go together")
         if self.nats_password is not None and self.nats_user is None:

@@ -135,6 +135,7 @@ def test_settings_that_go_together_are_accepted_together_wherever_they_come_from
     for flags, error in (
         (["--nats-password", "p"], "--nats-password needs --nats-user"),
         (["--nats-tls-cert", str(cert)], "--nats-tls-cert and --nats-tls-key go together"),
+        (["--tls-key", str(key)], "--tls-cert and --tls-key go together"),  # was exit 1
     ):
         done = hlbook("serve", *flags, "--print-config")
         assert done.returncode == 2
