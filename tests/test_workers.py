@@ -180,3 +180,33 @@ def test_the_workers_setting_is_checked_like_every_other(
     assert 'workers = "auto"' in capsys.readouterr().out
     with pytest.raises(SystemExit):  # demo runs in one process: no such flag
         main(["demo", "--workers", "2"])
+
+
+def test_a_port_a_workers_set_holds_is_refused_to_a_second_set() -> None:
+    # SO_REUSEPORT let a second set bind the port beside the first: the kernel then split
+    # clients between two unrelated servers (found by an operator walkthrough).
+    import trio
+
+    from hlbook.errors import StartupError
+    from hlbook.shell.workers import open_shared_listeners, reserve_port
+
+    port, held = reserve_port("127.0.0.1", 0)
+
+    async def first_set_serving() -> None:
+        listeners = await open_shared_listeners("127.0.0.1", port)  # a worker of the set
+        try:
+            with pytest.raises(StartupError, match=r"another hlbook --workers set\?"):
+                reserve_port("127.0.0.1", port)
+        finally:
+            for listener in listeners:
+                await listener.aclose()
+
+    try:
+        trio.run(first_set_serving)
+    finally:
+        for sock in held:
+            sock.close()
+    again, reserved = reserve_port("127.0.0.1", port)  # free again
+    assert again == port
+    for sock in reserved:
+        sock.close()

@@ -89,6 +89,30 @@ def _shared_socket(family: int, address: Any) -> socket.socket:
     return sock
 
 
+def _check_free(host: str, port: int) -> None:
+    """Refuse a port that another process holds, even one that allows sharing it.
+
+    ``SO_REUSEPORT`` lets every socket of the same user that sets it bind the
+    port: a second ``--workers`` set would start beside the first and the kernel
+    would split clients between two unrelated servers. A plain bind first (then
+    released for the set's own sockets) fails on any holder.
+    """
+    for family, _type, _proto, _name, address in _addresses(host, port):
+        probe = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # TIME_WAIT is free
+            if family == socket.AF_INET6:
+                probe.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            probe.bind(address)
+        except OSError as exc:
+            why = exc.strerror or str(exc)
+            raise StartupError(
+                f"hlbook cannot listen on {host}:{port}: {why} (another hlbook --workers set?)"
+            ) from exc
+        finally:
+            probe.close()
+
+
 def reserve_port(host: str, port: int) -> tuple[int, list[socket.socket]]:
     """Bind (without listening) a ``SO_REUSEPORT`` socket on every address of ``host``
     and return the port (chosen here when ``port`` is 0) with the sockets.
@@ -98,6 +122,8 @@ def reserve_port(host: str, port: int) -> tuple[int, list[socket.socket]]:
     user with ``SO_REUSEPORT`` can bind it too. Raises
     :class:`~hlbook.errors.StartupError` when the port is taken.
     """
+    if port:
+        _check_free(host, port)
     sockets: list[socket.socket] = []
     try:
         for family, _type, _proto, _name, address in _addresses(host, port):
