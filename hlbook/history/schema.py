@@ -349,6 +349,10 @@ def open_database(path: str | os.PathLike[str] | None) -> sqlite3.Connection:
     except HistoryError:
         conn.close()
         raise
+    except sqlite3.OperationalError as exc:
+        # Not the file's fault: the disk is full, the directory read-only, the file locked.
+        conn.close()
+        raise HistoryError(where, f"cannot open it for writing: {exc}") from None
     except sqlite3.DatabaseError as exc:
         conn.close()
         raise HistoryError(where, f"corrupt or unreadable SQLite database: {exc}") from None
