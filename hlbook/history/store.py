@@ -712,13 +712,8 @@ class HistoryStore:
                 text,
                 sum(gap.rows for gap in lost),
             )
-        elif now - self._last_failure_log >= _FAILURE_LOG_INTERVAL:
-            self._last_failure_log = now
-            log.error(
-                "history writes still failing (%s): %d failures so far",
-                text,
-                self._stats.write_failures,
-            )
+        else:
+            self._still_failing(text, now)
 
     def _keep(
         self,
@@ -749,7 +744,12 @@ class HistoryStore:
                 sum(batch.rows for batch in batches),
                 self._retry_for,
             )
-        elif now - self._last_failure_log >= _FAILURE_LOG_INTERVAL:
+        else:
+            self._still_failing(text, now)
+
+    def _still_failing(self, text: str, now: float) -> None:
+        """Another failure of a run of them: logged at most once a minute."""
+        if now - self._last_failure_log >= _FAILURE_LOG_INTERVAL:
             self._last_failure_log = now
             log.error(
                 "history writes still failing (%s): %d failures so far",
