@@ -180,6 +180,29 @@ def test_restart_records_an_offline_gap_and_no_duplicates(tmp_path: Path) -> Non
         assert store.gaps() == gaps  # persisted
 
 
+def test_a_node_far_below_the_store_is_warned_of_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    # A restored node, or another chain, on a store that is ahead of it: history stood
+    # still with no word (an operator walkthrough).
+    path = tmp_path / "history.sqlite"
+    with HistoryStore(path) as store:
+        record(HistoryRecorder(store), [make_block(50_000, T0, fills=trade_fills(1, T0))])
+    with caplog.at_level("WARNING", logger="hlbook.history"), HistoryStore(path) as store:
+        recorder = HistoryRecorder(store)
+        record(recorder, [make_block(49_999, T0, fills=trade_fills(2, T0))])  # an overlap
+        assert not caplog.records
+        for height in (40_000, 40_001, 40_002):
+            record(recorder, [make_block(height, T0, fills=trade_fills(height, T0))])
+        assert store.flush(10)
+        assert len(store.fills(ALICE).fills) == 1  # nothing recorded twice or out of order
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 2, warned  # once per stream
+    assert "the node is at block 40000, the store already holds fills up to block 50000" in (
+        warned[0] + warned[1]
+    )
+
+
 def test_a_re_bootstrap_that_skips_blocks_is_a_resync_gap() -> None:
     with HistoryStore(None) as store:
         recorder = HistoryRecorder(store)

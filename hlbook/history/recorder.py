@@ -40,6 +40,8 @@ __all__ = ["HistoryRecorder"]
 log = logging.getLogger("hlbook.history")
 
 _NOT_TRIGGER = b'"isTrigger":false'
+_FAR_BELOW = 1000
+"""Blocks below what the store holds that are not a restart's overlap (~70 s of mainnet)."""
 _REJECTIONS: set[str] = {"rejected", "badAloPxRejected", "perpMarginRejected", "iocCancelRejected"}
 
 
@@ -69,6 +71,7 @@ class HistoryRecorder:
         # A height jump is a gap only at the first block after starting or after a
         # re-bootstrap: in steady state the streaming layout skips empty blocks' heights.
         self._gap_reason: dict[str, str | None] = {FILLS: "offline", STATUSES: "offline"}
+        self._far_below_logged: set[str] = set()
 
     # -- BlockSink ---------------------------------------------------------------
 
@@ -98,7 +101,20 @@ class HistoryRecorder:
     def _is_new(self, stream: str, block: "Block") -> bool:
         last = self._last[stream]
         if last is not None and block.height <= last[0]:
+            if last[0] - block.height > _FAR_BELOW and stream not in self._far_below_logged:
+                # Not the overlap of a restart: a restored node, or another chain, on a
+                # store that is ahead of it. Nothing would say why history stands still.
+                self._far_below_logged.add(stream)
+                log.warning(
+                    "history: the node is at block %d, the store already holds %s up to"
+                    " block %d: nothing is recorded until the node passes it (a restored"
+                    " node or another chain? then give this one another --history)",
+                    block.height,
+                    stream,
+                    last[0],
+                )
             return False
+        self._far_below_logged.discard(stream)
         reason = self._gap_reason[stream]
         if reason is not None and last is not None and block.height > last[0] + 1:
             self.store.add_gap(
