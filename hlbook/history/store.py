@@ -662,90 +662,59 @@ class HistoryStore:
         *,
         closing: bool,
     ) -> None:
+        """A transaction was refused. Within ``retry_for`` of failures (and not closing)
+        its rows go back to the front of the queue — answers keep including them — and
+        wait for the retry; after that they become a ``write-failed`` gap."""
         now = time.monotonic()
         text = f"{type(exc).__name__}: {exc}"
         since = self._failing_since if self._failing_since is not None else now
-        if not closing and now - since < self._retry_for:
-            self._keep(batches, spill, text, now)
-            return
-        self._backoff_until = 0.0  # given up on: new blocks are tried as they come
-        lost: list[Gap] = []
-        for stream in (FILLS, STATUSES):
-            mine = [batch for batch in batches if batch.stream == stream]
-            rows = sum(batch.rows for batch in mine)
-            if mine and rows:
-                lost.append(
-                    Gap(
-                        stream,
-                        "write-failed",
-                        mine[0].height,
-                        mine[-1].height,
-                        mine[0].time,
-                        mine[-1].time,
-                        rows,
-                    )
-                )
+        keep = not closing and now - since < self._retry_for
+        rows = sum(batch.rows for batch in batches)
         with self._cond:
             self._stats.write_failures += 1
             self._stats.last_error = text
-            for gap in lost:
-                self._record_gap(gap)
+            if keep:
+                self._queue.extendleft(reversed(batches))
+                for key, value in spill.items():
+                    self._spill.setdefault(key, value)  # a newer state of a candle wins
+                self._requeued = True
+            else:
+                for gap in _failed_gaps(batches):
+                    self._record_gap(gap)
         self._retry_at = now + self._retry_delay
         self._retry_delay = min(2 * self._retry_delay, 30.0)
-        if self._failing_since is None:
-            self._failing_since = now
-            self._last_failure_log = now
-            self._gave_up_logged = True
+        # Kept rows wait for the retry; once given up on, new blocks are tried as they come.
+        self._backoff_until = self._retry_at if keep else 0.0
+        first = self._failing_since is None
+        if not (first or (not keep and not self._gave_up_logged)):
+            self._still_failing(text, now)
+            return
+        self._failing_since = since
+        self._last_failure_log = now
+        self._gave_up_logged = not keep
+        if keep:
+            log.error(
+                "history write failed (%s): %d rows kept and retried for up to %.0f s; "
+                "the live feed continues",
+                text,
+                rows,
+                self._retry_for,
+            )
+        elif first:
             log.error(
                 "history write failed (%s): %d rows lost and recorded as a gap; "
                 "the live feed continues, writes are retried with the next blocks",
                 text,
-                sum(gap.rows for gap in lost),
+                rows,
             )
-        elif not self._gave_up_logged:
-            self._gave_up_logged = True
-            self._last_failure_log = now
+        else:
             log.error(
                 "history writes failed for %.0f s (%s): giving up on what they held, %d rows"
                 " lost and recorded as a gap; later blocks are tried as they come",
                 now - since,
                 text,
-                sum(gap.rows for gap in lost),
+                rows,
             )
-        else:
-            self._still_failing(text, now)
-
-    def _keep(
-        self,
-        batches: tuple[Batch, ...],
-        spill: Mapping[_CandleKey, tuple[int, Candle]],
-        text: str,
-        now: float,
-    ) -> None:
-        """A failed write within ``retry_for``: its rows go back to the front of the queue
-        (answers keep including them, nothing is lost yet) until the retry."""
-        with self._cond:
-            self._stats.write_failures += 1
-            self._stats.last_error = text
-            self._queue.extendleft(reversed(batches))
-            for key, value in spill.items():
-                self._spill.setdefault(key, value)  # a newer state of a candle wins
-            self._requeued = True
-        self._retry_at = self._backoff_until = now + self._retry_delay
-        self._retry_delay = min(2 * self._retry_delay, 30.0)
-        if self._failing_since is None:
-            self._failing_since = now
-            self._last_failure_log = now
-            self._gave_up_logged = False
-            log.error(
-                "history write failed (%s): %d rows kept and retried for up to %.0f s; "
-                "the live feed continues",
-                text,
-                sum(batch.rows for batch in batches),
-                self._retry_for,
-            )
-        else:
-            self._still_failing(text, now)
 
     def _still_failing(self, text: str, now: float) -> None:
         """Another failure of a run of them: logged at most once a minute."""
@@ -1225,6 +1194,20 @@ class HistoryStore:
             return out
 
         return self._read(read)
+
+
+def _failed_gaps(batches: tuple[Batch, ...]) -> list[Gap]:
+    """The ``write-failed`` gap of each stream whose rows ``batches`` lost."""
+    lost: list[Gap] = []
+    for stream in (FILLS, STATUSES):
+        mine = [batch for batch in batches if batch.stream == stream]
+        rows = sum(batch.rows for batch in mine)
+        if mine and rows:
+            first, last = mine[0], mine[-1]
+            lost.append(
+                Gap(stream, "write-failed", first.height, last.height, first.time, last.time, rows)
+            )
+    return lost
 
 
 def _candle_key(candle: Candle) -> _CandleKey:

@@ -154,16 +154,18 @@ class _Partial:
         return Part(stream, shared)
 
 
-def _add(partial: _Partial, stream: Stream, line: AnyLine) -> None:
-    """Add a line's events to the block being joined."""
+def _add(partial: _Partial, stream: Stream, line: AnyLine) -> int:
+    """Add a line's events to the block being joined; how many there were."""
     if stream is Stream.STATUSES:
         partial.statuses.extend(line.events)
     elif stream is Stream.DIFFS:
         partial.diffs.extend(line.events)
     else:
         partial.fills.extend(line.events)
-    partial.events += len(line.events)
+    count = len(line.events)
+    partial.events += count
     partial.delivered.add(stream)
+    return count
 
 
 def _expose(block: Block, partial: _Partial, stream: Stream) -> None:
@@ -283,8 +285,7 @@ class BlockJoiner:
             # Streaming: one more line of a height this stream already reached. It
             # completes nothing (the stream is talking, if anything less quiet): only
             # time or another height can, and poll()/the next height look then.
-            _add(partial, stream, line)
-            self._pending_events += len(line.events)
+            self._pending_events += _add(partial, stream, line)
             return []
         if partial is None:
             partial = self._pending[height] = _Partial(height, line.block_time, now)
@@ -295,8 +296,7 @@ class BlockJoiner:
                         # has nothing here and is complete (not announced: out of order).
                         partial.silent.add(other)
                         partial.announced.add(other)
-        _add(partial, stream, line)
-        self._pending_events += len(line.events)
+        self._pending_events += _add(partial, stream, line)
         return early + self._collect(now) if early else self._collect(now)
 
     def caught_up(self, stream: Stream, now: float) -> list[Output]:
