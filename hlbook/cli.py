@@ -545,6 +545,10 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``hlbook`` console script; returns the exit status.
 
@@ -554,9 +558,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
-    if unknown:  # named by the command's own parser, whose --help lists the flags
-        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        commands.choices[args.command].error(f"unrecognized arguments: {' '.join(unknown)}")
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    command = commands.choices[args.command]  # its own --help lists the flags
+    if unknown:
+        command.error(f"unrecognized arguments: {' '.join(unknown)}")
+    missing = [f for f in getattr(args, "required_flags", ()) if getattr(args, _dest(f)) is None]
+    if missing:
+        command.error(f"the following arguments are required: {', '.join(missing)}")
     args.argv = list(sys.argv[1:] if argv is None else argv)  # --workers N starts it again
     if not hasattr(args, "settings"):
         configure_logging(args.log_level, args.log_format)

@@ -276,6 +276,9 @@ def test_a_bad_flag_is_one_line_naming_the_command() -> None:
         (["relay", "--source", "nats://a:1", "--bogus"], "hlbook relay: unrecognized arguments"),
         (["serve", "--port"], "hlbook serve: argument --port: expected one argument"),
         (["nope"], "hlbook: argument COMMAND: invalid choice: 'nope'"),
+        # the misspelt flag first: it may be the missing one
+        (["simulate", "--nodedata", "d"], "hlbook simulate: unrecognized arguments: --nodedata"),
+        (["simulate"], "hlbook simulate: the following arguments are required: --node-data"),
     ):
         done = hlbook(*argv)
         assert done.returncode == 2, argv

@@ -58,9 +58,9 @@ def add_simulate_command(subparsers: "argparse._SubParsersAction[argparse.Argume
             "spotMetaAndAssetCtxs), for hlbook's --fallback-info-url."
         ),
     )
-    parser.add_argument(
-        "--node-data", required=True, metavar="DIR", help="where to write node files"
-    )
+    # Required, but checked after the unknown flags (hlbook.cli.main): argparse would
+    # name a missing flag before a misspelt one that may be the same flag.
+    parser.add_argument("--node-data", metavar="DIR", help="where to write node files (required)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
     parser.add_argument(
         "--layout",
@@ -136,7 +136,7 @@ def add_simulate_command(subparsers: "argparse._SubParsersAction[argparse.Argume
         help="height of the first block (default: 985148182)",
     )
     add_log_level(parser)
-    parser.set_defaults(run=_run)
+    parser.set_defaults(run=_run, required_flags=("--node-data",))
 
 
 def config_from_args(args: argparse.Namespace) -> SimConfig:
