@@ -197,6 +197,37 @@ async def test_http_errors(tmp_path: Path, mainnet: MainnetSlice) -> None:
         assert (await client.get("/health")).status_code == 200
 
 
+async def test_a_bug_answering_a_client_is_counted_logged_and_harms_nobody(
+    tmp_path: Path, mainnet: MainnetSlice, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """hlbook_client_errors_total (health's client_errors) counts every request that met a
+    bug, over HTTP and over a WebSocket post, as the README says."""
+    from hlbook.info.l2book import L2BookInfo
+
+    async def broken(self: L2BookInfo, request: dict[str, Any], body: bytes) -> bytes:
+        raise OverflowError("a bug in the handler")  # stands for a real bug: none is known
+
+    async with (
+        replay_server(tmp_path, mainnet) as (handle, _node),
+        httpx.AsyncClient(base_url=handle.http_url) as client,
+        open_websocket_url(handle.url) as ws,
+    ):
+        assert handle.health()["connections"]["client_errors"] == 0
+        monkeypatch.setattr(L2BookInfo, "answer", broken)
+        answer = await post(client, {"type": "l2Book", "coin": "BTC"})
+        assert (answer.status_code, answer.json()["code"]) == (500, "internalError")
+        post_l2 = {"type": "l2Book", "coin": "BTC"}
+        await send(ws, {"method": "post", "id": 7, "request": {"type": "info", "payload": post_l2}})
+        error = (await receive_until(ws, lambda m: m.get("channel") == "post"))[-1]
+        assert error["data"]["id"] == 7
+        assert error["data"]["response"]["type"] == "error"
+        assert handle.health()["connections"]["client_errors"] == 2
+        monkeypatch.undo()
+        assert (await post(client, {"type": "l2Book", "coin": "BTC"})).status_code == 200
+        metrics = (await client.get("/metrics")).text
+        assert "hlbook_client_errors_total 2.0" in metrics
+
+
 async def test_node_types_are_passed_on_unchanged(tmp_path: Path, mainnet: MainnetSlice) -> None:
     async with (
         replay_server(tmp_path, mainnet) as (handle, _node),

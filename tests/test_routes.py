@@ -24,10 +24,12 @@ async def test_a_bug_in_a_handler_is_a_500_with_a_json_error(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     seen: list[tuple[str, int]] = []
+    bugs: list[None] = []
     routes = Routes(
         InfoRegistry([_Broken()], NodeInfo(None, None)),
         health=dict,
         observe=lambda kind, status: seen.append((kind, status)),
+        on_bug=lambda: bugs.append(None),
     )
     request = h11.Request(method="POST", target="/info", headers=[("host", "x")])
     response = await routes.handle(request, b'{"type":"broken"}')
@@ -37,4 +39,5 @@ async def test_a_bug_in_a_handler_is_a_500_with_a_json_error(
         "msg": "broken: internal error (logged)",
     }
     assert seen == [("broken", 500)]
+    assert len(bugs) == 1  # hlbook_client_errors_total
     assert any("OverflowError" in (r.exc_text or "") for r in caplog.records)

@@ -62,6 +62,7 @@ class Routes:
         health: Callable[[], dict[str, Any]],
         page: Callable[[h11.Request], Response] | None = None,
         observe: Callable[[str, int], None] | None = None,
+        on_bug: Callable[[], None] | None = None,
     ) -> None:
         self.info = info
         self.health = health
@@ -69,6 +70,8 @@ class Routes:
         """Answers ``GET /`` (given the request: it may answer 304 to ``If-None-Match``)."""
         self.observe = observe
         """Called with (info type, status) after each ``/info`` request (metrics)."""
+        self.on_bug = on_bug
+        """Called once per request that failed on a bug (its traceback is logged)."""
         self.extra: dict[str, Callable[[h11.Request], Awaitable[Response]]] = {}
         """More GET routes (``/metrics``), added by the server."""
 
@@ -121,6 +124,8 @@ class Routes:
             return _error(exc.status, exc.code, exc.msg)
         except Exception:  # a bug: this request gets a 500, the connection and others go on
             log.exception("POST /info %s failed", kind)
+            if self.on_bug is not None:
+                self.on_bug()
             if self.observe is not None:
                 self.observe(kind, 500)
             return _error(500, "internalError", f"{kind}: internal error (logged)")

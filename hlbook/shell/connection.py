@@ -144,7 +144,7 @@ class Server:
         self._health = health
         self.slots = Slots(limits.max_connections, limits.max_half_open, limits.max_per_address)
         self.stats = ConnectionStats()
-        self.routes = Routes(info, health, page)
+        self.routes = Routes(info, health, page, on_bug=self._count_bug)
         self.flusher = flusher if flusher is not None else Flusher()
         """Run :meth:`Flusher.run` alongside the server (``serve`` does); a
         :class:`~hlbook.shell.writer.FlushSink` of it among the data path's sinks
@@ -199,11 +199,16 @@ class Server:
             log.debug("%s: connection lost: %r", peer, lost.exceptions[0])
         except* Exception:
             # A bug, not the client's doing: counted in health so that it is seen.
-            self.stats.client_errors += 1
+            self._count_bug()
             log.exception("%s: error serving this client (others are unaffected)", peer)
         finally:
             with trio.CancelScope(shield=True):
                 await stream.aclose()
+
+    def _count_bug(self) -> None:
+        """A client's request met a bug (logged with its traceback): seen in health and
+        ``hlbook_client_errors_total``."""
+        self.stats.client_errors += 1
 
     async def _tls(self, stream: trio.abc.Stream, peer: str) -> trio.SSLStream[Any] | None:
         """The TLS session over ``stream``, or ``None`` if its handshake failed or stalled
@@ -583,6 +588,7 @@ class Server:
                 why = history_unavailable(exc)
             else:
                 log.exception("preparing the first %s message failed", action.channel)
+                self._count_bug()
                 why = "internal error (logged)"
             message = error_message(f"{action.channel}: no snapshot: {why}; updates follow")
         session.first_ready(action, message)
@@ -602,6 +608,7 @@ class Server:
             text = str(exc) if getattr(exc, "status", None) else "internal error"
             if not getattr(exc, "status", None):
                 log.exception("post %r failed", kind)
+                self._count_bug()
             session.answered(call, None, text)
             return
         if answer.status != 200:
