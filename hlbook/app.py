@@ -40,7 +40,14 @@ from hlbook.info.history import HistoryInfo
 from hlbook.info.l2book import L2BookInfo
 from hlbook.info.orders import OrdersInfo
 from hlbook.info.proxy import InfoUpstream, NodeInfo, Refused
-from hlbook.listen import load_tokens, open_listeners, tls_context
+from hlbook.listen import (
+    certificate_watch,
+    check_certificate_now,
+    load_tokens,
+    open_listeners,
+    tls_context,
+    watch_certificate,
+)
 from hlbook.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from hlbook.metrics import Metrics
 from hlbook.relay.client import open_nats
@@ -49,6 +56,7 @@ from hlbook.server.access import AccessPolicy
 from hlbook.server.fanout import Hub
 from hlbook.server.routes import Response, Routes
 from hlbook.server.slots import Kind
+from hlbook.server.tls import CertificateWatch
 from hlbook.shell.connection import Server, ServerLimits
 from hlbook.shell.follow import RelayPath
 from hlbook.shell.ingest import DataPath
@@ -287,11 +295,18 @@ async def serve(
         public_health=config.public_health,
     )
     ssl_context = tls_context(config.tls_cert, config.tls_key)
+    # An expired or not yet valid certificate is served with a warning, not refused: the
+    # operator may be replacing it, and the rest of the server is still of use.
+    certificate = certificate_watch(config.tls_cert)
+    if certificate is not None:
+        check_certificate_now(certificate)
     store, recorder = await _open_history(config)
     try:
         if listeners is None:
             listeners = await open_listeners(config.host, config.port, "hlbook")
-        await _serve(config, access, ssl_context, store, recorder, listeners, task_status)
+        await _serve(
+            config, access, ssl_context, certificate, store, recorder, listeners, task_status
+        )
     finally:
         with trio.CancelScope(shield=True):
             await trio.to_thread.run_sync(store.close)
@@ -328,6 +343,7 @@ async def _serve(
     config: Config,
     access: AccessPolicy,
     ssl_context: Any,
+    certificate: CertificateWatch | None,
     store: HistoryStore,
     recorder: HistoryRecorder,
     listeners: list[trio.SocketListener],
@@ -379,6 +395,10 @@ async def _serve(
             await nursery.start(trio.serve_listeners, server.handle_stream, listeners)
             port = listeners[0].socket.getsockname()[1]
             nursery.start_soon(server.flusher.run)
+            if ssl_context is not None:
+                nursery.start_soon(server.report_tls_failures)
+            if certificate is not None:
+                nursery.start_soon(watch_certificate, certificate)
             handle = ServerHandle(config, config.host, port, data_path, hub, feeds, server, store)
             handle.publishing = publishing
             handle_box.append(handle)

@@ -509,7 +509,8 @@ class Config:
         default=None,
         converter=attrs.converters.optional(Path),
         metadata=setting(
-            "certificate (chain) to serve https:// and wss:// on the same port",
+            "certificate (chain) to serve https:// and wss:// on the same port; one expired, "
+            "not yet valid or expiring within 14 days is logged (and served all the same)",
             metavar="PEM",
             group=ACCESS,
         ),

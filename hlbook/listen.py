@@ -4,15 +4,29 @@ Each problem is one :class:`~hlbook.errors.StartupError` naming what and why
 (the CLI prints it as one line and exits 1).
 """
 
+import logging
 import ssl
 from collections.abc import Iterable
+from datetime import UTC, datetime
 from pathlib import Path
 
 import trio
 
 from hlbook.errors import StartupError
+from hlbook.server.tls import CertificateWatch, certificate_validities
 
-__all__ = ["load_tokens", "open_listeners", "tls_context"]
+__all__ = [
+    "certificate_watch",
+    "check_certificate_now",
+    "load_tokens",
+    "open_listeners",
+    "tls_context",
+    "watch_certificate",
+]
+
+log = logging.getLogger("hlbook.server")
+
+_RECHECK_SECONDS = 3600.0
 
 
 async def open_listeners(host: str, port: int, what: str) -> list[trio.SocketListener]:
@@ -42,6 +56,34 @@ def tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:
         why = getattr(exc, "strerror", None) or getattr(exc, "reason", None) or str(exc)
         raise StartupError(f"TLS: cannot load certificate {cert} with key {key}: {why}") from None
     return context
+
+
+def certificate_watch(cert: Path | None) -> CertificateWatch | None:
+    """What to check about the dates of the certificate (chain) in ``cert`` while it is
+    served; ``None`` without TLS, or if its dates cannot be read (logged: OpenSSL took
+    the file, so it is served all the same). Call after :func:`tls_context`."""
+    if cert is None:
+        return None
+    try:
+        validities = certificate_validities(cert.expanduser().read_text("ascii", "replace"))
+    except (OSError, ValueError) as exc:
+        log.warning("TLS certificate %s: cannot read its dates (%s); not checked", cert, exc)
+        return None
+    return CertificateWatch(str(cert), validities)
+
+
+def check_certificate_now(watch: CertificateWatch) -> None:
+    """Log what :meth:`CertificateWatch.check` finds at the current time."""
+    for line in watch.check(datetime.now(UTC)):
+        log.warning("%s", line)
+
+
+async def watch_certificate(watch: CertificateWatch, every: float = _RECHECK_SECONDS) -> None:
+    """Check the served certificate's dates every ``every`` seconds until cancelled:
+    hlbook reads it once, so one that expires while it runs is still the one served."""
+    while True:
+        await trio.sleep(every)
+        check_certificate_now(watch)
 
 
 def load_tokens(values: Iterable[str]) -> tuple[str, ...]:

@@ -51,6 +51,7 @@ from hlbook.server.frames import pong_frame
 from hlbook.server.routes import Response, Routes
 from hlbook.server.session import Action, RunInfo, Session, SessionLimits
 from hlbook.server.slots import Kind, Refusal, Slot, Slots
+from hlbook.server.tls import HandshakeFailureLog, describe_handshake_error
 from hlbook.shell.writer import CompressionBudget, Flusher, Writer
 
 __all__ = ["ConnectionStats", "Server", "ServerLimits"]
@@ -151,6 +152,8 @@ class Server:
         writes each block's messages in the step that built them."""
         self.active: set[ClientQueue] = set()
         """Connected WebSocket clients."""
+        self.tls_failure_log = HandshakeFailureLog()
+        """When failed TLS handshakes are logged (run :meth:`report_tls_failures`)."""
         self._session_limits = SessionLimits(
             idle_timeout=limits.idle_timeout, max_subscriptions=limits.max_subscriptions
         )
@@ -219,13 +222,29 @@ class Server:
             try:
                 await tls.do_handshake()
             except trio.BrokenResourceError as exc:
-                self.stats.tls_failures += 1
                 log.debug("%s: TLS handshake failed: %r", peer, exc.__cause__ or exc)
+                self._tls_failed(peer, describe_handshake_error(exc.__cause__))
                 return None
             return tls
-        self.stats.tls_failures += 1
-        log.debug("%s: TLS handshake timed out", peer)
+        timeout = self.limits.handshake_timeout
+        self._tls_failed(peer, f"no TLS handshake within --handshake-timeout ({timeout:g} s)")
         return None
+
+    def _tls_failed(self, peer: str, reason: str) -> None:
+        self.stats.tls_failures += 1
+        line = self.tls_failure_log.failed(trio.current_time(), peer, reason)
+        if line is not None:
+            log.info("%s", line)
+
+    async def report_tls_failures(self) -> None:
+        """Log the failed TLS handshakes not logged yet, once per the log's interval, until
+        cancelled (``serve`` runs it beside the server when TLS is on)."""
+        failures = self.tls_failure_log
+        while True:
+            await trio.sleep(failures.interval)
+            line = failures.tick(trio.current_time())
+            if line is not None:
+                log.info("%s", line)
 
     async def _refuse(self, stream: trio.abc.Stream, why: Refusal) -> None:
         # Before TLS: a TLS client gets a closed connection rather than plaintext.
