@@ -462,8 +462,9 @@ class Config:
         converter=_whole_strings,
         metadata=setting(
             "require this token on every request (Authorization: Bearer TOKEN, ?token=TOKEN, "
-            "or the password of Basic auth; 401 without); @FILE reads it from a file; repeat "
-            "for several",
+            "or the password of Basic auth; 401 without); @FILE reads tokens from a file, one "
+            "a line (blank lines and lines starting with # skipped; no token in it: exit 1); "
+            "repeat for several",
             key="token",
             metavar="TOKEN|@FILE",
             group=ACCESS,
@@ -472,8 +473,9 @@ class Config:
             default_text="none: open to anyone who reaches the port",
         ),
     )
-    """Access tokens (``@FILE`` reads one from a file): when any is set, every request must
-    carry one (``Authorization: Bearer T``, ``?token=T`` or Basic auth's password)."""
+    """Access tokens (``@FILE`` reads a file's tokens, one a line, blank lines and ``#``
+    comments skipped): when any is set, every request must carry one
+    (``Authorization: Bearer T``, ``?token=T`` or Basic auth's password)."""
     public_health: bool = attrs.field(
         default=False,
         metadata=setting(

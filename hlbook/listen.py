@@ -87,23 +87,29 @@ async def watch_certificate(watch: CertificateWatch, every: float = _RECHECK_SEC
 
 
 def load_tokens(values: Iterable[str]) -> tuple[str, ...]:
-    """Tokens given as values or ``@FILE`` (the file's first line)."""
-    tokens = []
+    """Tokens given as values or ``@FILE``: each non-blank line of the file is a token
+    (surrounding whitespace stripped; lines starting with ``#`` are comments), so a
+    token is rotated by adding the new line before removing the old one."""
+    tokens: list[str] = []
     for given in values:
-        value = given
-        if given.startswith("@"):
-            path = Path(given[1:]).expanduser()
-            try:
-                lines = path.read_text().strip().splitlines()
-            except OSError as exc:
-                raise StartupError(f"token file {path}: {exc.strerror or exc}") from None
-            except UnicodeDecodeError:
-                raise StartupError(f"token file {path}: not text (UTF-8)") from None
-            value = lines[0].strip() if lines else ""
-            where = f"token file {path}"
-        else:
-            where = "a --token"
-        if not value:
-            raise StartupError(f"{where} is empty")
-        tokens.append(value)
+        if not given.startswith("@"):
+            if not given.strip():
+                raise StartupError("a --token is empty")
+            tokens.append(given)
+            continue
+        path = Path(given[1:]).expanduser()
+        try:
+            text = path.read_text()
+        except OSError as exc:
+            raise StartupError(f"token file {path}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise StartupError(f"token file {path}: not text (UTF-8)") from None
+        found = [
+            line.strip()
+            for line in text.splitlines()
+            if line.strip() and not line.strip().startswith("#")
+        ]
+        if not found:
+            raise StartupError(f"token file {path} has no token (blank lines and # comments only)")
+        tokens.extend(found)
     return tuple(tokens)

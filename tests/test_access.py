@@ -276,6 +276,41 @@ def test_bad_tls_flags_exit_1_with_one_line(tmp_path: Path) -> None:
     assert "missing.pem" in lines[0]
 
 
+def test_a_token_file_holds_one_token_a_line(tmp_path: Path) -> None:
+    from hlbook.listen import load_tokens
+
+    rotating = tmp_path / "tokens"
+    rotating.write_text(
+        "# hlbook tokens: add the new one, then remove the old\n\n  new-one  \nold-one\n"
+    )
+    assert load_tokens([f"@{rotating}", "plain"]) == ("new-one", "old-one", "plain")
+    for text in ("", "\n  \n", "# only a comment\n"):
+        empty = tmp_path / "empty"
+        empty.write_text(text)
+        with pytest.raises(StartupError, match=r"token file .*empty has no token"):
+            load_tokens([f"@{empty}"])
+    with pytest.raises(StartupError, match="a --token is empty"):
+        load_tokens([" "])
+
+
+async def test_every_token_of_a_file_opens_the_server(tmp_path: Path) -> None:
+    token_file = tmp_path / "tokens"
+    token_file.write_text("# rotating\nnew-token\nold-token\n")
+    config = hlbook.Config(
+        node_data=tmp_path / "data", port=0, tokens=(f"@{token_file}",), history="none"
+    )
+    async with trio.open_nursery() as nursery:
+        handle = await nursery.start(hlbook.serve, config)
+        async with httpx.AsyncClient(base_url=handle.http_url) as client:
+            for token in ("new-token", "old-token"):
+                answer = await client.get("/health", headers={"authorization": f"Bearer {token}"})
+                assert answer.status_code != 401, token
+            assert (await client.get("/health")).status_code == 401
+        async with open_websocket_url(f"{handle.url}?token=old-token") as ws:
+            assert await request(ws, {"method": "ping"}) == {"channel": "pong"}
+        nursery.cancel_scope.cancel()
+
+
 def test_a_token_file_that_is_not_text_is_one_startup_error(tmp_path: Path) -> None:
     from hlbook.listen import load_tokens
 
