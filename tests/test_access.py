@@ -57,6 +57,52 @@ def test_the_policy_needs_a_valid_token_except_for_open_health() -> None:
     assert open_health.decide(b"/info", [], scheme="http") is not None
 
 
+def test_a_401_says_whether_no_token_came_or_which_one_was_refused() -> None:
+    policy = AccessPolicy(tokens=(TOKEN,))
+    refusals = {
+        "none": policy.decide(b"/info", [], scheme="http"),
+        "empty bearer": policy.decide(
+            b"/info?token=", headers(authorization="Bearer "), scheme="http"
+        ),
+        "no scheme": policy.decide(b"/info", headers(authorization="nope"), scheme="http"),
+        "bad basic": policy.decide(b"/info", headers(authorization="Basic !!!"), scheme="http"),
+        "wrong bearer": policy.decide(
+            b"/info", headers(authorization="Bearer nope"), scheme="http"
+        ),
+        "wrong query": policy.decide(b"/ws?token=nope", [], scheme="http"),
+        "wrong basic": policy.decide(
+            b"/info",
+            headers(authorization="Basic " + base64.b64encode(b"hl:nope").decode()),
+            scheme="http",
+        ),
+    }
+    msgs, challenges = {}, {}
+    for name, denial in refusals.items():
+        assert denial is not None
+        assert (denial.status, denial.code) == (401, "unauthorized")  # as before
+        assert "nope" not in denial.msg  # a token is never repeated
+        msgs[name], challenges[name] = denial.msg, denial.authenticate
+    assert msgs["none"].startswith("no token was sent; this server requires one: send")
+    assert challenges["none"] == "Bearer"  # RFC 6750: no error without credentials
+    assert msgs["empty bearer"].startswith(
+        "no token found (the Authorization header: Bearer with no token)"
+    )
+    assert "(the Authorization header: not Bearer or Basic)" in msgs["no scheme"]
+    assert "(the Authorization header: Basic is not base64 of user:password)" in msgs["bad basic"]
+    assert msgs["wrong bearer"] == (
+        "the token sent (Authorization: Bearer) is not accepted by this server"
+    )
+    assert msgs["wrong query"] == "the token sent (?token=) is not accepted by this server"
+    assert msgs["wrong basic"] == "the token sent (Basic auth) is not accepted by this server"
+    assert challenges["wrong query"] == 'Bearer error="invalid_token"'
+    # The header comes first: a wrong one is refused even with a good ?token=.
+    both = policy.decide(
+        f"/ws?token={TOKEN}".encode(), headers(authorization="Bearer x"), scheme="http"
+    )
+    assert both is not None
+    assert "(Authorization: Bearer)" in both.msg
+
+
 def test_origins_allow_list_and_the_pages_own_origin() -> None:
     policy = AccessPolicy(allow_origins=("https://desk.example/",))
     ok = headers(origin="https://desk.example", host="hl:8000")
@@ -293,7 +339,9 @@ def test_a_token_file_holds_one_token_a_line(tmp_path: Path) -> None:
         load_tokens([" "])
 
 
-async def test_every_token_of_a_file_opens_the_server(tmp_path: Path) -> None:
+async def test_every_token_of_a_file_opens_the_server_and_refusals_say_why(
+    tmp_path: Path,
+) -> None:
     token_file = tmp_path / "tokens"
     token_file.write_text("# rotating\nnew-token\nold-token\n")
     config = hlbook.Config(
@@ -305,7 +353,30 @@ async def test_every_token_of_a_file_opens_the_server(tmp_path: Path) -> None:
             for token in ("new-token", "old-token"):
                 answer = await client.get("/health", headers={"authorization": f"Bearer {token}"})
                 assert answer.status_code != 401, token
-            assert (await client.get("/health")).status_code == 401
+            missing = await client.get("/health")
+            assert missing.status_code == 401
+            assert missing.headers["www-authenticate"] == "Bearer"
+            assert missing.json()["msg"].startswith("no token was sent")
+            wrong = await client.get("/health", headers={"authorization": "Bearer guessed"})
+            assert wrong.status_code == 401
+            assert wrong.headers["www-authenticate"] == 'Bearer error="invalid_token"'
+            assert wrong.json()["msg"] == (
+                "the token sent (Authorization: Bearer) is not accepted by this server"
+            )
+            assert "guessed" not in wrong.text
+        # The WebSocket upgrade is refused with the same 401s, before it happens.
+        for url, expected in (
+            (handle.url, "no token was sent"),
+            (f"{handle.url}?token=guessed", "the token sent (?token=) is not accepted"),
+        ):
+            with pytest.raises(ConnectionRejected) as rejected:
+                async with open_websocket_url(url):
+                    pass
+            assert rejected.value.status_code == 401
+            assert rejected.value.body is not None
+            body = json.loads(rejected.value.body)
+            assert body["msg"].startswith(expected)
+            assert "guessed" not in rejected.value.body.decode()
         async with open_websocket_url(f"{handle.url}?token=old-token") as ws:
             assert await request(ws, {"method": "ping"}) == {"channel": "pong"}
         nursery.cancel_scope.cancel()

@@ -3,8 +3,9 @@
 * ``--token`` (one or more): every request — HTTP or the WebSocket upgrade —
   must carry one, as ``Authorization: Bearer T``, ``?token=T`` (browsers
   cannot set headers on a WebSocket) or the password of Basic auth; otherwise
-  401, before any handler or upgrade runs. Tokens are compared in constant
-  time and never logged.
+  401, before any handler or upgrade runs, saying whether no token came or the
+  one that came is not accepted (and where it was found, never what it was).
+  Tokens are compared in constant time and never logged.
 * ``--allow-origin`` (one or more): a browser request whose ``Origin`` is not
   listed — nor the server's own origin (the page it serves) — gets 403. Without
   the flag any origin may connect (the token, if set, still applies).
@@ -31,11 +32,52 @@ OPEN_PATHS = ("/health", "/metrics")
 
 @attrs.frozen
 class Denial:
-    """A request refused: its HTTP status, code and reason."""
+    """A request refused: its HTTP status, code and reason (and for a 401, the
+    ``WWW-Authenticate`` challenge)."""
 
     status: int
     code: str
     msg: str
+    authenticate: str = "Bearer"
+
+
+@attrs.frozen
+class _Presented:
+    """What a request offers as its token: the token and where it came from, or ``None``
+    and why there is none (said in the 401, which never repeats a token)."""
+
+    token: str | None
+    where: str
+
+
+_NONE_FOUND = "no token found (the Authorization header: %s)"
+_EMPTY = {"bearer": "Bearer with no token", "basic": "Basic with no credentials"}
+
+
+def _presented(query: str, headers: Iterable[tuple[bytes, bytes]]) -> _Presented:
+    unusable = ""
+    for name, value in headers:
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            scheme, token = scheme.lower(), token.strip()
+            if scheme == "bearer" and token:
+                return _Presented(token, "Authorization: Bearer")
+            if scheme == "basic" and token:
+                try:
+                    user, _, password = (
+                        base64.b64decode(token, validate=True).decode().partition(":")
+                    )
+                except (binascii.Error, UnicodeDecodeError):
+                    return _Presented(None, _NONE_FOUND % "Basic is not base64 of user:password")
+                if password or user:
+                    return _Presented(password or user, "Basic auth")
+                return _Presented(None, _NONE_FOUND % "Basic has an empty user and password")
+            # Not the scheme's name: a token sent without one would be it.
+            unusable = _EMPTY.get(scheme, "not Bearer or Basic")
+    for key, found in urllib.parse.parse_qsl(query, keep_blank_values=True):
+        if key == "token" and found:
+            return _Presented(found, "?token=")
+    return _Presented(None, _NONE_FOUND % unusable if unusable else "no token was sent")
 
 
 def request_token(query: str, headers: Iterable[tuple[bytes, bytes]]) -> str | None:
@@ -45,22 +87,7 @@ def request_token(query: str, headers: Iterable[tuple[bytes, bytes]]) -> str | N
     that clients which cannot set headers work with ``http://user:TOKEN@host``
     URLs (the official Python SDK's ``Info``, through ``requests``).
     """
-    for name, value in headers:
-        if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
-            scheme, token = scheme.lower(), token.strip()
-            if scheme == "bearer" and token:
-                return token
-            if scheme == "basic" and token:
-                try:
-                    user, _, password = base64.b64decode(token).decode().partition(":")
-                except (binascii.Error, UnicodeDecodeError):
-                    return None
-                return password or user or None
-    for key, found in urllib.parse.parse_qsl(query, keep_blank_values=True):
-        if key == "token" and found:
-            return found
-    return None
+    return _presented(query, headers).token
 
 
 def _as_bytes(tokens: Iterable[str | bytes]) -> tuple[bytes, ...]:
@@ -108,11 +135,21 @@ class AccessPolicy:
                 return Denial(403, "originNotAllowed", "this Origin may not use the server")
         if not self.tokens or page or (self.public_health and path in OPEN_PATHS):
             return None
-        if not self._token_ok(request_token(query, headers)):
+        presented = _presented(query, headers)
+        if presented.token is None:
+            # RFC 6750 §3.1: no error code in the challenge when no credentials came.
             return Denial(
                 401,
                 "unauthorized",
-                "a token is required: send Authorization: Bearer <token> or ?token=<token>",
+                f"{presented.where}; this server requires one: send Authorization: Bearer"
+                " <token>, ?token=<token> or the token as Basic auth's password",
+            )
+        if not self._token_ok(presented.token):
+            return Denial(
+                401,
+                "unauthorized",
+                f"the token sent ({presented.where}) is not accepted by this server",
+                authenticate='Bearer error="invalid_token"',
             )
         return None
 

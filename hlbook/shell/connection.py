@@ -292,7 +292,9 @@ class Server:
             )
             if denial is not None:
                 self.stats.denied += 1
-                headers = (("www-authenticate", "Bearer"),) if denial.status == 401 else ()
+                headers = (
+                    (("www-authenticate", denial.authenticate),) if denial.status == 401 else ()
+                )
                 error = _error(denial.status, denial.code, denial.msg, headers=headers)
                 await self._send(stream, conn, error, request)
                 return
