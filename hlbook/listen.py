@@ -1,7 +1,8 @@
 """What the server needs before it listens — sockets, TLS, tokens — with errors a user can act on.
 
 Each problem is one :class:`~hlbook.errors.StartupError` naming what and why
-(the CLI prints it as one line and exits 1).
+(the CLI prints it as one line and exits 1). A certificate whose dates clients refuse
+is a warning instead: it is served all the same (the operator may be replacing it).
 """
 
 import logging
