@@ -149,7 +149,6 @@ def _view_of(message: dict[str, Any], views: list[dict[str, Any]]) -> dict[str, 
 @pytest.mark.parametrize(
     ("payload", "status", "code"),
     [
-        ({"type": "l2Book", "coin": "NOPE"}, 422, "unknownCoin"),
         ({"type": "l2Book", "coin": "BTC", "nSigFigs": 9}, 422, "invalidRequest"),
         ({"type": "l2Book"}, 422, "invalidRequest"),
         ({"coin": "BTC"}, 422, "invalidRequest"),
@@ -172,6 +171,35 @@ async def test_info_errors_are_json_with_the_right_status(
         assert body["code"] == code
         assert body["msg"]
         assert node.snapshots_served == served  # nothing reached the node's fileSnapshot
+
+
+async def test_l2book_of_a_coin_with_no_book_is_null_unless_the_filter_left_it_out(
+    tmp_path: Path, mainnet: MainnetSlice
+) -> None:
+    """Hyperliquid answers ``null`` for a market that does not exist (the TS SDK types
+    ``L2BookResponse | null`` and tests it on the live API); a coin that --coins leaves out
+    is not said not to exist."""
+    async with (
+        replay_server(tmp_path, mainnet, coins=frozenset({"BTC", "NOPE"})) as (handle, _node),
+        httpx.AsyncClient(base_url=handle.http_url) as client,
+        open_websocket_url(handle.url) as ws,
+    ):
+        missing = await post(client, {"type": "l2Book", "coin": "NOPE"})
+        assert (missing.status_code, missing.text) == (200, "null")
+        payload = {"type": "l2Book", "coin": "NOPE"}
+        await send(ws, {"method": "post", "id": 1, "request": {"type": "info", "payload": payload}})
+        answer = (await receive_until(ws, lambda m: m.get("channel") == "post"))[-1]
+        assert answer["data"]["response"] == {
+            "type": "info",
+            "payload": {"type": "l2Book", "data": None},
+        }
+        left_out = await post(client, {"type": "l2Book", "coin": "ETH"})
+        assert left_out.status_code == 422
+        assert left_out.json() == {
+            "code": "notServed",
+            "msg": "l2Book: 'ETH' is left out by --coins/--markets",
+        }
+        assert (await post(client, {"type": "l2Book", "coin": "BTC"})).json()["coin"] == "BTC"
 
 
 async def test_http_errors(tmp_path: Path, mainnet: MainnetSlice) -> None:

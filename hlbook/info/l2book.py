@@ -5,6 +5,11 @@ Request: ``{"type":"l2Book","coin":…,"nSigFigs":…,"mantissa":…}`` (also
 with 20 levels per side by default, from the same shared ladders the
 ``l2Book`` channel sends, so that an HTTP answer and a push of the same
 ``time`` agree.
+
+A coin with no book is ``null``, as Hyperliquid answers for a market that does not
+exist (the official SDKs type the answer ``… | null`` and test it so); but a coin
+that ``--coins``/``--markets`` leave out is a 422 naming the filter: ``null`` would
+say the market does not exist.
 """
 
 from collections.abc import Callable
@@ -44,5 +49,9 @@ class L2BookInfo(InfoHandler):
         books = books_or_error(self._books)
         ladder = self._ladders.get(books, key.coin, key.aggregation)
         if ladder is None:
-            raise InfoError(422, "unknownCoin", f"l2Book: hlbook has no book for {key.coin!r}")
+            if not books.coin_filter.accepts(key.coin):
+                raise InfoError(
+                    422, "notServed", f"l2Book: {key.coin!r} is left out by --coins/--markets"
+                )
+            return b"null"
         return ladder.data_json(key.coin, books.time, key.n_levels, fast=key.fast)
