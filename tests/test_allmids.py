@@ -63,8 +63,9 @@ def test_first_message_then_only_the_coins_that_changed() -> None:
     main, hip3 = ClientQueue(), ClientQueue()
     first = subscribe(hub, main, {"type": "allMids"}, state)
     assert first == {"channel": "allMids", "data": {"mids": mids(state, "")}}
-    assert subscribe(hub, hip3, {"type": "allMids", "dex": "xyz"}, state)["data"]["mids"] == {
-        "xyz:XYZ100": "21.0"
+    assert subscribe(hub, hip3, {"type": "allMids", "dex": "xyz"}, state)["data"] == {
+        "dex": "xyz",
+        "mids": {"xyz:XYZ100": "21.0"},
     }
     # ETH's bid moves (mid changes); BTC's deeper level changes (mid does not).
     block = make_block(
@@ -81,6 +82,35 @@ def test_first_message_then_only_the_coins_that_changed() -> None:
         hub.publish(stage, applied.block, state, applied.touched)
     assert drain(main) == [{"channel": "allMids", "data": {"mids": {"ETH": "10.4"}}}]
     assert drain(hip3) == []
+
+
+def test_a_hip3_dex_names_itself_in_every_message_and_the_main_dex_does_not() -> None:
+    # The public API's HIP-3 pushes carry "dex" (the SDKs route by it: @nktkas/hyperliquid
+    # drops an event whose dex is not the subscribed one, ccxt.pro resolves tickers:<dex>).
+    state, hub = books(), Hub()
+    main, hip3, empty = ClientQueue(), ClientQueue(), ClientQueue()
+    assert "dex" not in subscribe(hub, main, {"type": "allMids", "dex": ""}, state)["data"]
+    assert subscribe(hub, empty, {"type": "allMids", "dex": "abc"}, state)["data"] == {
+        "dex": "abc",
+        "mids": {},
+    }
+    subscribe(hub, hip3, {"type": "allMids", "dex": "xyz"}, state)
+    applied = state.apply(
+        make_block(
+            11,
+            diffs=[
+                new(12, coin="xyz:XYZ100", side="A", px="21.0", sz="1.0"),
+                new(13, coin="ETH", side="A", px="10.8", sz="1.0"),
+            ],
+        )
+    )
+    for stage in Stage:
+        hub.publish(stage, applied.block, state, applied.touched)
+    assert drain(hip3) == [
+        {"channel": "allMids", "data": {"dex": "xyz", "mids": {"xyz:XYZ100": "20.5"}}}
+    ]
+    assert drain(main) == [{"channel": "allMids", "data": {"mids": {"ETH": "10.4"}}}]
+    assert drain(empty) == []
 
 
 @pytest.mark.parametrize("raw", [{"type": "allMids", "dex": 5}, {"type": "allMids", "dex": "a:b"}])

@@ -1,8 +1,11 @@
 """``allMids``: every coin's mid at once, then the coins whose mid changed in each block.
 
 Subscription: optional ``dex`` (``""`` or absent: the main dex, perps and spot;
-a HIP-3 dex name: its ``dex:COIN`` books). Data: ``{"mids": {coin: px}}``. A
-coin whose book lost a side has no mid and is left out (its last mid stands).
+a HIP-3 dex name: its ``dex:COIN`` books). Data: ``{"mids": {coin: px}}``, and for
+a HIP-3 dex ``{"dex": name, "mids": {...}}`` as the public API sends it (clients
+route by it: ``@nktkas/hyperliquid`` drops an event whose ``dex`` is not the one
+subscribed, ccxt.pro resolves ``tickers:<dex>`` by it). A coin whose book lost a
+side has no mid and is left out (its last mid stands).
 """
 
 from collections.abc import Collection, Hashable, Iterable, Mapping
@@ -56,7 +59,7 @@ class AllMids(Channel):
         assert isinstance(key, AllMidsKey)
         now = mids(books, key.dex)
         self._sent.update(now)
-        return _message(now)
+        return _message(now, key.dex)
 
     def publish(
         self,
@@ -77,8 +80,9 @@ class AllMids(Channel):
             assert isinstance(key, AllMidsKey)
             found = changed.get(key.dex)
             if found:
-                yield key, _message(found)
+                yield key, _message(found, key.dex)
 
 
-def _message(values: dict[str, str]) -> Message:
-    return Message(orjson.dumps({"channel": "allMids", "data": {"mids": values}}))
+def _message(values: dict[str, str], dex: str) -> Message:
+    data: dict[str, object] = {"dex": dex, "mids": values} if dex else {"mids": values}
+    return Message(orjson.dumps({"channel": "allMids", "data": data}))
