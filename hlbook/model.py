@@ -55,6 +55,14 @@ class Block:
         return grouped
 
     @cached_property
+    def diffs_by_user(self) -> dict[str, list[DiffEvent]]:
+        """The block's diffs grouped by (lower-case) user (computed on first use)."""
+        grouped: dict[str, list[DiffEvent]] = {}
+        for event in self.diffs:
+            grouped.setdefault(event.user.lower(), []).append(event)
+        return grouped
+
+    @cached_property
     def fills_by_user(self) -> dict[str, list[FillEvent]]:
         """The block's fills grouped by (lower-case) user (computed on first use)."""
         grouped: dict[str, list[FillEvent]] = {}
@@ -81,6 +89,7 @@ class Block:
         elif stream is Stream.DIFFS:
             self.diffs = events
             cached.pop("diffs_by_coin", None)
+            cached.pop("diffs_by_user", None)
         else:
             self.fills = events
             cached.pop("fills_by_user", None)

@@ -79,6 +79,7 @@ async def test_channels_and_info_types_of_issue_10(tmp_path: Path) -> None:
                     ["candle", {"coin": "BTC", "interval": "1m"}, 2],
                     ["orderUpdates", {"user": FILLS_USER}, 2],
                     ["userFills", {"user": FILLS_USER}, 2],
+                    ["openOrders", {"user": FILLS_USER}, 2],
                 ],
             }
         )
@@ -119,6 +120,7 @@ async def test_channels_and_info_types_of_issue_10(tmp_path: Path) -> None:
                     ["bbo", {"coin": "BTC"}, 1],
                     ["allMids", None, 1],
                     ["candle", {"coin": "BTC", "interval": "1m"}, 1],
+                    ["openOrders", {"user": FILLS_USER}, 1],
                 ],
             }
         )
@@ -128,6 +130,7 @@ async def test_channels_and_info_types_of_issue_10(tmp_path: Path) -> None:
         assert books.height == height
         bids, asks = node.coin_orders("BTC")
         open_orders = node.open_orders(FILLS_USER, triggers=False)
+        frontend_orders = node.frontend_open_orders(FILLS_USER, triggers=False)
         mids = expected_mids(node)
         fills = fill_dicts(node.fills(FILLS_USER))[len(node.fills(FILLS_USER, base)) :]
         trades = {t["tid"]: t for t in written_trades(node, "BTC", after=base)}
@@ -142,6 +145,7 @@ async def test_channels_and_info_types_of_issue_10(tmp_path: Path) -> None:
         ('candle:{"coin":"BTC","interval":"1m"}', 2),
         (f'orderUpdates:{{"user":"{FILLS_USER}"}}', 2),
         (f'userFills:{{"user":"{FILLS_USER}"}}', 2),
+        (f'openOrders:{{"user":"{FILLS_USER}"}}', 2),  # the SDK drops another user's or dex's
     ):
         assert len(events[key]) == count, key
     for trade in (t for batch in events['trades:{"coin":"BTC"}'] for t in batch):
@@ -184,3 +188,6 @@ async def test_channels_and_info_types_of_issue_10(tmp_path: Path) -> None:
     assert {coin: Decimal(px) for coin, px in all_mids["mids"].items()} == mids
     [candle] = first['candle:{"coin":"BTC","interval":"1m"}']
     assert candle_numbers(candle) == candles[max(candles)]
+    [orders] = first[f'openOrders:{{"user":"{FILLS_USER}"}}']
+    assert orders == {"dex": "", "user": FILLS_USER, "orders": frontend_orders}
+    assert frontend_orders != []

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from fixtures import USER, new, status
+from fixtures import BASE_MS, USER, new, remove, status, update
 from fixtures import block as make_block
 from fixtures import fill as make_fill
 
@@ -21,6 +21,7 @@ from hlbook.stages import Stage
 
 OTHER = "0x" + "7" * 40
 TAKER = "0x" + "a" * 40
+LATER = BASE_MS + 60_000  # an order placed after the resting one
 ORDER_HASH = "0x" + "c" * 64  # one taker order's transaction: its fills share it
 
 
@@ -183,9 +184,81 @@ def test_candles_follow_the_trades(store: HistoryStore) -> None:
     assert drain(late.client)[1]["data"] == data  # the current candle at once
 
 
+def test_open_orders_the_whole_list_at_once_and_after_each_block_that_changed_it(
+    store: HistoryStore,
+) -> None:
+    world = World(store)
+    main, hip3 = world.session(), world.session()
+    subscribe(main, type="openOrders", user=USER.upper().replace("0X", "0x"))
+    subscribe(hip3, type="openOrders", user=USER, dex="xyz")
+    response, first = drain(main.client)
+    assert response["channel"] == "subscriptionResponse"
+    assert first["channel"] == "openOrders"
+    assert first["data"]["dex"] == ""
+    assert first["data"]["user"] == USER
+    assert [o["oid"] for o in first["data"]["orders"]] == [1]
+    assert drain(hip3.client)[1]["data"] == {"dex": "xyz", "user": USER, "orders": []}
+
+    world.block(
+        statuses=[status(5, px="99.0", tif="Alo", cloid="0x" + "1" * 32, timestamp=LATER)],
+        diffs=[new(5, px="99.0", sz="2.0")],
+    )
+    [pushed] = drain(main.client)
+    orders = pushed["data"]["orders"]
+    assert [(o["oid"], o["sz"]) for o in orders] == [(5, "2.0"), (1, "1.0")]  # newest first
+    assert orders[0]["tif"] == "Alo"
+    assert orders[0]["cloid"] == "0x" + "1" * 32
+    assert {"orderType", "isTrigger", "triggerPx", "children", "reduceOnly"} <= set(orders[0])
+    assert drain(hip3.client) == []  # nothing on its dex
+
+    world.block(statuses=[status(9, "open", user=OTHER)], diffs=[new(9, user=OTHER)])
+    assert drain(main.client) == []  # another user's order
+    world.block(diffs=[update(5, "2.0", "0.5", px="99.0")])  # partly filled
+    assert [(o["oid"], o["sz"]) for o in drain(main.client)[0]["data"]["orders"]] == [
+        (5, "0.5"),
+        (1, "1.0"),
+    ]
+    world.block(
+        statuses=[status(6, "open", coin="xyz:ABC", px="10.0")],
+        diffs=[new(6, coin="xyz:ABC", px="10.0"), remove(1)],
+    )
+    assert [o["oid"] for o in drain(main.client)[0]["data"]["orders"]] == [5]
+    assert [(o["oid"], o["coin"]) for o in drain(hip3.client)[0]["data"]["orders"]] == [
+        (6, "xyz:ABC")
+    ]
+
+
+def test_open_orders_wait_for_the_details_of_diffs_applied_ahead(store: HistoryStore) -> None:
+    """The diff stream may run ahead of the statuses: a list is never sent with an order
+    that waits for its details, and the change it held back goes out once they arrive."""
+    world = World(store)
+    session = world.session()
+    subscribe(session, type="openOrders", user=USER)
+    drain(session.client)
+    books, hub = world.books, world.hub
+    first = make_block(11, statuses=[status(5, tif="Alo")], diffs=[new(5, px="99.0")])
+    second = make_block(  # the user's next order is on another dex: only the wait sends 5
+        12, statuses=[status(7, coin="xyz:ABC")], diffs=[new(7, coin="xyz:ABC")]
+    )
+    for block in (first, second):  # both blocks' diffs, and their early stage
+        applied = books.apply_diffs(block)
+        hub.publish(Stage.DIFFS, block, books, applied.touched)
+    applied = books.attach_details(first)
+    hub.publish(Stage.STATUSES, first, books, applied.touched)
+    assert drain(session.client) == []  # the user's order 7 has no details yet
+    applied = books.attach_details(second)
+    hub.publish(Stage.STATUSES, second, books, applied.touched)
+    [message] = drain(session.client)
+    orders = {o["oid"]: o for o in message["data"]["orders"]}
+    assert sorted(orders) == [1, 5]
+    assert orders[5]["tif"] == "Alo"
+
+
 @pytest.mark.parametrize(
     "raw",
     [
+        {"type": "openOrders"},
+        {"type": "openOrders", "user": USER, "dex": 5},
         {"type": "orderUpdates"},
         {"type": "orderUpdates", "user": "0x123"},
         {"type": "userFills", "user": "0x" + "g" * 40},

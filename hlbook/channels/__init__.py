@@ -14,6 +14,7 @@ from hlbook.channels.bbo import Bbo
 from hlbook.channels.candle import CandleChannel
 from hlbook.channels.l2book import L2Book
 from hlbook.channels.l4book import L4Book
+from hlbook.channels.openorders import OpenOrders
 from hlbook.channels.orderupdates import OrderUpdates
 from hlbook.channels.trades import Trades
 from hlbook.channels.userevents import UserEvents
@@ -30,6 +31,7 @@ CHANNELS: tuple[type[Channel], ...] = (
     AllMids,
     CandleChannel,
     OrderUpdates,
+    OpenOrders,
     UserFills,
     UserEvents,
 )

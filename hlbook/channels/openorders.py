@@ -1,0 +1,99 @@
+"""``openOrders``: a user's resting orders at once, then again after each block that changed them.
+
+Subscription: ``user``, optional ``dex`` (``""`` or absent: the main dex). Data:
+``{"dex": D, "user": U, "orders": [...]}`` with every order of that user resting in
+the books on that dex, newest first, in the ``frontendOpenOrders`` shape — the
+whole list each time, as the public API pushes it (``@nktkas/hyperliquid`` types it
+so and drops an event whose ``user`` or ``dex`` is not the one subscribed: both are
+always present, the user in lower case).
+
+A user's resting orders change only through book diffs (an order added, resized or
+removed), so the block's diffs say whose lists to send again. The list is built at
+the statuses stage, once the order details are attached; if the diff stream is
+already further on and one of the user's orders waits for its details, that user's
+list is sent after a later block instead, when it is whole (the same rule as the
+``openOrders`` answer). Conflated: a slow client gets the newest list.
+"""
+
+from collections.abc import Collection, Hashable, Iterable, Mapping
+from typing import Any
+
+import attrs
+import orjson
+
+from hlbook.book.books import Books
+from hlbook.book.l4 import CoinBook
+from hlbook.book.mids import dex_of
+from hlbook.channels.allmids import parse_dex
+from hlbook.channels.base import Policy, Shared, UserChannel, user_address
+from hlbook.history.wire import order_wire
+from hlbook.model import Block
+from hlbook.server.frames import Message
+from hlbook.stages import Stage
+
+__all__ = ["OpenOrders", "OpenOrdersKey"]
+
+
+@attrs.frozen(cache_hash=True)  # hashed several times per message offered
+class OpenOrdersKey:
+    """One user's resting orders on one dex."""
+
+    user: str
+    dex: str = ""
+
+
+class OpenOrders(UserChannel):
+    """The ``openOrders`` channel."""
+
+    name = "openOrders"
+    stage = Stage.STATUSES
+    policy = Policy.CONFLATE
+
+    def __init__(self, shared: Shared) -> None:
+        super().__init__(shared)
+        self._late: set[OpenOrdersKey] = set()
+        """Keys whose change could not be sent yet (an order waited for its details)."""
+
+    def parse(self, raw: Mapping[str, Any]) -> Hashable:
+        return OpenOrdersKey(user_address(raw), parse_dex(raw))
+
+    def ready(self, key: Hashable, books: Books) -> bool:
+        assert isinstance(key, OpenOrdersKey)
+        return books.user_ready(key.user)
+
+    def waiting(self, books: Books) -> None:
+        books.request_catch_up()
+
+    def first(self, key: Hashable, books: Books) -> Message | None:
+        assert isinstance(key, OpenOrdersKey)
+        return _message(key, books)
+
+    def removed(self, key: Hashable) -> None:
+        super().removed(key)
+        self._late.discard(key)
+
+    def publish(
+        self,
+        block: Block,
+        books: Books,
+        touched: Mapping[str, CoinBook],
+        keys: Collection[Hashable],
+    ) -> Iterable[tuple[Hashable, Message]]:
+        due = set(self._late)
+        if block.diffs:
+            for key, diffs in self.with_news(block.diffs_by_user):
+                assert isinstance(key, OpenOrdersKey)
+                if any(dex_of(diff.coin) == key.dex for diff in diffs):
+                    due.add(key)
+        self._late = set()
+        for key in due:
+            if books.user_ready(key.user):
+                yield key, _message(key, books)
+            else:
+                self._late.add(key)
+
+
+def _message(key: OpenOrdersKey, books: Books) -> Message:
+    orders = [order_wire(o) for o in books.orders_of(key.user) if dex_of(o.coin) == key.dex]
+    data = {"dex": key.dex, "user": key.user, "orders": orders}
+    return Message(orjson.dumps({"channel": "openOrders", "data": data}))
