@@ -17,7 +17,7 @@ logging; cancel the nursery to stop it.
 import contextlib
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import attrs
@@ -41,6 +41,7 @@ from hlbook.info.l2book import L2BookInfo
 from hlbook.info.orders import OrdersInfo
 from hlbook.info.proxy import InfoUpstream, NodeInfo, Refused
 from hlbook.listen import (
+    HeldListener,
     certificate_watch,
     check_certificate_now,
     load_tokens,
@@ -275,7 +276,7 @@ def _history_health(store: HistoryStore) -> dict[str, Any]:
 async def serve(
     config: Config,
     *,
-    listeners: list[trio.SocketListener] | None = None,
+    listeners: Sequence[trio.SocketListener | HeldListener] | None = None,
     task_status: trio.TaskStatus[ServerHandle] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run hlbook until cancelled. Use as ``handle = await nursery.start(serve, config)``.
@@ -284,7 +285,8 @@ async def serve(
     accepts connections (HTTP and WebSocket); books load in the background
     (:meth:`ServerHandle.wait_ready`). ``listeners``: serve these instead of
     opening ``config.host``/``config.port`` (a worker of ``--workers N`` brings
-    sockets that share the port); they are closed when ``serve`` returns.
+    sockets that share the port, held until its books are ready after a
+    restart); they are closed when ``serve`` returns.
     """
     # Checked and opened before the nursery, so that a bad certificate, an unusable
     # history file or a taken port is a plain StartupError raised by
@@ -346,7 +348,7 @@ async def _serve(
     certificate: CertificateWatch | None,
     store: HistoryStore,
     recorder: HistoryRecorder,
-    listeners: list[trio.SocketListener],
+    listeners: Sequence[trio.SocketListener | HeldListener],
     task_status: trio.TaskStatus[ServerHandle],
 ) -> None:
     ladders = Ladders()
@@ -392,7 +394,7 @@ async def _serve(
             )
             server.routes.observe = metrics.observe_http
             server.routes.extra["/metrics"] = lambda _request: _scrape(metrics)
-            await nursery.start(trio.serve_listeners, server.handle_stream, listeners)
+            await nursery.start(trio.serve_listeners, server.handle_stream, list(listeners))
             port = listeners[0].socket.getsockname()[1]
             nursery.start_soon(server.flusher.run)
             if ssl_context is not None:

@@ -34,7 +34,7 @@ from hlbook.config import (
 from hlbook.listen import load_tokens
 from hlbook.runner import LogSettings, configure_logging, freeze_gc_when_ready, run
 from hlbook.shell.publish import nats_options
-from hlbook.workers import WORKERS, Slot, WorkerSettings, worker_count
+from hlbook.workers import HEARTBEAT_TIMEOUT, WORKERS, Slot, WorkerSettings, worker_count
 
 if TYPE_CHECKING:
     from hlbook.sim import SimConfig
@@ -308,9 +308,17 @@ def _run_serve(args: argparse.Namespace) -> int:
     if workers > 1:
         from hlbook.shell.workers import supervise
 
-        return run(lambda: supervise(args.argv, config, workers))
+        timeout = args.worker_heartbeat_timeout
+        return run(lambda: supervise(args.argv, config, workers, heartbeat_timeout=timeout))
 
     return run(lambda: _serve_announced(config, "serving", f"node data {config.node_data}"))
+
+
+def _positive_seconds(text: str) -> float:
+    value = float(text)
+    if not value > 0:
+        raise ValueError(text)
+    return value
 
 
 def _add_serve(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") -> None:
@@ -326,6 +334,14 @@ def _add_serve(commands: "argparse._SubParsersAction[argparse.ArgumentParser]") 
     _add_settings(parser, settings, {})
     # Set by the supervisor of --workers N on each worker's command line.
     parser.add_argument("--worker", type=Slot.decode, help=argparse.SUPPRESS)
+    # Seconds a worker may leave the supervisor's pings unanswered (HEARTBEAT_TIMEOUT, whose
+    # docstring says why); tests shorten it. Not a setting: no operator should need it.
+    parser.add_argument(
+        "--worker-heartbeat-timeout",
+        type=_positive_seconds,
+        default=HEARTBEAT_TIMEOUT,
+        help=argparse.SUPPRESS,
+    )
     parser.set_defaults(run=_run_serve, settings=settings, setting_defaults={})
 
 

@@ -6,6 +6,7 @@ is a warning instead: it is served all the same (the operator may be replacing i
 """
 
 import logging
+import socket
 import ssl
 from collections.abc import Iterable
 from datetime import UTC, datetime
@@ -17,6 +18,7 @@ from hlbook.errors import StartupError
 from hlbook.server.tls import CertificateWatch, certificate_validities
 
 __all__ = [
+    "HeldListener",
     "certificate_watch",
     "check_certificate_now",
     "load_tokens",
@@ -38,6 +40,52 @@ async def open_listeners(host: str, port: int, what: str) -> list[trio.SocketLis
     except OSError as exc:
         why = exc.strerror or str(exc)
         raise StartupError(f"{what} cannot listen on {host}:{port}: {why}") from exc
+
+
+class HeldListener(trio.abc.Listener[trio.SocketStream]):
+    """A bound TCP socket that listens only once :meth:`open` is called.
+
+    Until then the kernel queues no connection for it: among sockets sharing a
+    port with ``SO_REUSEPORT`` it spreads new connections over the listening ones
+    only, so a worker of ``--workers N`` can hold its place on the port while its
+    books load and another worker serves. :meth:`accept` waits for :meth:`open`.
+    """
+
+    def __init__(self, sock: trio.socket.SocketType) -> None:
+        self.socket = sock
+        self._listener: trio.SocketListener | None = None
+        self._opened = trio.Event()
+        self._closed = False
+
+    @property
+    def is_open(self) -> bool:
+        """Whether it listens."""
+        return self._listener is not None
+
+    def open(self) -> None:
+        """Listen (at once; again is a no-op): from now on the kernel gives this socket
+        its share of the port's new connections."""
+        if self._listener is None and not self._closed:
+            self.socket.listen(socket.SOMAXCONN)
+            self._listener = trio.SocketListener(self.socket)
+            self._opened.set()
+
+    async def accept(self) -> trio.SocketStream:
+        """The next connection, once open."""
+        await self._opened.wait()
+        if self._listener is None:
+            raise trio.ClosedResourceError("the listener was closed before it opened")
+        return await self._listener.accept()
+
+    async def aclose(self) -> None:
+        """Close the socket (an open one's queued connections are reset)."""
+        self._closed = True
+        self._opened.set()
+        if self._listener is not None:
+            await self._listener.aclose()
+        else:
+            self.socket.close()
+            await trio.lowlevel.checkpoint()
 
 
 def tls_context(cert: Path | None, key: Path | None) -> ssl.SSLContext | None:

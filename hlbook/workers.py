@@ -13,6 +13,11 @@ decide; :mod:`hlbook.shell.workers` runs it.
   input): at once after a long life, with a doubling delay while it keeps
   dying young, and never when it could not start in the first place (a bad
   certificate or a taken port would only fail again).
+- :class:`Admission`: which workers accept connections before their books are
+  ready — all of them while no worker is ready (the first start), none while
+  another one serves (a restart).
+- :class:`Liveness`: which workers stopped answering the supervisor's pings
+  (frozen, hung) and must be killed and restarted (time is an input).
 - :func:`worker_paths`: the files a worker writes, one set per worker.
 - :func:`merge_metrics` and :func:`aggregate_health`: ``/metrics`` and
   ``/health`` for the whole set, from each worker's own figures.
@@ -32,9 +37,14 @@ from prometheus_client.registry import Collector, CollectorRegistry
 from hlbook.config import setting
 
 __all__ = [
+    "FIRST_ANSWER_TIMEOUT",
+    "HEARTBEAT_TIMEOUT",
     "WORKERS",
+    "Admission",
     "Exit",
+    "Liveness",
     "RestartPolicy",
+    "Silent",
     "Slot",
     "WorkerReport",
     "WorkerSettings",
@@ -153,8 +163,7 @@ class Exit:
 @attrs.define
 class _SlotState:
     started_at: float = 0.0
-    listening: bool = False
-    ever_listened: bool = False
+    ever_up: bool = False
     quick_deaths: int = 0
     restarts: int = 0
 
@@ -167,9 +176,10 @@ class RestartPolicy:
     A worker that lived ``stable_after`` seconds or more is restarted after
     ``first_delay``; one that keeps dying sooner waits twice as long each time,
     up to ``max_delay`` — a crash loop costs little CPU and fills no disk with
-    logs. A worker that exits before it ever listened, in its first start, is not
-    restarted: what stopped it (a taken port, a bad certificate or history file)
-    would stop it again; the supervisor then stops and says so.
+    logs. A worker that exits before it was ever up (its sockets bound, its
+    server started), in its first start, is not restarted: what stopped it (a
+    taken port, a bad certificate or history file) would stop it again; the
+    supervisor then stops and says so.
     """
 
     count: int
@@ -183,14 +193,12 @@ class RestartPolicy:
 
     def started(self, index: int, now: float) -> None:
         """Worker ``index`` was started (again) at ``now``."""
-        state = self._slots[index]
-        state.started_at = now
-        state.listening = False
+        self._slots[index].started_at = now
 
-    def listening(self, index: int) -> None:
-        """Worker ``index`` accepts connections."""
-        state = self._slots[index]
-        state.listening = state.ever_listened = True
+    def up(self, index: int) -> None:
+        """Worker ``index`` is up: its sockets are bound and its server runs (it may
+        not accept connections yet: see :class:`Admission`)."""
+        self._slots[index].ever_up = True
 
     def restarts(self, index: int) -> int:
         """How many times worker ``index`` was restarted."""
@@ -200,8 +208,8 @@ class RestartPolicy:
         """Worker ``index`` exited at ``now``: restart it (after a delay), or give up."""
         state = self._slots[index]
         lived = now - state.started_at
-        if not state.ever_listened and state.restarts == 0:
-            return Exit(False, 0.0, "it exited before it could listen")
+        if not state.ever_up and state.restarts == 0:
+            return Exit(False, 0.0, "it exited before it was up")
         if lived >= self.stable_after:
             state.quick_deaths = 0
         else:
@@ -212,6 +220,170 @@ class RestartPolicy:
             f", {state.quick_deaths} quick exit(s) in a row" if state.quick_deaths > 1 else ""
         )
         return Exit(True, delay, why)
+
+
+# -- who accepts connections ------------------------------------------------------------------
+
+
+@attrs.define
+class Admission:
+    """Which workers accept connections before their books are ready.
+
+    The kernel hands a share of the port's new connections to every socket that
+    listens on it (``SO_REUSEPORT``), whether or not its process can serve them.
+    A worker whose books are loading can only answer ``/health`` and ``503``, so
+    while another worker is ready, a (re)started worker keeps its sockets bound
+    but not listening — the kernel gives it nothing — and listens once its books
+    are ready. While no worker is ready (the set's first start, or every worker
+    down at once), every worker listens at once: a client gets ``/health`` and a
+    ``503`` it can retry rather than a refused connection, and clients that keep
+    reconnecting during a start spread over all the workers instead of piling
+    onto the one that listened first (a connection stays on its worker for its
+    life). A worker cannot stop listening without resetting the connections
+    queued on it, so the rule only ever opens: :meth:`exited` says which held
+    workers must listen now because the last ready one went away.
+    """
+
+    count: int
+    _accepting: list[bool] = attrs.field(init=False)
+    _ready: list[bool] = attrs.field(init=False)
+    _running: list[bool] = attrs.field(init=False)
+
+    def __attrs_post_init__(self) -> None:
+        self._accepting = [False] * self.count
+        self._ready = [False] * self.count
+        self._running = [False] * self.count
+
+    def started(self, index: int) -> bool:
+        """Worker ``index`` was (re)started: whether it must accept connections at once,
+        before its books are ready (no worker is ready)."""
+        self._running[index] = True
+        self._ready[index] = False
+        self._accepting[index] = not any(self._ready)
+        return self._accepting[index]
+
+    def ready(self, index: int) -> None:
+        """Worker ``index``'s books are ready: it accepts connections (it opened its
+        sockets itself, if they were held)."""
+        self._ready[index] = self._accepting[index] = True
+
+    def exited(self, index: int) -> list[int]:
+        """Worker ``index`` exited: the held workers that must accept connections now,
+        before their books are ready, because no worker is ready any more."""
+        self._running[index] = self._ready[index] = self._accepting[index] = False
+        if any(self._ready):
+            return []
+        opened = [i for i in range(self.count) if self._running[i] and not self._accepting[i]]
+        for i in opened:
+            self._accepting[i] = True
+        return opened
+
+    def accepting(self, index: int) -> bool:
+        """Whether worker ``index`` accepts connections (or was told to)."""
+        return self._accepting[index]
+
+    @property
+    def ready_count(self) -> int:
+        """How many workers are ready (books loaded, accepting connections)."""
+        return sum(self._ready)
+
+
+# -- liveness ---------------------------------------------------------------------------------
+
+HEARTBEAT_TIMEOUT = 10.0
+"""Seconds a worker may leave the supervisor's pings unanswered before it is killed.
+
+The pings are answered by the worker's Trio loop, the thing its clients need:
+a loop that does not run hangs their connections whether the process is
+stopped (``SIGSTOP``), deadlocked or spinning; a thread would go on beating
+through all of that. What legitimately holds a worker's loop is far shorter
+(``benchmarks/worker_stall.py`` on this project's 2-core machine): building
+books from the 158 MB mainnet-sized snapshot runs in a thread and held the loop
+at most 0.21 s at a time (decoding a validation snapshot 0.18 s), a full
+garbage collection with those books alive 0.13 s, capturing a snapshot for
+``--publish`` 0.24 s (the README's figure). 10 s is some 40 times the longest."""
+FIRST_ANSWER_TIMEOUT = 30.0
+"""Seconds a new worker has to answer its first ping: the interpreter starts and
+imports hlbook first (about 1 s, several when N workers start at once on a
+loaded machine)."""
+
+
+@attrs.frozen
+class Silent:
+    """A worker the supervisor must kill: it stopped answering."""
+
+    index: int
+    silent_for: float
+    """Seconds since its last answer (or its start, if it never answered)."""
+    answered: bool
+    """Whether it ever answered (``False``: it hung while starting)."""
+
+
+@attrs.define
+class Liveness:
+    """Which workers stopped answering the supervisor's pings, with explicit time (``now``,
+    seconds on any monotonic clock).
+
+    The supervisor pings each worker every :attr:`interval` and calls :meth:`beat` on
+    each answer (and on each line the worker writes it: ``up``, ``ready``, also from
+    its Trio loop); :meth:`overdue`, called every :attr:`interval` too, names each
+    worker silent for ``timeout`` seconds (``first_answer`` for one that never
+    answered since its start) once, for the supervisor to kill it. Time the
+    supervisor itself did not run (a suspended machine, the supervisor stopped or
+    starved: its pings did not go out either) is not counted against a worker.
+    """
+
+    count: int
+    timeout: float = HEARTBEAT_TIMEOUT
+    first_answer: float = FIRST_ANSWER_TIMEOUT
+    _since: list[float | None] = attrs.field(init=False)
+    _answered: list[bool] = attrs.field(init=False)
+    _checked: float | None = attrs.field(init=False, default=None)
+
+    def __attrs_post_init__(self) -> None:
+        if self.timeout <= 0 or self.first_answer <= 0:
+            raise ValueError("liveness timeouts must be positive")
+        self._since = [None] * self.count
+        self._answered = [False] * self.count
+
+    @property
+    def interval(self) -> float:
+        """Seconds between pings (and between checks): a tenth of ``timeout``, at most 1 s."""
+        return min(1.0, self.timeout / 10)
+
+    def started(self, index: int, now: float) -> None:
+        """Worker ``index`` was (re)started at ``now``: watch it."""
+        self._since[index] = now
+        self._answered[index] = False
+
+    def beat(self, index: int, now: float) -> None:
+        """Worker ``index`` answered a ping at ``now``."""
+        if self._since[index] is not None:
+            self._since[index] = max(now, self._since[index] or now)
+            self._answered[index] = True
+
+    def exited(self, index: int) -> None:
+        """Worker ``index`` exited: nothing to watch until it is started again."""
+        self._since[index] = None
+
+    def overdue(self, now: float) -> list[Silent]:
+        """The workers to kill at ``now``; each is named once (then not watched until
+        :meth:`started` again)."""
+        if self._checked is not None:
+            # Checks come every interval; a longer gap is the supervisor's own stall.
+            lost = now - self._checked - 2 * self.interval
+            if lost > 0:
+                self._since = [None if s is None else s + lost for s in self._since]
+        self._checked = now
+        found = []
+        for index, since in enumerate(self._since):
+            if since is None:
+                continue
+            answered = self._answered[index]
+            if now - since >= (self.timeout if answered else self.first_answer):
+                found.append(Silent(index, now - since, answered))
+                self._since[index] = None
+        return found
 
 
 # -- the whole set's health and metrics ------------------------------------------------------
@@ -242,7 +414,7 @@ def aggregate_health(own: Mapping[str, Any], reports: Sequence[WorkerReport]) ->
     """``/health`` of a worker set: the answering worker's own health (what a client
     of this connection sees, as a single process reports it, with its ``worker``
     index) plus ``workers``: how many, how many answered and are live, totals, and
-    each worker's essentials."""
+    each worker's essentials (``accepting``: whether it takes connections yet)."""
     each: list[dict[str, Any]] = []
     totals = dict.fromkeys(_SUMMED, 0)
     totals.update(dict.fromkeys(_SUMMED_CONNECTIONS, 0))
@@ -263,6 +435,7 @@ def aggregate_health(own: Mapping[str, Any], reports: Sequence[WorkerReport]) ->
                 "restarts": report.generation,
                 "status": health.get("status"),
                 "live": health.get("live"),
+                "accepting": health.get("accepting"),
                 "height": health.get("height"),
                 "uptime_s": health.get("uptime_s"),
                 "clients": health.get("clients"),

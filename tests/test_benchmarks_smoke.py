@@ -15,6 +15,7 @@ SCRIPTS: tuple[tuple[str, ...], ...] = (
     ("user_channels",),
     ("compression",),
     ("server_workers",),
+    ("worker_stall",),
 )
 """Each script with the flags of its optional modes (so that none of them can rot)."""
 

@@ -12,6 +12,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+import attrs
 import httpx
 import pytest
 import trio
@@ -180,6 +181,22 @@ async def _connect_to_both(
     raise AssertionError(f"200 connections did not reach both workers: {kept}")
 
 
+async def _serves_on(url: str, worker: int) -> None:
+    """A connection that lands on ``worker`` gets the book and blocks (the kernel picks
+    the worker: connect until one does)."""
+    with trio.fail_after(30):
+        while True:
+            async with open_websocket_url(url, max_message_size=1 << 26) as ws:
+                if await _worker_of(ws) != worker:
+                    continue
+                client = L4Client(worker)
+                with trio.move_on_after(10):
+                    await client.run(ws)
+                assert client.snapshot_height is not None
+                assert client.heights
+                return
+
+
 async def test_two_workers_share_the_port_and_every_client_gets_every_block(
     tmp_path: Path,
 ) -> None:
@@ -273,17 +290,7 @@ async def test_a_killed_worker_comes_back_and_sigterm_stops_every_process(
         assert not _alive(before[1])
 
         # The new worker 1 serves: a connection that lands on it gets the book and blocks.
-        with trio.fail_after(30):
-            while True:
-                async with open_websocket_url(url, max_message_size=1 << 26) as ws:
-                    if await _worker_of(ws) != 1:
-                        continue
-                    client = L4Client(1)
-                    with trio.move_on_after(10):
-                        await client.run(ws)
-                    assert client.snapshot_height is not None
-                    assert client.heights
-                    break
+        await _serves_on(url, 1)
         async with httpx.AsyncClient() as http:
             health = (await http.get(f"{http_url}/health")).json()
         assert health["workers"]["restarts"] == 1
@@ -296,6 +303,129 @@ async def test_a_killed_worker_comes_back_and_sigterm_stops_every_process(
         for pid in after.values():
             assert not _alive(pid)
         assert any("hlbook[w0]: received SIGTERM" in line for line in supervisor.lines)
+        assert not any("Traceback" in line for line in supervisor.lines)
+
+
+@attrs.frozen
+class Attempt:
+    """One ``GET /health`` on a new connection, by the clients of the restart test."""
+
+    started: float
+    status: int | None = None
+    """``None``: no answer (the connection failed)."""
+    worker: int | None = None
+    generation: int | None = None
+    """The answering worker's restarts."""
+    health: str | None = None
+    """Its ``status`` (``live``, ``bootstrapping``...)."""
+    error: str | None = None
+
+
+async def _health_attempts(http_url: str, attempts: list[Attempt], stop: trio.Event) -> None:
+    """``GET /health`` on a new connection each time until ``stop``, recording each."""
+    limits = httpx.Limits(max_keepalive_connections=0)  # a new connection every request
+    async with httpx.AsyncClient(limits=limits, timeout=10) as http:
+        while not stop.is_set():
+            started = trio.current_time()
+            try:
+                response = await http.get(f"{http_url}/health")
+            except httpx.TransportError as exc:
+                attempts.append(Attempt(started, error=repr(exc)))
+            else:
+                health = response.json()
+                worker = health.get("worker")
+                each = {entry["worker"]: entry for entry in health["workers"]["each"]}
+                generation = each.get(worker, {}).get("restarts")
+                attempts.append(
+                    Attempt(started, response.status_code, worker, generation, health["status"])
+                )
+            await trio.sleep(0.01)
+
+
+async def test_a_restarted_worker_takes_no_connection_before_its_books_are_ready(
+    tmp_path: Path,
+) -> None:
+    # SO_REUSEPORT gives every listening socket a share of new connections: a restarted
+    # worker that listened at once answered its share "503 bootstrapping" while worker 0
+    # could serve them (about 1 in 78 connections in an operator's run).
+    async with sim_and_workers(tmp_path) as (supervisor, _sim, _url, http_url):
+        before = supervisor.pids()
+        attempts: list[Attempt] = []
+        stop = trio.Event()
+        async with trio.open_nursery() as nursery:
+            for _ in range(3):
+                nursery.start_soon(_health_attempts, http_url, attempts, stop)
+            with trio.fail_after(30):
+                while {a.worker for a in attempts} != {0, 1}:
+                    await trio.sleep(0.05)
+            mark = len(supervisor.lines)
+            killed = trio.current_time()
+            os.kill(before[1], signal.SIGKILL)
+            await supervisor.wait_for(
+                rf"worker 1 \(pid {before[1]}\) was killed by SIGKILL", start=mark
+            )
+            seen = trio.current_time()  # its sockets closed before it could be reaped
+            await supervisor.wait_for(
+                r"worker 1 restarted \(pid \d+\); it takes connections once its books are"
+                r" ready \(1 other worker serving meanwhile\)",
+                start=mark,
+            )
+            await supervisor.wait_for(r"worker 1 ready \(2/2 workers ready\)", start=mark)
+            # Until the new worker 1 has answered a few: it joined once ready.
+            with trio.fail_after(30):
+                while sum(1 for a in attempts if (a.worker, a.generation) == (1, 1)) < 5:
+                    await trio.sleep(0.05)
+            stop.set()
+
+        after_kill = [a for a in attempts if a.started >= killed]
+        loading = [a for a in after_kill if a.generation != 1]
+        assert len(loading) > 20, "too few connections while worker 1 loaded to tell"
+        # Not one client got a 503 (or anything but 200) since the set was first ready.
+        assert [a for a in attempts if a.status not in (None, 200)] == []
+        # No connection failed, except those on the killed worker when it died (in
+        # flight, or queued on its sockets: the kernel resets them), all started before
+        # its death was logged: the unavoidable window of a SIGKILL.
+        assert [a for a in attempts if a.error is not None and a.started >= seen] == []
+        # Between the kill and the new worker's readiness, worker 0 answered everything.
+        assert {a.worker for a in loading if a.status == 200} == {0}
+        log = "\n".join(supervisor.lines[mark:])
+        assert re.search(r"hlbook\[w1\]: accepting connections \(books ready\)", log)
+        assert "before the books are ready" not in log
+        assert "Traceback" not in "\n".join(supervisor.lines)
+
+
+async def test_a_frozen_worker_is_killed_and_restarted(tmp_path: Path) -> None:
+    # SIGSTOP: the process lives, its sockets stay in the port's group, and the kernel
+    # kept handing it new connections that hung. The supervisor's pings go unanswered.
+    async with sim_and_workers(tmp_path, "--worker-heartbeat-timeout", "3") as (
+        supervisor,
+        _sim,
+        url,
+        http_url,
+    ):
+        before = supervisor.pids()
+        mark = len(supervisor.lines)
+        os.kill(before[1], signal.SIGSTOP)
+        await supervisor.wait_for(
+            rf"worker 1 \(pid {before[1]}\) has not answered for [\d.]+ s \(process state:"
+            r" T stopped\): killing it with SIGKILL",
+            start=mark,
+        )
+        await supervisor.wait_for(
+            rf"worker 1 \(pid {before[1]}\) was killed by SIGKILL .*restarting it", start=mark
+        )
+        await supervisor.wait_for(r"worker 1 ready \(2/2 workers ready\)", start=mark)
+        assert not _alive(before[1])
+        after = supervisor.pids()
+        assert after[0] == before[0]  # worker 0, busy but answering, was left alone
+        assert after[1] != before[1]
+        await _serves_on(url, 1)
+        async with httpx.AsyncClient() as http:
+            health = (await http.get(f"{http_url}/health")).json()
+        assert health["workers"]["live"] == 2
+        assert [entry["accepting"] for entry in health["workers"]["each"]] == [True, True]
+        killings = [line for line in supervisor.lines if "has not answered" in line]
+        assert len(killings) == 1, killings
         assert not any("Traceback" in line for line in supervisor.lines)
 
 
