@@ -108,7 +108,8 @@ class Slot:
     """How many times this slot was restarted."""
     port: int
     control_dir: Path
-    """Where each worker listens for its peers (``worker-<index>.sock``)."""
+    """Where each worker listens for the supervisor's pings and its peers' requests
+    (``worker-<index>.sock``)."""
 
     def encode(self) -> str:
         """The ``--worker`` value."""
