@@ -27,7 +27,8 @@ them — retried with backoff (1 s, doubling to 30 s) for ``retry_for``
 seconds of failures (default 60); after that, and when closing, a failed
 transaction's rows become a ``write-failed`` gap. Failures are counted and
 logged (once, then at most once a minute while they last, and when writes
-recover).
+recover); writes that fail only sometimes (a file damaged inside) are counted
+and summed up once a minute instead (:mod:`hlbook.history.failures`).
 
 Reads. Queries run on the caller's thread (the async layer,
 :mod:`hlbook.history.queries`, puts them in worker threads): on a file, each
@@ -54,6 +55,7 @@ import attrs
 from hlbook.book.trades import Trade
 from hlbook.errors import HistoryError
 from hlbook.history.candles import INTERVALS, Candle, candle_open
+from hlbook.history.failures import FailureLog
 from hlbook.history.requests import CANDLES_LIMIT, FILLS_LIMIT
 from hlbook.history.rows import (
     CANDLE_COLUMNS,
@@ -310,6 +312,7 @@ class HistoryStore:
         self._retry_at = 0.0  # while writes fail, gaps and meta are retried at this pace
         self._retry_delay = 1.0
         self._last_failure_log = 0.0
+        self._flaps = FailureLog()
         self._readers: list[sqlite3.Connection] = []
         self._max_readers = readers
         self._readers_lock = threading.Lock()
@@ -548,6 +551,7 @@ class HistoryStore:
                         self._pending_rows -= sum(batch.rows for batch in batches)
                     self._busy = False
                     self._cond.notify_all()
+            self._report_flaps()
             if closing:
                 with self._cond:
                     if not self._queue and not self._spill:
@@ -647,10 +651,12 @@ class HistoryStore:
             stats.write_seconds += time.perf_counter() - started
         self._retry_delay = 1.0
         if self._failing_since is not None and rows:
-            log.warning(
-                "history writes work again (after %.0f s of failures)",
-                time.monotonic() - self._failing_since,
-            )
+            now = time.monotonic()
+            if self._flaps.recovery(now):
+                log.warning(
+                    "history writes work again (after %.0f s of failures)",
+                    now - self._failing_since,
+                )
             self._failing_since = None
         return True
 
@@ -692,6 +698,8 @@ class HistoryStore:
         self._failing_since = since
         self._last_failure_log = now
         self._gave_up_logged = not keep
+        if first and not self._flaps.failure(now):
+            return  # soon after the last run of failures ended: counted, summed up later
         if keep:
             log.error(
                 "history write failed (%s): %d rows kept and retried for up to %.0f s; "
@@ -715,6 +723,25 @@ class HistoryStore:
                 text,
                 rows,
             )
+
+    def _report_flaps(self, *, final: bool = False) -> None:
+        """The line that sums up failures counted, not logged (at most once a minute)."""
+        summary = self._flaps.summary(time.monotonic(), final=final)
+        if summary is None:
+            return
+        with self._cond:
+            total, text = self._stats.write_failures, self._stats.last_error
+        log.error(
+            "history writes failed intermittently: %d more times writes failed and %d times"
+            " they worked again in the last %.0f s, not logged one by one (last error: %s;"
+            " %d failed writes in all, /health history.write_failures) — a file damaged"
+            " inside? (README: the history store)",
+            summary.failures,
+            summary.recoveries,
+            summary.seconds,
+            text,
+            total,
+        )
 
     def _still_failing(self, text: str, now: float) -> None:
         """Another failure of a run of them: logged at most once a minute."""
@@ -872,6 +899,7 @@ class HistoryStore:
                 conn.close()
             self._readers.clear()
         if not self._thread.is_alive():
+            self._report_flaps(final=True)
             with self._db_lock:
                 self._conn.close()
             self._unlock()  # a writer still running keeps the file its own until exit
