@@ -337,7 +337,8 @@ async def _open_history(config: Config) -> tuple[HistoryStore, HistoryRecorder]:
     if path is None:
         history_log.info("history: in memory only (a bounded window, lost at exit)")
     else:
-        history_log.info("history: %s (retention %s)", path, config.history_retention)
+        # Which of the two: a new file where one was expected is history lost, not resumed.
+        history_log.info("history: %s (retention %s)", opened[0].opened, config.history_retention)
     return opened
 
 

@@ -293,6 +293,7 @@ def _history(history: dict[str, Any] | None) -> Iterator[Metric]:
         ("rows_dropped", "History rows dropped (disk too slow or failing; a recorded gap)"),
         ("write_failures", "History writes that failed"),
         ("gaps", "Gaps in the history"),
+        ("files_lost", "History files found deleted, moved away or replaced while running"),
     ):
         if name in history:
             yield _counter(f"hlbook_history_{name}", text, history[name])

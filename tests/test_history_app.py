@@ -168,3 +168,61 @@ async def test_a_disk_refusing_writes_degrades_the_history_and_the_feed_goes_on(
             assert sim.height > 0
             assert not any("Traceback" in line for line in proc.lines)
         nursery.cancel_scope.cancel()
+
+
+async def test_a_history_file_deleted_while_serving_is_made_again_and_a_restart_resumes_it(
+    tmp_path: Path,
+) -> None:
+    # An operator walkthrough: `rm history.sqlite*` under a running hlbook. It had gone on
+    # writing into the deleted file, and the next start found nothing of it.
+    import signal
+
+    from hlbook.sim import SimConfig, run_simulator
+
+    history = tmp_path / "history.sqlite"
+
+    async def health(http: str) -> Any:
+        async with httpx.AsyncClient() as client:
+            return (await client.get(f"{http}/health")).json()["history"]
+
+    async def until_written(http: str, above: int) -> int:
+        with trio.fail_after(60):
+            while (written := (await health(http))["rows_written"]) <= above:
+                await trio.sleep(0.1)
+        return int(written)
+
+    async with trio.open_nursery() as nursery:
+        sim = await nursery.start(
+            run_simulator,
+            SimConfig(node_data=tmp_path / "data", info_port=0, scale=0.2, seed=5),
+        )
+        args = (
+            "serve",
+            "--node-data", str(tmp_path / "data"),
+            "--info-url", sim.info_url,
+            "--snapshot-path", str(tmp_path / "snap.json"),
+            "--port", "0",
+            "--history", str(history),
+            "--validate-every", "0",
+        )  # fmt: skip
+        async with hlbook_process(*args) as proc:
+            await proc.wait_for(rf"history: created new history store {history} \(retention 7d\)")
+            url = (await proc.wait_for(r"serving (ws://\S+)")).group(1)
+            http = url.replace("ws://", "http://").removesuffix("/ws")
+            before = await until_written(http, 0)
+            for suffix in ("", "-wal", "-shm", ".lock"):
+                Path(f"{history}{suffix}").unlink(missing_ok=True)
+            found = await proc.wait_for(r"history store .* was deleted or moved away.*", limit=30)
+            assert f"created new history store {history}, recording from block" in found.group(0)
+            assert history.is_file()
+            assert Path(f"{history}.lock").is_file()
+            await until_written(http, before)
+            state = await health(http)
+            assert state["files_lost"] == 1
+            assert state["gaps"] >= 2  # the lost range, per stream
+            assert await proc.stop(signal.SIGINT) == 0
+        async with hlbook_process(*args) as proc:
+            await proc.wait_for(rf"history: resuming history store {history} at block \d+ \(")
+            assert await proc.stop(signal.SIGINT) == 0
+            assert not any("Traceback" in line for line in proc.lines)
+        nursery.cancel_scope.cancel()

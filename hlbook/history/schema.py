@@ -29,6 +29,9 @@ import os
 import sqlite3
 from pathlib import Path
 from typing import Final
+from urllib.parse import quote
+
+import attrs
 
 from hlbook.errors import HistoryError
 
@@ -37,6 +40,7 @@ __all__ = [
     "APPLICATION_NAME",
     "SCHEMA_VERSION",
     "KeyClock",
+    "OpenedDatabase",
     "key_of",
     "open_database",
     "open_reader",
@@ -300,18 +304,28 @@ def lock_writer(path: str) -> int:
     return fd
 
 
-def open_database(path: str | os.PathLike[str] | None) -> sqlite3.Connection:
+@attrs.frozen
+class OpenedDatabase:
+    """The writer's connection to a history, and whether opening it created the history."""
+
+    conn: sqlite3.Connection
+    created: bool
+    """The file was absent or empty: a new history (its schema written just now)."""
+
+
+def open_database(path: str | os.PathLike[str] | None) -> OpenedDatabase:
     """Open (creating if new) the history at ``path``; ``None``: a private in-memory one.
 
     Returns the writer's connection (autocommit; transactions are explicit),
-    in WAL mode for a file. Raises :class:`~hlbook.errors.HistoryError`
-    (path and reason) for anything that is not this hlbook's history.
+    in WAL mode for a file, and whether it created the history. Raises
+    :class:`~hlbook.errors.HistoryError` (path and reason) for anything that
+    is not this hlbook's history.
     """
     if path is None:
         conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
         _configure(conn, writer=True)
         _create(conn)
-        return conn
+        return OpenedDatabase(conn, created=True)
     file = Path(path)
     where = str(file)
     if file.exists() and not file.is_file():
@@ -336,7 +350,8 @@ def open_database(path: str | os.PathLike[str] | None) -> sqlite3.Connection:
         _configure(conn, writer=True)
         tables = conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
         app_id = conn.execute("PRAGMA application_id").fetchone()[0]
-        if tables == 0 and app_id == 0:
+        created = tables == 0 and app_id == 0
+        if created:
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise HistoryError(where, f"cannot use write-ahead logging (journal mode {mode})")
@@ -356,13 +371,19 @@ def open_database(path: str | os.PathLike[str] | None) -> sqlite3.Connection:
     except sqlite3.DatabaseError as exc:
         conn.close()
         raise HistoryError(where, f"corrupt or unreadable SQLite database: {exc}") from None
-    return conn
+    return OpenedDatabase(conn, created)
 
 
 def open_reader(path: str) -> sqlite3.Connection:
-    """A connection for query threads to the history file at ``path``: it never writes."""
+    """A connection for query threads to the history file at ``path``: it never writes.
+
+    Nor creates: a query while the file is missing (deleted while hlbook runs)
+    fails instead of leaving an empty file where the writer looks for its own.
+    """
     try:
-        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(
+            f"file:{quote(path)}?mode=rw", uri=True, isolation_level=None, check_same_thread=False
+        )
         _configure(conn, writer=False)
         conn.execute("PRAGMA query_only = ON")
     except sqlite3.Error as exc:

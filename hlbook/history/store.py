@@ -30,6 +30,18 @@ logged (once, then at most once a minute while they last, and when writes
 recover); writes that fail only sometimes (a file damaged inside) are counted
 and summed up once a minute instead (:mod:`hlbook.history.failures`).
 
+The file. Every ``check_interval`` seconds the writer checks that the path
+still holds the file it writes (:mod:`hlbook.history.filecheck`). A file
+deleted or moved away, or replaced by another, is closed — its write-ahead
+log checkpointed into it first, so a file moved away is complete — and the
+path is opened again as at startup: a new history is created there (or the
+history now there is resumed), ``PATH.lock`` taken again if it went too, and
+recording goes on from the blocks not yet written. What the lost file held
+and the new one does not becomes a ``deleted`` (or ``replaced``) gap. If the
+path cannot be opened (another program's file is there, another hlbook holds
+the lock, the directory is gone), writes fail — kept, retried, then gaps, as
+above — and the path is tried again at every check.
+
 Reads. Queries run on the caller's thread (the async layer,
 :mod:`hlbook.history.queries`, puts them in worker threads): on a file, each
 uses a pooled read-only connection and its own WAL snapshot, concurrently with
@@ -41,6 +53,7 @@ the call), so it agrees with the live feed at the height it reports.
 
 import contextlib
 import logging
+import math
 import os
 import sqlite3
 import threading
@@ -56,6 +69,7 @@ from hlbook.book.trades import Trade
 from hlbook.errors import HistoryError
 from hlbook.history.candles import INTERVALS, Candle, candle_open
 from hlbook.history.failures import FailureLog
+from hlbook.history.filecheck import DELETED, FileId, file_change, file_id
 from hlbook.history.requests import CANDLES_LIMIT, FILLS_LIMIT
 from hlbook.history.rows import (
     CANDLE_COLUMNS,
@@ -74,7 +88,14 @@ from hlbook.history.rows import (
     trade_from_row,
     trade_row,
 )
-from hlbook.history.schema import KeyClock, key_of, lock_writer, open_database, open_reader
+from hlbook.history.schema import (
+    KeyClock,
+    key_of,
+    lock_writer,
+    open_database,
+    open_reader,
+    time_of,
+)
 from hlbook.history.wire import aggregate_by_time, fill_wire, order_status_wire
 from hlbook.node.formats import FillEvent
 
@@ -107,6 +128,9 @@ _PRUNE_CHUNK: Final = 20_000
 _PAGE: Final = 500
 _FAILURE_LOG_INTERVAL: Final = 60.0
 _MAX_GAPS_KEPT: Final = 10_000
+_KEYED_TABLES: Final = ("fills", "orders", "trades")
+_STREAM_TABLES: Final = {FILLS: ("fills", "trades"), STATUSES: ("orders",)}
+_SIDECARS: Final = ("-wal", "-shm")
 
 T = TypeVar("T")
 
@@ -118,10 +142,13 @@ class Gap:
     ``stream`` is :data:`FILLS` (fills, trades, candles) or :data:`STATUSES`;
     ``reason`` one of ``dropped`` (the disk was too slow: queue full),
     ``write-failed`` (the disk refused the write), ``offline`` (hlbook was not
-    recording between these blocks) or ``resync`` (the books were
-    re-bootstrapped and blocks in between were never applied). Heights and
-    times (ms) are inclusive; ``rows`` is how many rows were lost (``-1``:
-    unknown).
+    recording between these blocks), ``resync`` (the books were
+    re-bootstrapped and blocks in between were never applied), ``deleted``
+    or ``replaced`` (the file was deleted, moved away or replaced while
+    hlbook ran: what it held and the file now at the path does not — from
+    height 0 for a new file, the first block of the file being unknown; the
+    times are its oldest and newest rows'). Heights and times (ms) are
+    inclusive; ``rows`` is how many rows were lost (``-1``: unknown).
     """
 
     stream: str
@@ -220,12 +247,147 @@ class HistoryStats:
     last_error: str = ""
     pruned_rows: int = 0
     gaps: int = 0
+    files_lost: int = 0
+    """Times the file was found deleted, moved away or replaced (each time, the path was
+    opened again)."""
 
 
 @attrs.define
 class _Seen:
     height: int = -1
     time: int = 0
+
+
+@attrs.frozen
+class _FileState:
+    """What a history file holds, read cheaply (meta, key bounds, gaps)."""
+
+    seen: dict[str, _Seen]
+    written: dict[str, int]
+    keys: dict[str, tuple[int, int] | None]
+    """Per time-keyed table, its lowest and highest row key (``None``: empty)."""
+    gaps: list[Gap]
+
+    def times(self, tables: Sequence[str]) -> tuple[int, int] | None:
+        """The oldest and newest row times in ``tables`` (``None``: no rows)."""
+        bounds = [found for table in tables if (found := self.keys[table]) is not None]
+        if not bounds:
+            return None
+        return time_of(min(low for low, _ in bounds)), time_of(max(high for _, high in bounds))
+
+
+def _read_state(conn: sqlite3.Connection) -> _FileState:
+    meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+    keys: dict[str, tuple[int, int] | None] = {}
+    for table in _KEYED_TABLES:
+        # min and max of an indexed column: two index lookups, whatever the table's size.
+        low, high = conn.execute(f"SELECT min(id), max(id) FROM {table}").fetchone()
+        keys[table] = None if low is None else (low, high)
+    return _FileState(
+        seen={
+            stream: _Seen(
+                int(meta.get(f"seen_{stream}_height", -1)), int(meta.get(f"seen_{stream}_time", 0))
+            )
+            for stream in (FILLS, STATUSES)
+        },
+        written={stream: int(meta.get(f"{stream}_height", -1)) for stream in (FILLS, STATUSES)},
+        keys=keys,
+        gaps=[
+            Gap(*row)
+            for row in conn.execute(
+                "SELECT stream, reason, from_height, to_height, from_time, to_time, rows "
+                "FROM gaps ORDER BY id"
+            ).fetchall()
+        ][-_MAX_GAPS_KEPT:],
+    )
+
+
+@attrs.frozen
+class _Lost:
+    """A file that the path no longer holds: what it held, by stream."""
+
+    reason: str
+    """:data:`~hlbook.history.filecheck.DELETED` or :data:`~hlbook.history.filecheck.REPLACED`."""
+    written: dict[str, int]
+    times: dict[str, tuple[int, int] | None]
+    """Its oldest and newest row times (``None``: no rows, or unknown if not ``known``)."""
+    known: bool = True
+    """Its rows' times could be read."""
+
+    @property
+    def what(self) -> str:
+        """What happened to it, in words."""
+        if self.reason == DELETED:
+            return "was deleted or moved away"
+        return "was replaced by another file"
+
+    def describe(self, path: str) -> str:
+        """The start of the log line that tells of the loss."""
+        held = "what it held"
+        spans = [span for span in self.times.values() if span is not None]
+        if spans and max(self.written.values()) >= 0:
+            held = (
+                f"what it held (blocks up to {max(self.written.values())}, rows from "
+                f"{_utc(min(low for low, _ in spans))} to {_utc(max(high for _, high in spans))})"
+            )
+        elif self.known:
+            held = "what it held (no rows)"
+        return f"history store {path} {self.what} while hlbook ran: {held} is no longer there"
+
+    def gaps(self, now_at_path: _FileState, seen: Mapping[str, _Seen]) -> list[Gap]:
+        """Per stream, what the lost file held and the file now at the path does not."""
+        found: list[Gap] = []
+        for stream, tables in _STREAM_TABLES.items():
+            first, last = now_at_path.written[stream] + 1, self.written[stream]
+            span = self.times[stream]
+            if span is None and not self.known:
+                span = (0, seen[stream].time)  # unknown: from the start to now
+            if last < first or span is None:
+                continue
+            from_time, to_time = span
+            kept = now_at_path.times(tables)
+            if kept is not None:  # the file now there holds rows of its own up to then
+                from_time = max(from_time, kept[1] + 1)
+            if from_time <= to_time:
+                found.append(Gap(stream, self.reason, first, last, from_time, to_time))
+        return found
+
+
+def _holds(path: str, known: FileId) -> bool:
+    """True if ``path`` holds the file ``known`` (False when it cannot be told)."""
+    try:
+        return file_id(path) == known
+    except OSError:
+        return False
+
+
+def _utc(ms: int) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(ms / 1000))
+
+
+def _size(count: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.1f} {unit}"
+    return f"{count} bytes"
+
+
+def _opening_line(path: str, created: bool, state: _FileState, size: int) -> str:
+    """``created new history store PATH`` or ``resuming history store PATH at block H (…)``:
+    facts that cost nothing to read (meta, two index ends per table, the file's size)."""
+    if created:
+        return f"created new history store {path}"
+    height = max(seen.height for seen in state.seen.values())
+    if height < 0:
+        return f"resuming history store {path} (nothing recorded in it yet; {_size(size)})"
+    newest = max(seen.time for seen in state.seen.values())
+    span = state.times(_KEYED_TABLES)
+    rows = "no rows" if span is None else f"rows from {_utc(span[0])}"
+    gaps = len(state.gaps)
+    return (
+        f"resuming history store {path} at block {height} (block time {_utc(newest)}; "
+        f"{rows}; {_size(size)}; {gaps} gap{'' if gaps == 1 else 's'})"
+    )
 
 
 class HistoryStore:
@@ -242,8 +404,11 @@ class HistoryStore:
     transactions (:meth:`flush` does not wait for it). ``max_bytes``: an
     optional hard cap on the file's size; writes past it fail (logged,
     counted, a gap) until retention frees room. ``readers``: query
-    connections kept open. Opening does file I/O: do it before the event loop
-    or in a thread. Use as a context manager, or call :meth:`close`.
+    connections kept open. ``retry_for``: how long rows of refused writes
+    are kept and retried. ``check_interval``: how often the writer checks
+    that the path still holds its file. Opening does file I/O: do it before
+    the event loop or in a thread; :attr:`opened` says what it found. Use as
+    a context manager, or call :meth:`close`.
     """
 
     def __init__(
@@ -258,6 +423,7 @@ class HistoryStore:
         commit_interval: float = 0.2,
         readers: int = 4,
         retry_for: float = 60.0,
+        check_interval: float = 1.0,
     ) -> None:
         if retention_ms <= 0:
             raise ValueError("retention must be positive")
@@ -266,25 +432,43 @@ class HistoryStore:
         self._memory = path is None
         self._memory_rows = memory_rows
         self._max_pending = max_pending_rows
+        self._max_bytes = max_bytes
         self._prune_interval = (
             prune_interval if prune_interval is not None else (5.0 if self._memory else 60.0)
         )
-        self._conn = open_database(path)  # refuses what is not a history file first
+        opened = open_database(path)  # refuses what is not a history file first
+        conn = opened.conn
+        self._conn: sqlite3.Connection | None = conn
+        self._lock: int | None = None
+        self._lock_id: FileId | None = None
         try:
-            self._lock = None if self.path is None else lock_writer(self.path)
+            if self.path is not None:
+                self._take_lock()
         except BaseException:
-            self._conn.close()
+            conn.close()
             raise
+        # The file the writer writes, and its write-ahead log and shared-memory index
+        # (None in memory): what the path must still hold (see _check_file).
+        self._file: FileId | None = None
+        self._sidecars: dict[str, FileId | None] = {}
         try:
-            if max_bytes is not None:
-                page_size = self._conn.execute("PRAGMA page_size").fetchone()[0]
-                pages = self._conn.execute("PRAGMA page_count").fetchone()[0]
-                self._conn.execute(f"PRAGMA max_page_count = {max(pages, max_bytes // page_size)}")
-            self._load()
-        except sqlite3.Error as exc:
-            self._conn.close()
+            self._limit_size(conn)
+            state = _read_state(conn)
+            self._note_file()
+        except (sqlite3.Error, OSError) as exc:
+            conn.close()
             self._unlock()
             raise HistoryError(self.path, f"cannot read it: {exc}") from None
+        self._adopt(state)
+        self._seen = state.seen
+        self._gaps: list[Gap] = list(state.gaps)
+        self.opened = (
+            "in-memory history (a bounded window, lost at exit)"
+            if self.path is None
+            else _opening_line(self.path, opened.created, state, self.disk_bytes())
+        )
+        """How opening went, for the startup log: ``created new history store PATH`` or
+        ``resuming history store PATH at block H (…)``."""
         self._stats = HistoryStats(self.path, max_pending_rows)
         self._stats.gaps = len(self._gaps)
         self._cond = threading.Condition(threading.Lock())
@@ -313,7 +497,13 @@ class HistoryStore:
         self._retry_delay = 1.0
         self._last_failure_log = 0.0
         self._flaps = FailureLog()
+        self._checks = self.path is not None
+        self._check_interval = check_interval
+        self._check_wanted = False
+        self._no_file: str | None = None  # why the store has no file to write (then None)
+        self._lost: _Lost | None = None  # the loss the next successful reopen records
         self._readers: list[sqlite3.Connection] = []
+        self._generation = 0  # readers of an earlier file are closed, not pooled
         self._max_readers = readers
         self._readers_lock = threading.Lock()
         self._thread = threading.Thread(target=self._run, name="hlbook-history", daemon=True)
@@ -321,30 +511,45 @@ class HistoryStore:
 
     # -- opening -----------------------------------------------------------------
 
-    def _load(self) -> None:
-        conn = self._conn
-        meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-        self._seen = {
-            stream: _Seen(
-                int(meta.get(f"seen_{stream}_height", -1)), int(meta.get(f"seen_{stream}_time", 0))
-            )
-            for stream in (FILLS, STATUSES)
-        }
-        self._written = {
-            stream: int(meta.get(f"{stream}_height", -1)) for stream in (FILLS, STATUSES)
-        }
-        self._persisted_seen = {stream: seen.height for stream, seen in self._seen.items()}
+    def _adopt(self, state: _FileState) -> None:
+        """Write on from what the (newly) opened file holds (writer-side state only)."""
+        self._written = dict(state.written)
+        self._persisted_seen = {stream: seen.height for stream, seen in state.seen.items()}
         self._clocks = {
-            table: KeyClock(conn.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()[0])
-            for table in ("fills", "orders", "trades")
+            table: KeyClock(0 if (keys := state.keys[table]) is None else keys[1])
+            for table in _KEYED_TABLES
         }
-        self._gaps: list[Gap] = [
-            Gap(*row)
-            for row in conn.execute(
-                "SELECT stream, reason, from_height, to_height, from_time, to_time, rows "
-                "FROM gaps ORDER BY id"
-            ).fetchall()
-        ][-_MAX_GAPS_KEPT:]
+
+    def _limit_size(self, conn: sqlite3.Connection) -> None:
+        if self._max_bytes is not None:
+            page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+            pages = conn.execute("PRAGMA page_count").fetchone()[0]
+            conn.execute(f"PRAGMA max_page_count = {max(pages, self._max_bytes // page_size)}")
+
+    def _take_lock(self) -> bool:
+        """Hold ``PATH.lock`` — again if the file at that path is not the one held
+        (deleted or replaced: anyone could lock the new one); True if it was taken now."""
+        assert self.path is not None
+        if self._lock is not None and file_id(f"{self.path}.lock") == self._lock_id:
+            return False
+        fd = lock_writer(self.path)
+        if self._lock is not None:
+            os.close(self._lock)  # the lock of a file no longer at the path: no one's
+        self._lock, self._lock_id = fd, FileId.of(os.fstat(fd))
+        return True
+
+    def _note_file(self) -> None:
+        """Remember the identity of the file just opened at the path, and of its sidecars.
+
+        Right after opening: what is at the path now is what SQLite opened.
+        """
+        if self.path is None:
+            return
+        here = file_id(self.path)
+        if here is None:
+            raise FileNotFoundError(f"{self.path} vanished while it was opened")
+        self._file = here
+        self._sidecars = {suffix: file_id(self.path + suffix) for suffix in _SIDECARS}
 
     def last_seen(self, stream: str) -> tuple[int, int] | None:
         """``(height, time)`` of the newest block of ``stream`` recorded by any run, or ``None``."""
@@ -487,6 +692,7 @@ class HistoryStore:
 
     def _run(self) -> None:
         next_prune = time.monotonic() + self._prune_interval
+        next_check = time.monotonic() + self._check_interval if self._checks else math.inf
         while True:
             with self._cond:
                 while True:
@@ -495,8 +701,13 @@ class HistoryStore:
                     # Rows kept after a failed write wait for the retry (backoff).
                     backing_off = now < self._backoff_until
                     has_work = bool(self._queue or self._spill or retry_due) and not backing_off
-                    if self._closing and not self._paused:
-                        break
+                    check = (
+                        self._checks
+                        and not self._paused
+                        and not self._closing
+                        and (self._check_wanted or now >= next_check)
+                    )
+                    write = self._closing and not self._paused
                     # Group the blocks of up to commit_interval into one transaction: pages
                     # that consecutive blocks touch are written once, not once per block.
                     commit_at = self._last_commit + self._commit_interval
@@ -507,15 +718,36 @@ class HistoryStore:
                         or self._pending_rows * 4 >= self._max_pending
                     )
                     if not self._paused and has_work and hurry:
-                        break
+                        write = True
                     if not self._paused and (self._prune_wanted or now >= next_prune):
+                        write = True
+                    if write or check:
                         break
                     wake = min(next_prune, self._retry_at) if self._new_gaps else next_prune
+                    wake = min(wake, next_check)
                     if backing_off:
                         wake = min(wake, self._backoff_until)
                     if has_work:
                         wake = min(wake, commit_at)
                     self._cond.wait(timeout=max(0.001, wake - now))
+                if check:
+                    self._check_wanted = False
+                    self._busy = True
+            if check:
+                # Before taking the queue: what it holds goes to the file now at the path.
+                next_check = time.monotonic() + self._check_interval
+                try:
+                    self._check_file()
+                except Exception:  # a bug: keep the thread (and so the store) alive
+                    log.exception("history writer error")
+                finally:
+                    with self._cond:
+                        self._busy = False
+                        self._cond.notify_all()
+                if not write:
+                    self._report_flaps()
+                    continue
+            with self._cond:
                 batches = tuple(self._queue)
                 self._queue.clear()
                 spill, self._spill = self._spill, {}
@@ -560,6 +792,8 @@ class HistoryStore:
     def _transaction(self, work: Callable[[sqlite3.Connection], T]) -> T:
         """Run ``work`` in one write transaction on the writer's connection."""
         conn = self._conn
+        if conn is None:  # the path could not be opened again: a write that fails
+            raise sqlite3.OperationalError(f"no history file: {self._no_file}")
         with self._db_lock:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -753,11 +987,171 @@ class HistoryStore:
                 self._stats.write_failures,
             )
 
+    # -- the file: still the one at the path? ----------------------------------------
+
+    def _check_file(self) -> None:
+        """On the writer thread: act on a file deleted, moved away or replaced, or on a
+        lock file that went; try the path again while it could not be opened."""
+        assert self.path is not None
+        if self._conn is None:
+            self._reopen()
+            return
+        assert self._file is not None
+        try:
+            change = file_change(self._file, file_id(self.path))
+        except OSError as exc:  # cannot look (a directory's permissions): not a change
+            log.debug("history: cannot check %s: %s", self.path, exc)
+            return
+        if change is not None:
+            self._lose_file(change)
+            return
+        try:
+            retaken = self._take_lock()
+        except (HistoryError, OSError) as exc:
+            # PATH.lock went, and another hlbook took a new one and opened this file:
+            # two writers lose rows on both sides, so this one stops writing it.
+            reason = exc.reason if isinstance(exc, HistoryError) else str(exc)
+            self._close_file(reason, unlink=())
+            log.error(
+                "history store %s: its lock file was deleted while hlbook ran and cannot be"
+                " taken again (%s): this hlbook stops writing it — writes fail and are"
+                " retried; the file is opened again once the lock is free",
+                self.path,
+                reason,
+            )
+            return
+        if retaken:
+            log.warning(
+                "history store %s: its lock file %s.lock was deleted or replaced while hlbook"
+                " ran; taken again (until now a second hlbook could have opened the file)",
+                self.path,
+                self.path,
+            )
+
+    def _lose_file(self, change: str) -> None:
+        """The path no longer holds the file written: close it, open the path again."""
+        assert self.path is not None
+        conn = self._conn
+        assert conn is not None
+        old: _FileState | None
+        try:
+            with self._db_lock:
+                old = _read_state(conn)
+                # Into the file itself: one moved away is then complete without its
+                # write-ahead log, which is named after the path (and removed below).
+                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.Error as exc:
+            log.debug("history: reading the lost file failed: %s", exc)
+            old = None
+        # The sidecars at the path that are the lost file's — compared while it is still
+        # open, so that their inodes cannot have been reused — go too: SQLite would pair
+        # them with the file opened at the path next (a log of another file's pages, a
+        # shared-memory index that queries still reading the lost file map).
+        mine = [
+            suffix
+            for suffix, known in self._sidecars.items()
+            if known is not None and _holds(self.path + suffix, known)
+        ]
+        lost = _Lost(
+            change,
+            dict(self._written),
+            {
+                stream: (old.times(tables) if old is not None else None)
+                for stream, tables in _STREAM_TABLES.items()
+            },
+            known=old is not None,
+        )
+        self._close_file(f"the file {lost.what} while hlbook ran", unlink=mine)
+        with self._cond:
+            self._stats.files_lost += 1
+        self._lost = lost
+        self._reopen(announce=lost.describe(self.path))
+
+    def _close_file(self, why: str, *, unlink: Sequence[str]) -> None:
+        """Close the writer's connection and the readers'; the store has no file now."""
+        assert self.path is not None
+        self._no_file = why  # first: queries stop opening the path
+        with self._readers_lock:
+            self._generation += 1
+            readers, self._readers = self._readers, []
+        for reader in readers:
+            reader.close()
+        with self._db_lock:
+            if self._conn is not None:
+                self._conn.close()
+            self._conn = None
+        for suffix in unlink:
+            with contextlib.suppress(OSError):
+                os.unlink(self.path + suffix)
+        self._file = None
+
+    def _reopen(self, announce: str | None = None) -> None:
+        """Open the path as at startup; then record what the lost file held as gaps.
+
+        ``announce``: the loss just found, said in one line with the outcome.
+        """
+        assert self.path is not None
+        path = self.path
+        conn: sqlite3.Connection | None = None
+        try:
+            self._take_lock()  # first: the path may be another hlbook's by now
+            opened = open_database(path)
+            conn = opened.conn
+            self._limit_size(conn)
+            state = _read_state(conn)
+            self._note_file()
+        except (HistoryError, sqlite3.Error, OSError) as exc:
+            if conn is not None:
+                conn.close()
+            reason = exc.reason if isinstance(exc, HistoryError) else f"cannot read it: {exc}"
+            if announce is not None or reason != self._no_file:
+                log.error(
+                    "%s: cannot open a history store there now: %s — history writes fail"
+                    " (kept and retried, then gaps) until it can; the path is tried again"
+                    " every %.0f s",
+                    announce or f"history store {path}",
+                    reason,
+                    self._check_interval,
+                )
+            self._no_file = reason
+            return
+        lost, self._lost = self._lost, None
+        self._adopt(state)
+        with self._cond:
+            gaps = [] if lost is None else lost.gaps(state, self._seen)
+            # The lost file's gaps went with it (its whole range is one now); those not
+            # written yet are kept, for the new file.
+            self._gaps = [*state.gaps, *self._new_gaps][-_MAX_GAPS_KEPT:]
+            for gap in gaps:
+                self._record_gap(gap)
+            queued = [batch.height for batch in self._queue]
+            start = min(queued) if queued else max(v.height for v in self._seen.values()) + 1
+            self._cond.notify_all()
+        with self._db_lock:
+            self._conn = conn
+        self._no_file = None
+        # Rows kept while there was no file are tried now, not after the backoff (up to
+        # 30 s) that writes failing for want of a file ran up; retry_for runs on.
+        self._backoff_until = self._retry_at = 0.0
+        self._retry_delay = 1.0
+        line = _opening_line(path, opened.created, state, self.disk_bytes())
+        if announce is None:
+            log.warning("history store %s can be written again: %s", path, line)
+            return
+        assert lost is not None
+        log.error(
+            "%s; %s, recording from block %d on%s",
+            announce,
+            line,
+            start,
+            "; the lost range is a gap (/health history.gaps)" if gaps else "",
+        )
+
     # -- retention -----------------------------------------------------------------
 
     def _prune(self, seen: Mapping[str, _Seen]) -> None:
         newest = max(value.time for value in seen.values())
-        if newest <= 0:
+        if newest <= 0 or self._conn is None:
             return
         cutoff = newest - self.retention_ms
         key = key_of(cutoff)
@@ -833,6 +1227,15 @@ class HistoryStore:
 
     # -- control -------------------------------------------------------------------
 
+    def request_file_check(self) -> None:
+        """Check now (on the writer thread) that the path still holds the store's file,
+        as every ``check_interval`` s; :meth:`flush` waits for it (no-op in memory)."""
+        if not self._checks:
+            return
+        with self._cond:
+            self._check_wanted = True
+            self._cond.notify_all()
+
     def request_prune(self) -> None:
         """Enforce retention now (on the writer thread, after pending writes)."""
         with self._cond:
@@ -861,6 +1264,7 @@ class HistoryStore:
                     or self._spill
                     or self._busy
                     or self._prune_wanted
+                    or self._check_wanted
                     # Gaps wait for a write that works: not while writes fail.
                     or (self._new_gaps and self._failing_since is None)
                 )
@@ -901,7 +1305,8 @@ class HistoryStore:
         if not self._thread.is_alive():
             self._report_flaps(final=True)
             with self._db_lock:
-                self._conn.close()
+                if self._conn is not None:
+                    self._conn.close()
             self._unlock()  # a writer still running keeps the file its own until exit
 
     def _unlock(self) -> None:
@@ -959,24 +1364,50 @@ class HistoryStore:
         """Run ``work`` in one read transaction (a consistent snapshot)."""
         if self._memory:
             with self._db_lock:
+                assert self._conn is not None  # in memory: closed only by close()
                 return self._read_on(self._conn, work)
-        assert self.path is not None
         with self._readers_lock:
+            generation = self._generation
             conn = self._readers.pop() if self._readers else None
         if conn is None:
-            conn = open_reader(self.path)
+            conn = self._open_reader()
         try:
             result = self._read_on(conn, work)
         except BaseException:
             conn.close()
             raise
         with self._readers_lock:
-            if len(self._readers) < self._max_readers and not self._closed:
+            if (
+                generation == self._generation  # not a reader of a file since closed
+                and len(self._readers) < self._max_readers
+                and not self._closed
+            ):
                 self._readers.append(conn)
                 conn = None
         if conn is not None:
             conn.close()
         return result
+
+    def _open_reader(self) -> sqlite3.Connection:
+        assert self.path is not None
+        missing = self._no_file
+        if missing is not None:
+            raise HistoryError(self.path, missing)
+        # A new connection opens the path: it must hold the writer's file still, or the
+        # query would read another file (and SQLite share one shared-memory index
+        # between two). The writer finds out at its next check; ask for it now.
+        try:
+            here = file_id(self.path)
+        except OSError:
+            here = self._file  # cannot look: let SQLite say
+        if here != self._file:
+            self.request_file_check()
+            raise HistoryError(
+                self.path,
+                "the file is not the one hlbook was writing (deleted or replaced while it"
+                " ran); the path is being opened again",
+            )
+        return open_reader(self.path)
 
     def _read_on(self, conn: sqlite3.Connection, work: Callable[[sqlite3.Connection], T]) -> T:
         try:
