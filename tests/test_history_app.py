@@ -21,6 +21,19 @@ from hlbook.node.formats import Stream
 pytestmark = pytest.mark.slow
 
 
+def _serve(tmp_path: Path, info_url: str, history: Path) -> tuple[str, ...]:
+    """``hlbook serve`` of the simulator under ``tmp_path`` with ``--history history``."""
+    return (
+        "serve",
+        "--node-data", str(tmp_path / "data"),
+        "--info-url", info_url,
+        "--snapshot-path", str(tmp_path / "snap.json"),
+        "--port", "0",
+        "--history", str(history),
+        "--validate-every", "0",
+    )  # fmt: skip
+
+
 async def info(url: str, body: dict[str, Any]) -> Any:
     async with httpx.AsyncClient() as client:
         response = await client.post(f"{url}/info", json=body)
@@ -139,15 +152,8 @@ async def test_a_disk_refusing_writes_degrades_the_history_and_the_feed_goes_on(
             ),
         )
         async with hlbook_process(
-            "serve",
-            "--node-data", str(tmp_path / "data"),
-            "--info-url", sim.info_url,
-            "--snapshot-path", str(tmp_path / "snap.json"),
-            "--port", "0",
-            "--history", str(history),
-            "--validate-every", "0",
-            preexec_fn=small_files,
-        ) as proc:  # fmt: skip
+            *_serve(tmp_path, sim.info_url, history), preexec_fn=small_files
+        ) as proc:
             url = (await proc.wait_for(r"serving (ws://\S+)")).group(1)
             http = url.replace("ws://", "http://").removesuffix("/ws")
             await proc.wait_for(r"history write failed", limit=60)
@@ -196,15 +202,7 @@ async def test_a_history_file_deleted_while_serving_is_made_again_and_a_restart_
             run_simulator,
             SimConfig(node_data=tmp_path / "data", info_port=0, scale=0.2, seed=5),
         )
-        args = (
-            "serve",
-            "--node-data", str(tmp_path / "data"),
-            "--info-url", sim.info_url,
-            "--snapshot-path", str(tmp_path / "snap.json"),
-            "--port", "0",
-            "--history", str(history),
-            "--validate-every", "0",
-        )  # fmt: skip
+        args = _serve(tmp_path, sim.info_url, history)
         async with hlbook_process(*args) as proc:
             await proc.wait_for(rf"history: created new history store {history} \(retention 7d\)")
             url = (await proc.wait_for(r"serving (ws://\S+)")).group(1)
