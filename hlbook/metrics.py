@@ -42,6 +42,7 @@ _PIPELINE_COUNTERS = {
     "divergences": "Blocks that did not fit the books (each a resync)",
     "gaps": "Missing or incomplete blocks (each a resync)",
     "bad_lines": "Node lines that could not be read",
+    "late_events": "Status and fill events read after their block was complete (dropped)",
     "validations": "Comparisons with a fresh node snapshot",
     "validation_mismatches": "Comparisons that found differences",
     "coins_repaired": "Coins repaired from a node snapshot",

@@ -218,6 +218,10 @@ class SupervisorStats:
     """Times diffs were held for details to catch up (``books.catch_up_wanted``)."""
     diffs_first: int = 0
     """Blocks whose diffs were applied and published before their statuses were complete."""
+    late_events: int = 0
+    """Events of status and fill lines read after their block was complete, dropped
+    (streaming: the node paused between its streams for longer than quiet_after; kept
+    by the shell)."""
     last_error: str | None = None
     book_seconds: float = 0.0
     """Time the book task spent joining, applying and publishing (kept by the shell)."""

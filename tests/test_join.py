@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from hlbook.model import Block
 from hlbook.node.formats import AnyLine, Layout, Stream, decode_line
-from hlbook.node.join import MAX_HEIGHT_JUMP, BlockJoiner, Gap
+from hlbook.node.join import MAX_HEIGHT_JUMP, BlockJoiner, Gap, LateLine
 from hlbook.source import Output, Part
 
 S, D, F = Stream.STATUSES, Stream.DIFFS, Stream.FILLS
@@ -247,13 +247,16 @@ def test_streaming_late_diff_is_a_gap_late_status_is_counted() -> None:
     assert heights(out) == [2, 3]
     assert joiner.feed(S, ln(S, 2, 7), 100.0) == []
     assert joiner.stats().late_lines == 1
+    assert (joiner.late_events, joiner.last_late) == (1, LateLine(S, 2, 1))  # for the log
+    assert joiner.feed(F, ln(F, 3, 9, 10), 100.0) == []  # its trades and fills are lost
+    assert (joiner.late_events, joiner.last_late) == (3, LateLine(F, 3, 2))
     assert joiner.feed(D, ln(D, 3), 100.0) == []  # an empty late line changes nothing
     out = joiner.feed(D, ln(D, 2, 8), 100.0)
     assert heights(out) == ["gap 1-3"]
     assert isinstance(out[0], Gap)
     assert "diffs arrived after" in out[0].reason
     stats = joiner.stats()
-    assert (stats.gaps, stats.late_lines) == (1, 3)
+    assert (stats.gaps, stats.late_lines, stats.late_events) == (1, 4, 3)  # diffs: the gap
 
 
 def test_streaming_start_in_the_middle() -> None:
@@ -991,3 +994,25 @@ def test_a_stream_silent_before_a_block_began_does_not_complete_it_at_once() -> 
     out += joiner.feed(F, ln(F, 102, 4), 5.15)
     assert heights(out) == [101]
     assert tags(out[0]) == ([1], [3], [])
+
+
+def test_late_lines_are_logged_at_most_once_a_minute_naming_what_was_lost(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from hlbook.shell.ingest import _describe_late, _log_late
+    from hlbook.throttle import Throttle
+
+    throttle = Throttle(60.0)
+    late = _describe_late(LateLine(F, 7, 2))
+    _log_late(throttle.occurred(0.0, late, 2), 0.3)
+    _log_late(throttle.occurred(1.0, _describe_late(LateLine(S, 8, 1))), 0.3)
+    _log_late(throttle.tick(61.0), 0.3)
+    first, summary = (r.getMessage() for r in caplog.records)
+    assert first == (
+        "dropped 2 event(s) read after their block was complete, the latest 2 fills event(s) of"
+        " block 7 (its trades and fills were sent and recorded without them): the node paused"
+        " between writing its streams for longer than --stream-quiet-after (0.3 s); raise it"
+        " if this recurs"
+    )
+    assert summary.startswith("dropped 1 event(s) in the last 61 s read after their block")
+    assert "(its order details were sent and recorded without them)" in summary

@@ -87,11 +87,22 @@ from hlbook.model import Block
 from hlbook.node.formats import AnyLine, Layout, Stream, time_ms
 from hlbook.source import Gap, Output, Part
 
-__all__ = ["MAX_HEIGHT_JUMP", "BlockJoiner", "Gap", "JoinerStats"]
+__all__ = ["MAX_HEIGHT_JUMP", "BlockJoiner", "Gap", "JoinerStats", "LateLine"]
 
 MAX_HEIGHT_JUMP: Final = 1_000_000
 """Heights past everything known by more than this (~20 hours of mainnet blocks) are
 not believed (see the module docstring)."""
+
+
+@attrs.frozen
+class LateLine:
+    """A status or fill line with events, read after its block was complete on that
+    stream: its events were dropped (streaming: the node paused between writing its
+    streams for longer than ``quiet_after``)."""
+
+    stream: Stream
+    height: int
+    events: int
 
 
 @attrs.frozen
@@ -107,6 +118,7 @@ class JoinerStats:
     watermarks: dict[str, int]
     implausible_lines: int = 0
     pending_events: int = 0
+    late_events: int = 0
 
 
 class _Partial:
@@ -232,6 +244,10 @@ class BlockJoiner:
         """After :meth:`release` without the snapshot's own block: the time of the
         nearest block read (the first after it, or the last before it)."""
         self.late_lines = 0
+        self.late_events = 0
+        """Events of late status and fill lines, dropped (see :class:`LateLine`)."""
+        self.last_late: LateLine | None = None
+        """The latest such line."""
         self.implausible_lines = 0
         """Lines whose height was not believed (see :data:`MAX_HEIGHT_JUMP`)."""
         self.dropped_lines = 0
@@ -540,6 +556,7 @@ class BlockJoiner:
             pending=len(self._pending),
             held=self._held_blocks,
             late_lines=self.late_lines,
+            late_events=self.late_events,
             dropped_lines=self.dropped_lines,
             gaps=self.gaps,
             watermarks={s.value: h for s, h in self._watermark.items()},
@@ -556,6 +573,10 @@ class BlockJoiner:
 
     def _late(self, stream: Stream, line: AnyLine) -> list[Output]:
         self.late_lines += 1
+        if stream is not Stream.DIFFS and line.events:
+            # They cannot change the book, but trades, fills and order details lose them.
+            self.late_events += len(line.events)
+            self.last_late = LateLine(stream, line.block_number, len(line.events))
         if self.layout is Layout.STREAMING and stream is Stream.DIFFS and line.events:
             self.gaps += 1
             if line.block_number > self._emitted:

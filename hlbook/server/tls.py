@@ -26,6 +26,8 @@ from datetime import UTC, datetime, timedelta
 
 import attrs
 
+from hlbook.throttle import Report, Throttle
+
 __all__ = [
     "EXPIRY_WARNING",
     "CertificateProblem",
@@ -269,37 +271,34 @@ def describe_handshake_error(error: BaseException | None) -> str:
 class HandshakeFailureLog:
     """When to log failed TLS handshakes: the first at once, then at most one line per
     ``interval`` seconds, with how many failed since the last line and the last one's
-    peer and reason. Feed it :meth:`failed` for each failure and :meth:`tick` now and
-    then (the shell calls it every ``interval``), so a count never waits for the next
-    failure to be logged."""
+    peer and reason (a :class:`~hlbook.throttle.Throttle`). Feed it :meth:`failed` for
+    each failure and :meth:`tick` now and then (the shell calls it every ``interval``),
+    so a count never waits for the next failure to be logged."""
 
     def __init__(self, interval: float = 60.0) -> None:
-        self.interval = interval
-        self._logged_at: float | None = None
-        self._pending = 0
-        self._last = ""
+        self._throttle = Throttle(interval)
+
+    @property
+    def interval(self) -> float:
+        """The least time between two lines, in seconds."""
+        return self._throttle.interval
 
     def failed(self, now: float, peer: str, reason: str) -> str | None:
         """Record a failure at ``now`` (seconds, any monotonic clock); the line to log
         now, if one is due."""
-        self._pending += 1
-        self._last = f"{peer}: {reason}"
-        return self.tick(now)
+        return _handshake_line(self._throttle.occurred(now, f"{peer}: {reason}"))
 
     def tick(self, now: float) -> str | None:
         """The line to log at ``now`` for the failures not logged yet, if one is due."""
-        if not self._pending:
-            return None
-        since = self._logged_at
-        if since is not None and now - since < self.interval:
-            return None
-        if self._pending == 1 or since is None:
-            line = f"TLS handshake failed from {self._last}"
-        else:
-            line = (
-                f"{self._pending} TLS handshakes failed in the last {now - since:.0f} s;"
-                f" the last from {self._last}"
-            )
-        self._logged_at = now
-        self._pending = 0
-        return line
+        return _handshake_line(self._throttle.tick(now))
+
+
+def _handshake_line(report: Report | None) -> str | None:
+    if report is None:
+        return None
+    if report.count == 1 or report.seconds is None:
+        return f"TLS handshake failed from {report.detail}"
+    return (
+        f"{report.count} TLS handshakes failed in the last {report.seconds:.0f} s;"
+        f" the last from {report.detail}"
+    )

@@ -34,7 +34,7 @@ from hlbook.config import Config
 from hlbook.errors import DivergenceError, HlbookError
 from hlbook.node.files import StreamTailer, stream_dir
 from hlbook.node.formats import Layout, SnapshotSide, Stream
-from hlbook.node.join import BlockJoiner
+from hlbook.node.join import BlockJoiner, LateLine
 from hlbook.shell.path import SupervisedPath
 from hlbook.shell.snapshots import Bootstrap, decode_in_thread, load_in_thread
 from hlbook.shell.tail import (
@@ -60,6 +60,7 @@ from hlbook.supervisor import (
     Supervisor,
     WantSnapshot,
 )
+from hlbook.throttle import Report, Throttle
 
 __all__ = ["DataPath"]
 
@@ -137,6 +138,8 @@ class DataPath(SupervisedPath):
         self._want: WantSnapshot | None = None
         self._want_changed = trio.Event()
         self._checks: trio.MemorySendChannel[FetchCheck | AdvanceCheck] | None = None
+        self._late = Throttle()
+        """When to log status and fill lines dropped for coming after their block."""
 
     # -- reading ------------------------------------------------------------------------------
 
@@ -269,15 +272,27 @@ class DataPath(SupervisedPath):
                 if streaming and isinstance(item, CaughtUp):
                     idle_marks[item.stream] = item
                 actions += sup.tick(now)
+                _log_late(self._late.tick(now), joiner.quiet_after)
                 stats.book_seconds += time.perf_counter() - started
+
+    def _dropped_late(self, joiner: BlockJoiner, events: int, now: float) -> None:
+        """``events`` of status or fill lines came after their block was complete: counted
+        (``hlbook_late_events_total``) and logged, at most a line a minute."""
+        self.supervisor.stats.late_events += events
+        last = joiner.last_late
+        assert last is not None
+        _log_late(self._late.occurred(now, _describe_late(last), events), joiner.quiet_after)
 
     def _handle(self, item: _Event | None, joiner: BlockJoiner, now: float) -> list[Action]:
         sup = self.supervisor
         if isinstance(item, Lines):
             stream = item.stream
             outputs = []
+            late = joiner.late_events
             for line in item.lines:
                 outputs.extend(joiner.feed(stream, line, now))
+            if joiner.late_events != late:
+                self._dropped_late(joiner, joiner.late_events - late, now)
             return sup.receive(outputs, now)
         if isinstance(item, LineLost):
             # Its block must come from a snapshot, never be applied without the line.
@@ -411,3 +426,29 @@ class DataPath(SupervisedPath):
                     found = await trio.to_thread.run_sync(find_layout, node_data)
                 if fills or (found is not None and found is not layout):
                     await send.send(_Shape(fills, found))
+
+
+def _describe_late(late: LateLine) -> str:
+    lost = "trades and fills" if late.stream is Stream.FILLS else "order details"
+    return (
+        f"{late.events} {late.stream.value} event(s) of block {late.height}"
+        f" (its {lost} were sent and recorded without them)"
+    )
+
+
+def _log_late(report: Report | None, quiet_after: float) -> None:
+    if report is None:
+        return
+    what = (
+        f"{report.count} event(s)"
+        if report.seconds is None
+        else (f"{report.count} event(s) in the last {report.seconds:.0f} s")
+    )
+    log.warning(
+        "dropped %s read after their block was complete, the latest %s: the node paused"
+        " between writing its streams for longer than --stream-quiet-after (%g s);"
+        " raise it if this recurs",
+        what,
+        report.detail,
+        quiet_after,
+    )
