@@ -103,6 +103,23 @@ def test_a_401_says_whether_no_token_came_or_which_one_was_refused() -> None:
     assert "(Authorization: Bearer)" in both.msg
 
 
+@pytest.mark.parametrize(
+    "authorization",
+    ["nope", "Bearer", "Basic !!!", "Basic " + base64.b64encode(b":").decode()],
+)
+def test_an_authorization_header_without_a_token_lets_a_good_query_token_through(
+    authorization: str,
+) -> None:
+    # Malformed or empty Basic had refused a good ?token= ("no token found") while an
+    # empty Bearer or an unknown scheme let it through: the same rule for each.
+    policy = AccessPolicy(tokens=(TOKEN,))
+    found = headers(authorization=authorization)
+    assert policy.decide(f"/ws?token={TOKEN}".encode(), found, scheme="http") is None
+    denial = policy.decide(b"/ws?token=nope", found, scheme="http")
+    assert denial is not None
+    assert denial.msg == "the token sent (?token=) is not accepted by this server"
+
+
 def test_origins_allow_list_and_the_pages_own_origin() -> None:
     policy = AccessPolicy(allow_origins=("https://desk.example/",))
     ok = headers(origin="https://desk.example", host="hl:8000")

@@ -68,10 +68,13 @@ def _presented(query: str, headers: Iterable[tuple[bytes, bytes]]) -> _Presented
                         base64.b64decode(token, validate=True).decode().partition(":")
                     )
                 except (binascii.Error, UnicodeDecodeError):
-                    return _Presented(None, _NONE_FOUND % "Basic is not base64 of user:password")
+                    unusable = "Basic is not base64 of user:password"
+                    continue
                 if password or user:
                     return _Presented(password or user, "Basic auth")
-                return _Presented(None, _NONE_FOUND % "Basic has an empty user and password")
+                # No token in it, like the cases below: a ?token= may still carry one.
+                unusable = "Basic has an empty user and password"
+                continue
             # Not the scheme's name: a token sent without one would be it.
             unusable = _EMPTY.get(scheme, "not Bearer or Basic")
     for key, found in urllib.parse.parse_qsl(query, keep_blank_values=True):
