@@ -254,6 +254,24 @@ def test_open_orders_wait_for_the_details_of_diffs_applied_ahead(store: HistoryS
     assert orders[5]["tif"] == "Alo"
 
 
+def test_open_orders_are_sent_again_after_a_repair_of_a_coin_of_their_dex(
+    store: HistoryStore,
+) -> None:
+    # A repair replaces a coin's book without diffs: the lists on its dex were left stale
+    # until the user's next diff.
+    world = World(store)
+    main, hip3 = world.session(), world.session()
+    subscribe(main, type="openOrders", user=USER)
+    subscribe(hip3, type="openOrders", user=USER, dex="xyz")
+    assert [o["oid"] for o in drain(main.client)[1]["data"]["orders"]] == [1]
+    drain(hip3.client)
+    world.books.set_coin("BTC", [], [])  # the node's snapshot: no order in BTC
+    world.hub.resync(world.books, ["BTC"])
+    [message] = drain(main.client)
+    assert message["data"] == {"dex": "", "user": USER, "orders": []}
+    assert drain(hip3.client) == []  # another dex: unchanged
+
+
 @pytest.mark.parametrize(
     "raw",
     [

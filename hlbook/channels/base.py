@@ -137,6 +137,12 @@ class Channel(abc.ABC):
         coin = getattr(key, "coin", None)
         return coin if isinstance(coin, str) else None
 
+    def repaired(self, key: Hashable, coins: Collection[str]) -> bool:
+        """Whether a repair of ``coins`` (their books replaced without a new height) may
+        have changed what ``key`` shows: its subscribers then get a fresh first message.
+        By default, keys about one of those coins."""
+        return self.coin(key) in coins
+
     def available(self, key: Hashable, books: Books) -> bool:
         """False if hlbook cannot serve ``key`` (e.g. an unknown coin)."""
         coin = self.coin(key)

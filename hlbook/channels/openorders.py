@@ -72,6 +72,11 @@ class OpenOrders(UserChannel):
         super().removed(key)
         self._late.discard(key)
 
+    def repaired(self, key: Hashable, coins: Collection[str]) -> bool:
+        # A repaired coin's orders changed without diffs: every list on its dex may have.
+        assert isinstance(key, OpenOrdersKey)
+        return any(dex_of(coin) == key.dex for coin in coins)
+
     def publish(
         self,
         block: Block,

@@ -438,7 +438,7 @@ class Hub:
                 continue  # nothing to redo: the next block's messages follow on
             for key in list(self._keys[channel]):
                 coin = channel.coin(key)
-                if wanted is not None and coin not in wanted:
+                if wanted is not None and not channel.repaired(key, wanted):
                     continue
                 if not channel.ready(key, books):
                     for client in list(self._subscribers.get(key, ())):
