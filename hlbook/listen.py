@@ -148,7 +148,9 @@ def load_tokens(values: Iterable[str]) -> tuple[str, ...]:
             continue
         path = Path(given[1:]).expanduser()
         try:
-            text = path.read_text()
+            # utf-8-sig: a byte-order mark (Windows editors write one) would otherwise
+            # make the first line, a comment too, a token of its own.
+            text = path.read_text(encoding="utf-8-sig")
         except OSError as exc:
             raise StartupError(f"token file {path}: {exc.strerror or exc}") from None
         except UnicodeDecodeError:

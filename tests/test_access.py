@@ -354,6 +354,10 @@ def test_a_token_file_holds_one_token_a_line(tmp_path: Path) -> None:
             load_tokens([f"@{empty}"])
     with pytest.raises(StartupError, match="a --token is empty"):
         load_tokens([" "])
+    # A file saved with a byte-order mark: its first line is still a comment, not a token.
+    marked = tmp_path / "marked"
+    marked.write_text("# prod\r\nsecret\r\n", encoding="utf-8-sig")
+    assert load_tokens([f"@{marked}"]) == ("secret",)
 
 
 async def test_every_token_of_a_file_opens_the_server_and_refusals_say_why(
