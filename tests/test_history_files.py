@@ -301,3 +301,29 @@ def test_queries_while_the_file_is_deleted_again_and_again_fail_cleanly_or_answe
     assert answered > 0
     with HistoryStore(path) as again:  # the file at the path is whole
         assert again.fills(ALICE, limit=5000).fills == final
+
+
+def test_writes_that_go_on_failing_are_one_gap_per_stream_not_one_per_attempt(
+    tmp_path: Path,
+) -> None:
+    # The directory is gone: the path cannot be opened again, every write fails, and each
+    # given-up transaction adds to the gap of its stream instead of a gap of its own
+    # (several a second had piled up in memory, each inserted again at every attempt).
+    folder = tmp_path / "history"
+    folder.mkdir()
+    with HistoryStore(folder / "h.sqlite", retry_for=0.3, check_interval=0.1) as store:
+        recorder = HistoryRecorder(store)
+        shutil.rmtree(folder)
+        start = time.monotonic()
+        height = 100
+        while time.monotonic() - start < 2.5:  # several retry_for periods given up
+            record(recorder, blocks(1, start_height=height, start=T0 + height * 70))
+            height += 1
+            time.sleep(0.02)
+        stats = store.statistics()
+        gaps = [gap for gap in store.gaps() if gap.reason == "write-failed"]
+        assert stats.gaps == len(gaps) == 2, gaps  # fills and statuses, one each
+        assert {gap.stream for gap in gaps} == {FILLS, STATUSES}
+        # From the first block not in the deleted file (the writer may have put one or two
+        # there before its check saw it go) to one of the last given up.
+        assert all(gap.from_height <= 110 < 130 < gap.to_height for gap in gaps), gaps

@@ -480,6 +480,8 @@ class HistoryStore:
         self._pending_rows = 0
         self._open_gaps: dict[str, Gap] = {}
         self._new_gaps: list[Gap] = []
+        self._inflight_gaps: list[Gap] = []
+        """Of the gaps not written yet, those the writer is writing now."""
         self._closing = False
         self._closed = False
         self._paused = False
@@ -683,10 +685,39 @@ class HistoryStore:
 
     def _record_gap(self, gap: Gap) -> None:
         # Caller holds the lock.
+        if gap.reason == "write-failed" and self._extend_failed(gap):
+            return
         self._gaps.append(gap)
         del self._gaps[:-_MAX_GAPS_KEPT]
         self._new_gaps.append(gap)
         self._stats.gaps += 1
+
+    def _extend_failed(self, gap: Gap) -> bool:
+        """Extend the stream's unwritten ``write-failed`` gap with ``gap``, if there is one.
+
+        While writes go on failing (a disk that is gone, a path that cannot be opened
+        again), each given-up transaction is one more gap: one per stream and failure,
+        several a second, each kept in memory and inserted again at every attempt. No
+        write succeeded in between (that would have written the older one), so the rows
+        between them are lost too: one gap says it."""
+        for new in (self._new_gaps, self._inflight_gaps):  # the newest unwritten first
+            at = next((i for i in range(len(new) - 1, -1, -1) if new[i].stream == gap.stream), None)
+            if at is not None:
+                break
+        else:
+            return False
+        old = new[at]
+        if old.reason != "write-failed" or old.to_height >= gap.from_height:
+            return False
+        merged = attrs.evolve(
+            old, to_height=gap.to_height, to_time=gap.to_time, rows=old.rows + gap.rows
+        )
+        new[at] = merged
+        for i in range(len(self._gaps) - 1, -1, -1):
+            if self._gaps[i] is old:
+                self._gaps[i] = merged
+                break
+        return True
 
     # -- the writer thread ---------------------------------------------------------
 
@@ -751,7 +782,7 @@ class HistoryStore:
                 batches = tuple(self._queue)
                 self._queue.clear()
                 spill, self._spill = self._spill, {}
-                gaps = tuple(self._new_gaps)
+                gaps = self._inflight_gaps = list(self._new_gaps)
                 self._new_gaps.clear()
                 self._inflight, self._inflight_spill = batches, spill
                 seen = {stream: attrs.evolve(value) for stream, value in self._seen.items()}
@@ -759,9 +790,10 @@ class HistoryStore:
                 self._busy = True
             self._requeued = False
             try:
-                ok = self._write(batches, spill, gaps, seen, closing=closing)
-                if not ok and gaps:
-                    with self._cond:
+                ok = self._write(batches, spill, tuple(gaps), seen, closing=closing)
+                with self._cond:
+                    self._inflight_gaps = []
+                    if not ok and gaps:
                         self._new_gaps[:0] = gaps  # retry persisting them with the next write
                 with self._cond:
                     caught_up = not self._queue
@@ -936,7 +968,7 @@ class HistoryStore:
             return  # soon after the last run of failures ended: counted, summed up later
         if keep:
             log.error(
-                "history write failed (%s): %d rows kept and retried for up to %.0f s; "
+                "history write failed (%s): %d rows kept and retried for up to %g s; "
                 "the live feed continues",
                 text,
                 rows,
@@ -1108,7 +1140,7 @@ class HistoryStore:
                 log.error(
                     "%s: cannot open a history store there now: %s — history writes fail"
                     " (kept and retried, then gaps) until it can; the path is tried again"
-                    " every %.0f s",
+                    " every %g s",
                     announce or f"history store {path}",
                     reason,
                     self._check_interval,
