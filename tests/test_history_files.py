@@ -327,3 +327,33 @@ def test_writes_that_go_on_failing_are_one_gap_per_stream_not_one_per_attempt(
         # From the first block not in the deleted file (the writer may have put one or two
         # there before its check saw it go) to one of the last given up.
         assert all(gap.from_height <= 110 < 130 < gap.to_height for gap in gaps), gaps
+
+
+def test_a_file_moved_away_during_a_long_query_is_still_complete(tmp_path: Path) -> None:
+    # A query reading since before the last commits holds the log's end back longer than
+    # the busy timeout (5 s): the checkpoint is tried again once it ends, instead of the
+    # log being removed with the file's last transactions in it.
+    path, moved = tmp_path / "history.sqlite", tmp_path / "archive.sqlite"
+    with HistoryStore(path) as store:
+        recorder = HistoryRecorder(store)
+        record(recorder, blocks(10))
+        assert store.flush(10)
+        inside = threading.Event()
+
+        def slow(conn: sqlite3.Connection) -> int:
+            found: int = conn.execute("SELECT count(*) FROM fills").fetchone()[0]
+            inside.set()
+            time.sleep(5.5)  # in its read transaction all along
+            return found
+
+        reader = threading.Thread(target=store._read, args=(slow,))
+        reader.start()
+        assert inside.wait(10)
+        record(recorder, blocks(5, start_height=110, start=T0 + 10 * 70))  # after its start
+        assert store.flush(10)
+        path.rename(moved)
+        store.request_file_check()
+        assert store.flush(30)
+        reader.join(10)
+    with sqlite3.connect(f"file:{moved}?mode=ro", uri=True) as archive:
+        assert archive.execute("SELECT count(*) FROM fills").fetchone()[0] == 30  # 15 trades

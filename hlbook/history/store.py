@@ -131,6 +131,7 @@ _MAX_GAPS_KEPT: Final = 10_000
 _KEYED_TABLES: Final = ("fills", "orders", "trades")
 _STREAM_TABLES: Final = {FILLS: ("fills", "trades"), STATUSES: ("orders",)}
 _SIDECARS: Final = ("-wal", "-shm")
+_CHECKPOINT_TRIES: Final = 2
 
 T = TypeVar("T")
 
@@ -1069,9 +1070,7 @@ class HistoryStore:
         try:
             with self._db_lock:
                 old = _read_state(conn)
-                # Into the file itself: one moved away is then complete without its
-                # write-ahead log, which is named after the path (and removed below).
-                conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            self._checkpoint_lost(conn)
         except sqlite3.Error as exc:
             log.debug("history: reading the lost file failed: %s", exc)
             old = None
@@ -1098,6 +1097,30 @@ class HistoryStore:
             self._stats.files_lost += 1
         self._lost = lost
         self._reopen(announce=lost.describe(self.path))
+
+    def _checkpoint_lost(self, conn: sqlite3.Connection) -> None:
+        """Copy the write-ahead log into the lost file itself: one moved away (an archive)
+        is then complete without the log, which is named after the path and removed.
+
+        A query reading since before the last commits holds the log's end back (each try
+        waits up to the busy timeout): tried a few times, then said, since the file moved
+        away would lack its last transactions."""
+        busy, frames, copied = 0, 0, 0
+        for attempt in range(_CHECKPOINT_TRIES):
+            if attempt:
+                time.sleep(0.5)
+            with self._db_lock:
+                busy, frames, copied = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            if not busy and copied >= frames:
+                return
+        log.error(
+            "history store %s: the file gone from the path lacks its last transactions (%d of"
+            " %d log pages copied into it: a query kept reading); if it was moved away to keep"
+            " it, it is incomplete",
+            self.path,
+            max(copied, 0),
+            frames,
+        )
 
     def _close_file(self, why: str, *, unlink: Sequence[str]) -> None:
         """Close the writer's connection and the readers'; the store has no file now."""
