@@ -272,6 +272,40 @@ def test_open_orders_are_sent_again_after_a_repair_of_a_coin_of_their_dex(
     assert drain(hip3.client) == []  # another dex: unchanged
 
 
+def test_open_orders_of_a_user_busy_every_block_ask_the_details_to_catch_up(
+    store: HistoryStore,
+) -> None:
+    """A market maker with a new order in every block is never whole while the statuses
+    lag the diffs by a block: after CATCH_UP_AFTER_MS of block time the channel asks the
+    data path to catch up, and the list goes out once it has."""
+    from hlbook.channels.openorders import CATCH_UP_AFTER_MS
+
+    world = World(store)
+    session = world.session()
+    subscribe(session, type="openOrders", user=USER)
+    drain(session.client)
+    books, hub = world.books, world.hub
+
+    def busy(height: int) -> Any:  # the user's new order of this block
+        return make_block(height, statuses=[status(height)], diffs=[new(height, px="99.0")])
+
+    ahead = busy(11)
+    hub.publish(Stage.DIFFS, ahead, books, books.apply_diffs(ahead).touched)
+    first = ahead
+    while not books.catch_up_wanted:  # the diffs one block ahead, every block
+        behind, ahead = ahead, busy(ahead.height + 1)
+        hub.publish(Stage.DIFFS, ahead, books, books.apply_diffs(ahead).touched)
+        hub.publish(Stage.STATUSES, behind, books, books.attach_details(behind).touched)
+        assert drain(session.client) == []  # never whole
+        assert ahead.height < 100, "never asked"
+    held = behind.time - first.time  # from the first list held back to the ask
+    assert CATCH_UP_AFTER_MS <= held < CATCH_UP_AFTER_MS + 70
+    # The data path catches up: the last block's statuses are attached before more diffs.
+    hub.publish(Stage.STATUSES, ahead, books, books.attach_details(ahead).touched)
+    [message] = drain(session.client)
+    assert len(message["data"]["orders"]) == 1 + ahead.height - 10  # order 1 and each new one
+
+
 @pytest.mark.parametrize(
     "raw",
     [

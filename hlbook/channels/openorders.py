@@ -11,8 +11,12 @@ A user's resting orders change only through book diffs (an order added, resized 
 removed), so the block's diffs say whose lists to send again. The list is built at
 the statuses stage, once the order details are attached; if the diff stream is
 already further on and one of the user's orders waits for its details, that user's
-list is sent after a later block instead, when it is whole (the same rule as the
-``openOrders`` answer). Conflated: a slow client gets the newest list.
+list is sent after a later block instead, when it is whole. A user with a new order in
+every block would never be whole while the statuses lag: after
+:data:`CATCH_UP_AFTER_MS` of block time held back, the channel asks the data path to
+let the details catch up (briefly holding the diffs, as a first ``l4Book`` snapshot
+does), and the list goes out with the block that completes. Conflated: a slow client
+gets the newest list.
 """
 
 from collections.abc import Collection, Hashable, Iterable, Mapping
@@ -31,7 +35,11 @@ from hlbook.model import Block
 from hlbook.server.frames import Message
 from hlbook.stages import Stage
 
-__all__ = ["OpenOrders", "OpenOrdersKey"]
+__all__ = ["CATCH_UP_AFTER_MS", "OpenOrders", "OpenOrdersKey"]
+
+CATCH_UP_AFTER_MS = 2000
+"""How long (block time) a changed list may wait for its orders' details before the data
+path is asked to catch up (the ``openOrders`` answer waits as long)."""
 
 
 @attrs.frozen(cache_hash=True)  # hashed several times per message offered
@@ -51,8 +59,9 @@ class OpenOrders(UserChannel):
 
     def __init__(self, shared: Shared) -> None:
         super().__init__(shared)
-        self._late: set[OpenOrdersKey] = set()
-        """Keys whose change could not be sent yet (an order waited for its details)."""
+        self._late: dict[OpenOrdersKey, int] = {}
+        """Keys whose change could not be sent yet (an order waited for its details),
+        with the block time they were first held back at."""
 
     def parse(self, raw: Mapping[str, Any]) -> Hashable:
         return OpenOrdersKey(user_address(raw), parse_dex(raw))
@@ -70,7 +79,8 @@ class OpenOrders(UserChannel):
 
     def removed(self, key: Hashable) -> None:
         super().removed(key)
-        self._late.discard(key)
+        assert isinstance(key, OpenOrdersKey)
+        self._late.pop(key, None)
 
     def repaired(self, key: Hashable, coins: Collection[str]) -> bool:
         # A repaired coin's orders changed without diffs: every list on its dex may have.
@@ -84,18 +94,22 @@ class OpenOrders(UserChannel):
         touched: Mapping[str, CoinBook],
         keys: Collection[Hashable],
     ) -> Iterable[tuple[Hashable, Message]]:
-        due = set(self._late)
+        held, self._late = self._late, {}
+        due = dict(held)
         if block.diffs:
             for key, diffs in self.with_news(block.diffs_by_user):
                 assert isinstance(key, OpenOrdersKey)
                 if any(dex_of(diff.coin) == key.dex for diff in diffs):
-                    due.add(key)
-        self._late = set()
-        for key in due:
+                    due.setdefault(key, block.time)
+        starved = False
+        for key, since in due.items():
             if books.user_ready(key.user):
                 yield key, _message(key, books)
             else:
-                self._late.add(key)
+                self._late[key] = since
+                starved = starved or block.time - since >= CATCH_UP_AFTER_MS
+        if starved:
+            books.request_catch_up()
 
 
 def _message(key: OpenOrdersKey, books: Books) -> Message:
