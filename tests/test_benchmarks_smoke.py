@@ -13,6 +13,7 @@ SCRIPTS: tuple[tuple[str, ...], ...] = (
     ("server_memory", "--metrics"),
     ("server_info",),
     ("user_channels",),
+    ("open_orders",),
     ("compression",),
     ("server_workers",),
     ("worker_stall",),

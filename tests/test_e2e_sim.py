@@ -83,7 +83,7 @@ async def test_clients_receive_exactly_the_simulators_books(tmp_path: Path, layo
     # machine) stops the node's writes too, which a real node's would not, so a stall
     # longer than --stream-quiet-after can pass for a node that has finished a block (its
     # late fills are then dropped, logged and counted: late_events). Hence a wider margin.
-    quiet = {"stream_quiet_after": 1.0} if layout is Layout.STREAMING else {}
+    quiet: dict[str, Any] = {"stream_quiet_after": 1.0} if layout is Layout.STREAMING else {}
     async with sim_and_server(tmp_path, sim, stale_after=60.0, **quiet) as (handle, node):
         # Subscribe everyone at one height: pause the node until the server has caught up.
         node.pause()

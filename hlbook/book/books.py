@@ -212,6 +212,12 @@ class Books:
         orders are followed as blocks apply (for the :data:`WATCHED_USERS` most
         recently asked about), so users nobody asks about cost nothing.
         """
+        return [full_order(oid, record) for oid, record in self.resting_of(user)]
+
+    def resting_of(self, user: str) -> list[tuple[int, Resting]]:
+        """``(oid, record)`` of every resting order of ``user``, newest first, as in
+        :meth:`orders_of` but without building the orders (a record's ``sz`` changes in
+        place as the order fills; its details, by a new record)."""
         user = user.lower()
         watched = self._by_user
         oids = watched.pop(user, None)
@@ -221,8 +227,8 @@ class Books:
                 del watched[next(iter(watched))]  # the least recently asked about
         watched[user] = oids  # (re)inserted last: most recently asked about
         index = self._orders
-        found = [full_order(oid, index[oid]) for oid in oids]
-        found.sort(key=lambda order: (order.timestamp, order.oid), reverse=True)
+        found = [(oid, index[oid]) for oid in oids]
+        found.sort(key=lambda item: (item[1].timestamp, item[0]), reverse=True)
         return found
 
     # -- how far details are attached ---------------------------------------------

@@ -17,6 +17,11 @@ every block would never be whole while the statuses lag: after
 let the details catch up (briefly holding the diffs, as a first ``l4Book`` snapshot
 does), and the list goes out with the block that completes. Conflated: a slow client
 gets the newest list.
+
+A list is the user's whole state, sent again for each change: each order's JSON is kept
+per subscribed key and made again only for an order that changed (a new record when
+its details attach, a new size as it fills), so a list of thousands of orders costs
+the book task a sort and a join, not an order object and a dict per order.
 """
 
 from collections.abc import Collection, Hashable, Iterable, Mapping
@@ -28,6 +33,7 @@ import orjson
 from hlbook.book.books import Books
 from hlbook.book.l4 import CoinBook
 from hlbook.book.mids import dex_of
+from hlbook.book.resting import Resting, full_order
 from hlbook.channels.allmids import parse_dex
 from hlbook.channels.base import Policy, Shared, UserChannel, user_address
 from hlbook.history.wire import order_wire
@@ -62,6 +68,8 @@ class OpenOrders(UserChannel):
         self._late: dict[OpenOrdersKey, int] = {}
         """Keys whose change could not be sent yet (an order waited for its details),
         with the block time they were first held back at."""
+        self._wire: dict[OpenOrdersKey, dict[int, tuple[Resting, str, bytes]]] = {}
+        """Per key, each listed order's record and size when its JSON was made, and it."""
 
     def parse(self, raw: Mapping[str, Any]) -> Hashable:
         return OpenOrdersKey(user_address(raw), parse_dex(raw))
@@ -75,12 +83,13 @@ class OpenOrders(UserChannel):
 
     def first(self, key: Hashable, books: Books) -> Message | None:
         assert isinstance(key, OpenOrdersKey)
-        return _message(key, books)
+        return self._message(key, books)
 
     def removed(self, key: Hashable) -> None:
         super().removed(key)
         assert isinstance(key, OpenOrdersKey)
         self._late.pop(key, None)
+        self._wire.pop(key, None)
 
     def repaired(self, key: Hashable, coins: Collection[str]) -> bool:
         # A repaired coin's orders changed without diffs: every list on its dex may have.
@@ -104,15 +113,27 @@ class OpenOrders(UserChannel):
         starved = False
         for key, since in due.items():
             if books.user_ready(key.user):
-                yield key, _message(key, books)
+                yield key, self._message(key, books)
             else:
                 self._late[key] = since
                 starved = starved or block.time - since >= CATCH_UP_AFTER_MS
         if starved:
             books.request_catch_up()
 
-
-def _message(key: OpenOrdersKey, books: Books) -> Message:
-    orders = [order_wire(o) for o in books.orders_of(key.user) if dex_of(o.coin) == key.dex]
-    data = {"dex": key.dex, "user": key.user, "orders": orders}
-    return Message(orjson.dumps({"channel": "openOrders", "data": data}))
+    def _message(self, key: OpenOrdersKey, books: Books) -> Message:
+        kept = self._wire.get(key, {})
+        fresh: dict[int, tuple[Resting, str, bytes]] = {}
+        parts = []
+        for oid, record in books.resting_of(key.user):
+            if dex_of(record.coin) != key.dex:
+                continue
+            entry = kept.get(oid)
+            if entry is None or entry[0] is not record or entry[1] != record.sz:
+                entry = (record, record.sz, orjson.dumps(order_wire(full_order(oid, record))))
+            fresh[oid] = entry
+            parts.append(entry[2])
+        self._wire[key] = fresh  # only the orders listed now: bounded by the user's orders
+        head = orjson.dumps({"dex": key.dex, "user": key.user})[:-1]
+        return Message(
+            b'{"channel":"openOrders","data":%s,"orders":[%s]}}' % (head, b",".join(parts))
+        )
