@@ -267,11 +267,17 @@ def test_queries_while_the_file_is_deleted_again_and_again_fail_cleanly_or_answe
         done = threading.Event()
 
         def reader() -> None:
+            # Until it has answered once after the deletions end (on a loaded machine every
+            # query during them may fail, cleanly), for at most a minute.
             nonlocal answered
-            while not done.is_set():
+            give_up = time.monotonic() + 60
+            while time.monotonic() < give_up:
+                ending = done.is_set()
                 try:
                     store.fills(ALICE, limit=5000)
                     answered += 1
+                    if ending:
+                        return
                 except HistoryError:
                     time.sleep(0.001)
                 except BaseException as exc:
@@ -298,7 +304,7 @@ def test_queries_while_the_file_is_deleted_again_and_again_fail_cleanly_or_answe
         assert final
         assert final[0]["time"] == T0 + height * 70
     assert errors == []
-    assert answered > 0
+    assert answered >= len(threads)  # each, at least once the file stays
     with HistoryStore(path) as again:  # the file at the path is whole
         assert again.fills(ALICE, limit=5000).fills == final
 
