@@ -33,6 +33,8 @@ __all__ = ["CONTENT_TYPE", "Metrics"]
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 _QUEUE_BUCKETS = (0, 1, 4, 16, 64, 256, 1024, 4096, 16384)
+_MAX_KINDS = 200
+"""Distinct ``type`` label values of ``hlbook_info_requests_total``; later ones are "other"."""
 _SECONDS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0, 5.0)
 
 # health()["pipeline"] counters exported as hlbook_<name>_total.
@@ -88,11 +90,15 @@ class Metrics:
 
     def observe_http(self, kind: str, status: int) -> None:
         """One ``POST /info`` answered."""
-        # Bounded label values: types nobody knows share one label.
+        # Bounded label values: types nobody knows share one label. The type is the
+        # client's string, so only the first _MAX_KINDS are remembered: remembering every
+        # later one as "other" would grow with each new string a client sends.
         label = self._kinds.get(kind)
         if label is None:
-            label = kind if len(self._kinds) < 200 else "other"
-            self._kinds[kind] = label
+            if len(self._kinds) < _MAX_KINDS:
+                label = self._kinds[kind] = kind
+            else:
+                label = "other"
         self.info_requests.labels(label, str(status)).inc()
 
     def upstream_observer(self, name: str) -> Callable[[str, float], None]:
