@@ -1015,4 +1015,4 @@ def test_late_lines_are_logged_at_most_once_a_minute_naming_what_was_lost(
         " if this recurs"
     )
     assert summary.startswith("dropped 1 event(s) in the last 61 s read after their block")
-    assert "(its order details were sent and recorded without them)" in summary
+    assert "(its order statuses were sent and recorded without them)" in summary

@@ -429,7 +429,7 @@ class DataPath(SupervisedPath):
 
 
 def _describe_late(late: LateLine) -> str:
-    lost = "trades and fills" if late.stream is Stream.FILLS else "order details"
+    lost = "trades and fills" if late.stream is Stream.FILLS else "order statuses"
     return (
         f"{late.events} {late.stream.value} event(s) of block {late.height}"
         f" (its {lost} were sent and recorded without them)"
