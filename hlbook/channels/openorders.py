@@ -133,7 +133,6 @@ class OpenOrders(UserChannel):
             fresh[oid] = entry
             parts.append(entry[2])
         self._wire[key] = fresh  # only the orders listed now: bounded by the user's orders
-        head = orjson.dumps({"dex": key.dex, "user": key.user})[:-1]
-        return Message(
-            b'{"channel":"openOrders","data":%s,"orders":[%s]}}' % (head, b",".join(parts))
-        )
+        orders = orjson.Fragment(b"[%s]" % b",".join(parts))  # the kept JSON, as it is
+        data = {"dex": key.dex, "user": key.user, "orders": orders}
+        return Message(orjson.dumps({"channel": "openOrders", "data": data}))

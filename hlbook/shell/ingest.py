@@ -439,11 +439,9 @@ def _describe_late(late: LateLine) -> str:
 def _log_late(report: Report | None, quiet_after: float) -> None:
     if report is None:
         return
-    what = (
-        f"{report.count} event(s)"
-        if report.seconds is None
-        else (f"{report.count} event(s) in the last {report.seconds:.0f} s")
-    )
+    what = f"{report.count} event(s)"
+    if report.seconds is not None:
+        what += f" in the last {report.seconds:.0f} s"
     log.warning(
         "dropped %s read after their block was complete, the latest %s: the node paused"
         " between writing its streams for longer than --stream-quiet-after (%g s);"
